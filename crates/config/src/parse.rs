@@ -1,0 +1,452 @@
+//! Reads a Kong declarative config (`_format_version: "3.0"`, YAML or JSON) into a validated
+//! [`Config`], collecting every error with its path.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use serde_json::{Map, Value};
+
+use crate::entities::{self, Pending, Refs};
+use crate::model::*;
+use crate::reader::{index, join, Errors, FieldError, Obj};
+use crate::vault::{self, EnvLookup};
+
+/// Credential kinds a consumer may nest, with the field that names each one.
+pub(crate) const CREDENTIAL_KINDS: &[(&str, &str)] = &[
+    ("keyauth_credentials", "key"),
+    ("basicauth_credentials", "username"),
+    ("hmacauth_credentials", "username"),
+    ("jwt_secrets", "key"),
+    ("acls", "group"),
+    ("mtls_auth_credentials", "subject_name"),
+    ("oauth2_credentials", "client_id"),
+];
+
+/// Parses config text. JSON is detected by a leading `{`; anything else is read as YAML.
+pub fn parse_str(text: &str, env: EnvLookup<'_>) -> Result<Config, Vec<FieldError>> {
+    let mut root: Value = if text.trim_start().starts_with('{') {
+        serde_json::from_str(text).map_err(|e| {
+            vec![FieldError {
+                path: String::new(),
+                message: format!("invalid JSON: {e}"),
+            }]
+        })?
+    } else {
+        serde_yaml::from_str(text).map_err(|e| {
+            vec![FieldError {
+                path: String::new(),
+                message: format!("invalid YAML: {e}"),
+            }]
+        })?
+    };
+    let mut errs = Errors::default();
+    vault::resolve(&mut root, "", env, &mut errs);
+    let config = parse_value(&root, &mut errs);
+    if errs.is_empty() {
+        Ok(config)
+    } else {
+        Err(errs.into_vec())
+    }
+}
+
+/// Reads the root value into a config; errors go to `errs`.
+fn parse_value(root: &Value, errs: &mut Errors) -> Config {
+    let mut p = Parser::default();
+    let Some(mut top) = Obj::open(root, "", errs) else {
+        return Config::default();
+    };
+    let version = match top.req_str("_format_version", errs) {
+        Some(v) if ["1.1", "2.1", "3.0"].contains(&v.as_str()) => v,
+        Some(_) => {
+            errs.push(
+                "_format_version",
+                "unsupported version; expected one of: 1.1, 2.1, 3.0",
+            );
+            String::new()
+        }
+        None => String::new(),
+    };
+    top.opt_bool("_transform", errs);
+    top.accept(&[
+        "_comment",
+        "_ignore",
+        "_workspace",
+        "_info",
+        "_konnect",
+        "_plugin_configs",
+    ]);
+
+    let items = |top: &mut Obj<'_>, key: &str, errs: &mut Errors| -> Vec<(String, Value)> {
+        top.array(key, errs, |v, path, _| Some((path, v.clone())))
+    };
+    for (path, v) in items(&mut top, "services", errs) {
+        p.service(&v, &path, errs);
+    }
+    for (path, v) in items(&mut top, "routes", errs) {
+        p.route(&v, &path, None, errs);
+    }
+    for (path, v) in items(&mut top, "upstreams", errs) {
+        p.upstream(&v, &path, errs);
+    }
+    for (path, v) in items(&mut top, "targets", errs) {
+        p.target(&v, &path, None, errs);
+    }
+    for (path, v) in items(&mut top, "certificates", errs) {
+        p.certificate(&v, &path, errs);
+    }
+    for (path, v) in items(&mut top, "snis", errs) {
+        p.sni(&v, &path, errs);
+    }
+    for (path, v) in items(&mut top, "ca_certificates", errs) {
+        p.ca_certificate(&v, &path, errs);
+    }
+    for (path, v) in items(&mut top, "consumers", errs) {
+        p.consumer(&v, &path, errs);
+    }
+    for (path, v) in items(&mut top, "consumer_groups", errs) {
+        p.consumer_group(&v, &path, errs);
+    }
+    for (kind, _) in CREDENTIAL_KINDS {
+        for (path, v) in items(&mut top, kind, errs) {
+            p.credential(kind, &v, &path, None, errs);
+        }
+    }
+    for (path, v) in items(&mut top, "plugins", errs) {
+        p.plugin(&v, &path, Scope::default(), errs);
+    }
+    for (path, v) in items(&mut top, "vaults", errs) {
+        p.vault(&v, &path, errs);
+    }
+    // Keys and key sets are accepted for compatibility; no bundled plugin uses them yet.
+    top.accept(&[
+        "key_sets",
+        "keys",
+        "filter_chains",
+        "workspaces",
+        "licenses",
+    ]);
+    top.finish(errs);
+
+    let mut config = p.finish(errs);
+    config.format_version = version;
+    config
+}
+
+/// Where a plugin or route was nested.
+#[derive(Default, Clone)]
+pub(crate) struct Scope {
+    pub(crate) service: Option<Id>,
+    pub(crate) route: Option<Id>,
+    pub(crate) consumer: Option<Id>,
+}
+
+/// Accumulates entities and unresolved references while the file is read.
+#[derive(Default)]
+pub(crate) struct Parser {
+    pub(crate) config: Config,
+    pub(crate) pending: Vec<Pending>,
+    /// Plugins whose id depends on references resolved at the end.
+    pub(crate) plugin_keys: Vec<Option<String>>,
+    pub(crate) group_members: Vec<(String, String, String)>,
+    pub(crate) route_counter: usize,
+}
+
+impl Parser {
+    /// Resolves references, derives remaining ids and runs cross-entity checks.
+    fn finish(mut self, errs: &mut Errors) -> Config {
+        let refs = Refs::build(&self.config);
+        for pending in std::mem::take(&mut self.pending) {
+            entities::apply_pending(&mut self.config, &refs, pending, errs);
+        }
+        for (group, consumer, path) in std::mem::take(&mut self.group_members) {
+            match refs.consumer(&consumer) {
+                Some(id) => self
+                    .config
+                    .consumer_groups
+                    .entry(group)
+                    .or_default()
+                    .push(id),
+                None => errs.push(path, format!("consumer '{consumer}' not found")),
+            }
+        }
+        // Plugin ids depend on their (now resolved) scope.
+        for (plugin, key) in self.config.plugins.iter_mut().zip(&self.plugin_keys) {
+            if key.is_none() {
+                continue;
+            }
+            plugin.id = derive_id(
+                "plugin",
+                &format!(
+                    "{}|{}|{}|{}|{}",
+                    plugin.name,
+                    plugin.instance_name.as_deref().unwrap_or(""),
+                    plugin.service.as_deref().unwrap_or(""),
+                    plugin.route.as_deref().unwrap_or(""),
+                    plugin.consumer.as_deref().unwrap_or("")
+                ),
+            );
+        }
+        check_uniqueness(&self.config, errs);
+        self.config
+    }
+}
+
+/// Derives a stable UUID (v5) from an entity kind and its natural key, so every node that loads
+/// the same file agrees on ids.
+pub(crate) fn derive_id(kind: &str, key: &str) -> Id {
+    const NAMESPACE: uuid::Uuid = uuid::Uuid::from_bytes([
+        0x0d, 0xc6, 0xf4, 0x5b, 0x8f, 0x8d, 0x40, 0xd2, 0xa5, 0x04, 0x47, 0x35, 0x44, 0xee, 0x19,
+        0x0b,
+    ]);
+    uuid::Uuid::new_v5(&NAMESPACE, format!("{kind}:{key}").as_bytes()).to_string()
+}
+
+/// Reads `id` if present (must be a UUID), else derives one from `key`.
+pub(crate) fn read_id(o: &mut Obj<'_>, kind: &str, key: &str, errs: &mut Errors) -> Id {
+    match o.opt_str("id", errs) {
+        Some(id) if uuid::Uuid::parse_str(&id).is_ok() => id.to_ascii_lowercase(),
+        Some(_) => {
+            errs.push(o.field_path("id"), "expected a valid UUID");
+            derive_id(kind, key)
+        }
+        None => derive_id(kind, key),
+    }
+}
+
+/// Reads `tags` and the timestamps every entity may carry.
+pub(crate) fn common(o: &mut Obj<'_>, errs: &mut Errors) -> Vec<String> {
+    o.accept(&["created_at", "updated_at", "_comment", "_ignore"]);
+    let tags = o.str_array("tags", errs);
+    for (i, t) in tags.iter().enumerate() {
+        if t.is_empty() || t.contains(',') || t.contains('/') || !t.chars().all(|c| !c.is_control())
+        {
+            errs.push(
+                index(&o.field_path("tags"), i),
+                "invalid tag: must be printable and must not contain ',' or '/'",
+            );
+        }
+    }
+    tags
+}
+
+/// Reads a foreign key: a string (name or id) or a record `{id: ...}` / `{name: ...}`.
+pub(crate) fn read_ref(o: &mut Obj<'_>, key: &str, errs: &mut Errors) -> Option<String> {
+    let path = o.field_path(key);
+    match o.get(key)? {
+        Value::String(s) => Some(s.clone()),
+        Value::Object(m) => {
+            let found = m
+                .get("id")
+                .or_else(|| m.get("name"))
+                .or_else(|| m.get("username"))
+                .and_then(Value::as_str);
+            if found.is_none() {
+                errs.push(path, "expected a reference {id: ...} or {name: ...}");
+            }
+            found.map(str::to_string)
+        }
+        _ => {
+            errs.push(path, "expected a name or id");
+            None
+        }
+    }
+}
+
+/// Every name and id must be unique within its entity kind.
+fn check_uniqueness(c: &Config, errs: &mut Errors) {
+    fn dup<'a>(errs: &mut Errors, kind: &str, what: &str, values: impl Iterator<Item = &'a str>) {
+        let mut seen = HashSet::new();
+        let mut reported = HashSet::new();
+        for v in values {
+            if !seen.insert(v) && reported.insert(v) {
+                errs.push(kind, format!("duplicate {what} '{v}'"));
+            }
+        }
+    }
+    dup(
+        errs,
+        "services",
+        "id",
+        c.services.iter().map(|s| s.id.as_str()),
+    );
+    dup(
+        errs,
+        "services",
+        "name",
+        c.services.iter().filter_map(|s| s.name.as_deref()),
+    );
+    dup(errs, "routes", "id", c.routes.iter().map(|r| r.id.as_str()));
+    dup(
+        errs,
+        "routes",
+        "name",
+        c.routes.iter().filter_map(|r| r.name.as_deref()),
+    );
+    dup(
+        errs,
+        "upstreams",
+        "id",
+        c.upstreams.iter().map(|u| u.id.as_str()),
+    );
+    dup(
+        errs,
+        "upstreams",
+        "name",
+        c.upstreams.iter().map(|u| u.name.as_str()),
+    );
+    dup(
+        errs,
+        "consumers",
+        "id",
+        c.consumers.iter().map(|u| u.id.as_str()),
+    );
+    dup(
+        errs,
+        "consumers",
+        "username",
+        c.consumers.iter().filter_map(|u| u.username.as_deref()),
+    );
+    dup(
+        errs,
+        "consumers",
+        "custom_id",
+        c.consumers.iter().filter_map(|u| u.custom_id.as_deref()),
+    );
+    dup(
+        errs,
+        "certificates",
+        "id",
+        c.certificates.iter().map(|u| u.id.as_str()),
+    );
+    dup(
+        errs,
+        "snis",
+        "name",
+        c.certificates
+            .iter()
+            .flat_map(|u| u.snis.iter().map(String::as_str)),
+    );
+    dup(
+        errs,
+        "targets",
+        "target",
+        c.targets.iter().map(|t| t.id.as_str()),
+    );
+    dup(
+        errs,
+        "plugins",
+        "id",
+        c.plugins.iter().map(|p| p.id.as_str()),
+    );
+    let mut scopes: HashMap<(&str, &str, &str, &str, &str), &str> = HashMap::new();
+    for p in &c.plugins {
+        let key = (
+            p.name.as_str(),
+            p.instance_name.as_deref().unwrap_or(""),
+            p.service.as_deref().unwrap_or(""),
+            p.route.as_deref().unwrap_or(""),
+            p.consumer.as_deref().unwrap_or(""),
+        );
+        if let Some(first) = scopes.insert(key, p.path.as_str()) {
+            errs.push(
+                p.path.clone(),
+                format!(
+                    "duplicate plugin '{}' for the same scope (also at {first})",
+                    p.name
+                ),
+            );
+        }
+    }
+    let mut cred_keys: BTreeMap<(&str, String), ()> = BTreeMap::new();
+    for cred in &c.credentials {
+        let natural = CREDENTIAL_KINDS
+            .iter()
+            .find(|(k, _)| *k == cred.kind)
+            .map(|(_, f)| *f);
+        // ACL groups repeat across consumers; only one consumer may own a key or username.
+        if cred.kind == "acls" || cred.kind == "mtls_auth_credentials" {
+            continue;
+        }
+        if let Some(Value::String(v)) = natural.and_then(|f| cred.fields.get(f)) {
+            if cred_keys
+                .insert((cred.kind.as_str(), v.clone()), ())
+                .is_some()
+            {
+                // Never echo a secret (a key) back in an error.
+                errs.push(
+                    cred.kind.as_str(),
+                    format!(
+                        "duplicate credential {} in {}",
+                        natural.unwrap_or("key"),
+                        cred.kind
+                    ),
+                );
+            }
+        }
+    }
+}
+
+/// Convenience for the entity readers: a map of headers from a record of name → values.
+pub(crate) fn header_matchers(o: &mut Obj<'_>, errs: &mut Errors) -> Vec<(String, Vec<String>)> {
+    let path = o.field_path("headers");
+    let Some(v) = o.get("headers") else {
+        return Vec::new();
+    };
+    let Value::Object(map) = v else {
+        errs.push(path, "expected a map of header name to values");
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for (name, values) in map {
+        let hpath = join(&path, name);
+        if name.eq_ignore_ascii_case("host") {
+            errs.push(
+                hpath,
+                "cannot contain 'host' header, which must be specified in the 'hosts' attribute",
+            );
+            continue;
+        }
+        if name.is_empty() || !name.bytes().all(is_token_byte) {
+            errs.push(hpath, "invalid header name");
+            continue;
+        }
+        let vals: Vec<String> = match values {
+            Value::String(s) => vec![s.clone()],
+            Value::Array(items) => {
+                let mut vals = Vec::new();
+                for (i, item) in items.iter().enumerate() {
+                    match item.as_str() {
+                        Some(s) => vals.push(s.to_string()),
+                        None => errs.push(index(&hpath, i), "expected a string"),
+                    }
+                }
+                vals
+            }
+            _ => {
+                errs.push(hpath, "expected an array of strings");
+                continue;
+            }
+        };
+        for (i, val) in vals.iter().enumerate() {
+            if let Some(re) = val.strip_prefix("~*") {
+                if let Err(e) = regex::Regex::new(&format!("(?i){re}")) {
+                    errs.push(index(&hpath, i), format!("invalid regex: {e}"));
+                }
+            }
+        }
+        out.push((name.to_ascii_lowercase(), vals));
+    }
+    out
+}
+
+/// RFC 9110 token characters.
+pub(crate) fn is_token_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// Copies a record's fields into a map without the listed keys.
+pub(crate) fn fields_without(map: &Map<String, Value>, skip: &[&str]) -> Map<String, Value> {
+    map.iter()
+        .filter(|(k, _)| !skip.contains(&k.as_str()))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}

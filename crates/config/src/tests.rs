@@ -1,0 +1,301 @@
+use super::*;
+
+fn no_env(_: &str) -> Option<String> {
+    None
+}
+
+fn ok(text: &str) -> Config {
+    match parse_str(text, &no_env) {
+        Ok(c) => c,
+        Err(e) => panic!("unexpected errors: {e:#?}"),
+    }
+}
+
+fn errors(text: &str) -> Vec<String> {
+    match parse_str(text, &no_env) {
+        Ok(_) => panic!("expected errors"),
+        Err(e) => e.iter().map(ToString::to_string).collect(),
+    }
+}
+
+#[test]
+fn minimal_service_with_defaults() {
+    let c = ok(r#"
+_format_version: "3.0"
+services:
+  - name: echo
+    url: http://127.0.0.1:9000/base
+    routes:
+      - name: r1
+        paths: ["/echo"]
+"#);
+    let s = &c.services[0];
+    assert_eq!(s.protocol, Protocol::Http);
+    assert_eq!(s.host, "127.0.0.1");
+    assert_eq!(s.port, 9000);
+    assert_eq!(s.path.as_deref(), Some("/base"));
+    assert_eq!(s.retries, 5);
+    assert_eq!(s.connect_timeout, 60000);
+    assert_eq!(s.read_timeout, 60000);
+    assert_eq!(s.write_timeout, 60000);
+    let r = &c.routes[0];
+    assert_eq!(r.service.as_deref(), Some(s.id.as_str()));
+    assert!(r.strip_path);
+    assert!(!r.preserve_host);
+    assert_eq!(r.https_redirect_status_code, 426);
+    assert_eq!(r.protocols, vec![Protocol::Http, Protocol::Https]);
+    assert_eq!(r.path_handling, PathHandling::V0);
+}
+
+#[test]
+fn https_url_defaults_to_443() {
+    let c = ok("_format_version: '3.0'\nservices: [{name: a, url: 'https://example.com'}]\n");
+    assert_eq!(c.services[0].port, 443);
+    assert_eq!(c.services[0].protocol, Protocol::Https);
+}
+
+#[test]
+fn ids_are_deterministic_and_given_ids_kept() {
+    let text = r#"
+_format_version: "3.0"
+services:
+  - name: a
+    host: example.com
+  - id: 5f0e6a52-3c3e-4c4d-9c1c-27a3c0e6f6a1
+    name: b
+    host: example.com
+"#;
+    let one = ok(text);
+    let two = ok(text);
+    assert_eq!(one.services[0].id, two.services[0].id);
+    assert_eq!(one.services[1].id, "5f0e6a52-3c3e-4c4d-9c1c-27a3c0e6f6a1");
+    assert_ne!(one.services[0].id, one.services[1].id);
+}
+
+#[test]
+fn top_level_route_references_service_by_name() {
+    let c = ok(r#"
+_format_version: "3.0"
+services: [{name: svc, host: example.com}]
+routes:
+  - name: r
+    service: svc
+    paths: [/x]
+  - name: r2
+    service: {name: svc}
+    hosts: [example.com]
+"#);
+    assert_eq!(c.routes[0].service, Some(c.services[0].id.clone()));
+    assert_eq!(c.routes[1].service, Some(c.services[0].id.clone()));
+}
+
+#[test]
+fn every_error_is_reported_with_its_path() {
+    let e = errors(
+        r#"
+_format_version: "3.0"
+services:
+  - name: svc
+    host: example.com
+    port: 70000
+    retries: "many"
+    bogus: 1
+    routes:
+      - paths: ["/ok", "nope", "~/(unclosed"]
+      - name: empty
+      - name: r3
+        hosts: ["a.*.com"]
+        methods: [get]
+        paths: [/a]
+routes:
+  - name: dangling
+    service: missing
+    paths: [/d]
+"#,
+    );
+    let want = [
+        "services[0].port: value should be between 0 and 65535",
+        "services[0].retries: expected an integer, got a string",
+        "services[0].bogus: unknown field",
+        "services[0].routes[0].paths[1]: must start with \"/\" or \"~\"",
+        "services[0].routes[2].hosts[0]: wildcard must be leftmost or rightmost character",
+        "services[0].routes[2].methods[0]: invalid value: must be an uppercase HTTP method",
+        "routes[0].service: service 'missing' not found",
+    ];
+    for w in want {
+        assert!(e.iter().any(|x| x == w), "missing {w:?} in {e:#?}");
+    }
+    assert!(e
+        .iter()
+        .any(|x| x.starts_with("services[0].routes[0].paths[2]: invalid regex")));
+    assert!(e
+        .iter()
+        .any(|x| x.starts_with("services[0].routes[1]: must set one of")));
+}
+
+#[test]
+fn wildcard_hosts_accepted() {
+    let c = ok(r#"
+_format_version: "3.0"
+services: [{name: s, host: h, routes: [{name: r, hosts: ["*.example.com", "example.*", "api.example.com:8000"]}]}]
+"#);
+    assert_eq!(c.routes[0].hosts.len(), 3);
+}
+
+#[test]
+fn duplicates_are_refused() {
+    let e = errors(
+        r#"
+_format_version: "3.0"
+services:
+  - {name: s, host: h}
+  - {name: s, host: h}
+consumers:
+  - username: alice
+  - username: alice
+"#,
+    );
+    assert!(
+        e.contains(&"services: duplicate name 's'".to_string()),
+        "{e:?}"
+    );
+    assert!(
+        e.contains(&"consumers: duplicate username 'alice'".to_string()),
+        "{e:?}"
+    );
+}
+
+#[test]
+fn upstreams_and_targets() {
+    let c = ok(r#"
+_format_version: "3.0"
+upstreams:
+  - name: backend
+    algorithm: consistent-hashing
+    hash_on: header
+    hash_on_header: X-User
+    healthchecks:
+      active:
+        http_path: /health
+        healthy: {interval: 1, successes: 2}
+        unhealthy: {interval: 1, http_failures: 2}
+    targets:
+      - target: 127.0.0.1:9001
+        weight: 50
+targets:
+  - target: 127.0.0.1
+    upstream: backend
+"#);
+    let u = &c.upstreams[0];
+    assert_eq!(u.algorithm, Algorithm::ConsistentHashing);
+    assert_eq!(u.hash_on, HashOn::Header("x-user".into()));
+    assert_eq!(u.healthchecks.active.http_path, "/health");
+    assert_eq!(u.healthchecks.active.healthy_successes, 2);
+    assert_eq!(u.healthchecks.active.unhealthy_http_statuses[0], 429);
+    assert_eq!(c.targets.len(), 2);
+    assert_eq!(c.targets[0].weight, 50);
+    assert_eq!(c.targets[1].port, 8000);
+    assert_eq!(c.targets[1].upstream, u.id);
+}
+
+#[test]
+fn vault_references_resolve_from_env() {
+    let env = |name: &str| (name == "UPSTREAM_HOST").then(|| "10.0.0.1".to_string());
+    let c = parse_str(
+        "_format_version: '3.0'\nservices: [{name: s, host: '{vault://env/upstream-host}'}]\n",
+        &env,
+    )
+    .unwrap();
+    assert_eq!(c.services[0].host, "10.0.0.1");
+    let e = parse_str(
+        "_format_version: '3.0'\nservices: [{name: s, host: '{vault://env/absent}'}]\n",
+        &env,
+    )
+    .unwrap_err();
+    assert_eq!(e[0].path, "services[0].host");
+}
+
+#[test]
+fn plugins_at_every_scope() {
+    let c = ok(r#"
+_format_version: "3.0"
+services:
+  - name: s
+    host: h
+    plugins: [{name: request-termination}]
+    routes:
+      - name: r
+        paths: [/]
+        plugins: [{name: request-termination, config: {status_code: 403}}]
+consumers:
+  - username: bob
+    plugins: [{name: request-termination}]
+plugins:
+  - name: request-termination
+  - name: request-termination
+    route: r
+    instance_name: second
+"#);
+    assert_eq!(c.plugins.len(), 5);
+    let scoped = |f: &dyn Fn(&Plugin) -> bool| c.plugins.iter().filter(|p| f(p)).count();
+    assert_eq!(scoped(&|p| p.service.is_some()), 1);
+    assert_eq!(scoped(&|p| p.route.is_some()), 2);
+    assert_eq!(scoped(&|p| p.consumer.is_some()), 1);
+    assert_eq!(
+        scoped(&|p| p.service.is_none() && p.route.is_none() && p.consumer.is_none()),
+        1
+    );
+    let ids: std::collections::HashSet<_> = c.plugins.iter().map(|p| p.id.clone()).collect();
+    assert_eq!(ids.len(), 5);
+}
+
+#[test]
+fn json_input_and_bad_syntax() {
+    let c = ok(r#"{"_format_version":"3.0","services":[{"name":"s","host":"h"}]}"#);
+    assert_eq!(c.services.len(), 1);
+    let e = errors("_format_version: '3.0'\nservices: [\n");
+    assert!(e[0].starts_with("invalid YAML"));
+    let e = errors("services: []\n");
+    assert_eq!(e, vec!["_format_version: required field missing"]);
+}
+
+#[test]
+fn consumers_with_credentials() {
+    let c = ok(r#"
+_format_version: "3.0"
+consumers:
+  - username: alice
+    custom_id: a-1
+    keyauth_credentials: [{key: secret-key}]
+    acls: [{group: admins}]
+keyauth_credentials:
+  - consumer: alice
+    key: other-key
+"#);
+    assert_eq!(c.credentials.len(), 3);
+    assert!(c
+        .credentials
+        .iter()
+        .all(|k| k.consumer == c.consumers[0].id));
+    // Ids derived from keys must not contain the key.
+    assert!(c.credentials.iter().all(|k| !k.id.contains("secret")));
+}
+
+#[test]
+fn bad_certificate_is_refused_without_echoing_the_key() {
+    let e = errors(
+        r#"
+_format_version: "3.0"
+certificates:
+  - cert: "not a pem"
+    key: "-----BEGIN PRIVATE KEY-----\nc2VjcmV0\n-----END PRIVATE KEY-----\n"
+    snis: [example.com]
+"#,
+    );
+    assert!(
+        e.iter()
+            .any(|x| x.starts_with("certificates[0].cert: invalid certificate")),
+        "{e:?}"
+    );
+    assert!(e.iter().all(|x| !x.contains("c2VjcmV0")));
+}

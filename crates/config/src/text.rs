@@ -1,0 +1,173 @@
+//! Syntax checks for the string fields of Kong entities: names, hosts, paths, URLs.
+
+/// Kong's `utf8_name`: letters, digits, `.`, `-`, `_`, `~` and any non-ASCII character.
+pub fn is_valid_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.chars().all(|c| {
+            c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | '~') || !c.is_ascii()
+        })
+}
+
+/// A host name or an IPv4 address (no port). IPv6 literals are accepted in brackets or bare.
+pub fn is_valid_host(s: &str) -> bool {
+    if s.is_empty() || s.len() > 253 {
+        return false;
+    }
+    if let Some(inner) = s.strip_prefix('[').and_then(|r| r.strip_suffix(']')) {
+        return inner.parse::<std::net::Ipv6Addr>().is_ok();
+    }
+    if s.parse::<std::net::Ipv6Addr>().is_ok() {
+        return true;
+    }
+    s.split('.').all(|label| {
+        !label.is_empty()
+            && label.len() <= 63
+            && label
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    })
+}
+
+/// Splits `host[:port]` (IPv6 in brackets). Returns `None` when the port is not a number.
+pub fn split_host_port(s: &str) -> Option<(String, Option<u16>)> {
+    if let Some(rest) = s.strip_prefix('[') {
+        let end = rest.find(']')?;
+        let host = &rest[..end];
+        let after = &rest[end + 1..];
+        let port = match after.strip_prefix(':') {
+            Some(p) => Some(p.parse().ok()?),
+            None if after.is_empty() => None,
+            None => return None,
+        };
+        return Some((host.to_string(), port));
+    }
+    // A bare IPv6 address has several colons and no port.
+    if s.matches(':').count() > 1 {
+        return Some((s.to_string(), None));
+    }
+    match s.rsplit_once(':') {
+        Some((h, p)) => Some((h.to_string(), Some(p.parse().ok()?))),
+        None => Some((s.to_string(), None)),
+    }
+}
+
+/// A route host pattern: a host with at most one `*` as the whole leftmost or rightmost label,
+/// optionally followed by `:port`.
+pub fn check_route_host(s: &str) -> Result<(), String> {
+    let (host, _port) = split_host_port(s).ok_or_else(|| "invalid port number".to_string())?;
+    let stars = host.matches('*').count();
+    if stars > 1 {
+        return Err("only one wildcard must be specified".into());
+    }
+    if stars == 1 {
+        let ok = host
+            .strip_prefix("*.")
+            .or_else(|| host.strip_suffix(".*"))
+            .map(is_valid_host)
+            .unwrap_or(false);
+        if !ok {
+            return Err("wildcard must be leftmost or rightmost character".into());
+        }
+        return Ok(());
+    }
+    if is_valid_host(&host) {
+        Ok(())
+    } else {
+        Err(format!("invalid hostname: {host}"))
+    }
+}
+
+/// An absolute path: starts with `/`, no control characters or spaces, no empty segments.
+pub fn check_path(s: &str) -> Result<(), String> {
+    if !s.starts_with('/') {
+        return Err("should start with: /".into());
+    }
+    if s.contains("//") {
+        return Err("must not have empty segments".into());
+    }
+    if s.chars()
+        .any(|c| c.is_control() || c == ' ' || c == '?' || c == '#')
+    {
+        return Err("invalid path: contains a space, control character, '?' or '#'".into());
+    }
+    Ok(())
+}
+
+/// The parts of a service `url` shorthand.
+#[derive(Debug, PartialEq, Eq)]
+pub struct UrlParts {
+    /// Scheme, lower case.
+    pub scheme: String,
+    /// Host.
+    pub host: String,
+    /// Explicit port, if any.
+    pub port: Option<u16>,
+    /// Path, if any.
+    pub path: Option<String>,
+}
+
+/// Parses `scheme://host[:port][/path]`.
+pub fn parse_url(s: &str) -> Result<UrlParts, String> {
+    let (scheme, rest) = s
+        .split_once("://")
+        .ok_or_else(|| "missing scheme (expected scheme://host)".to_string())?;
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], Some(rest[i..].to_string())),
+        None => (rest, None),
+    };
+    if authority.contains('@') {
+        return Err("credentials in the url are not allowed".into());
+    }
+    let (host, port) = split_host_port(authority).ok_or_else(|| "invalid port".to_string())?;
+    if !is_valid_host(&host) {
+        return Err(format!("invalid host: {host}"));
+    }
+    let path = match path {
+        Some(p) if p.contains('?') || p.contains('#') => {
+            return Err("query strings and fragments are not allowed".into())
+        }
+        other => other,
+    };
+    Ok(UrlParts {
+        scheme: scheme.to_ascii_lowercase(),
+        host,
+        port,
+        path,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts() {
+        assert!(check_route_host("example.com").is_ok());
+        assert!(check_route_host("*.example.com").is_ok());
+        assert!(check_route_host("example.*").is_ok());
+        assert!(check_route_host("example.com:8080").is_ok());
+        assert!(check_route_host("ex*ample.com").is_err());
+        assert!(check_route_host("*.*.com").is_err());
+        assert!(check_route_host("a b").is_err());
+    }
+
+    #[test]
+    fn urls() {
+        let u = parse_url("https://api.example.com:8443/v1").unwrap();
+        assert_eq!(u.scheme, "https");
+        assert_eq!(u.host, "api.example.com");
+        assert_eq!(u.port, Some(8443));
+        assert_eq!(u.path.as_deref(), Some("/v1"));
+        let u = parse_url("http://[::1]:9000").unwrap();
+        assert_eq!(u.host, "::1");
+        assert!(parse_url("nohost").is_err());
+        assert!(parse_url("http://u:p@h").is_err());
+    }
+
+    #[test]
+    fn paths() {
+        assert!(check_path("/a/b").is_ok());
+        assert!(check_path("a").is_err());
+        assert!(check_path("/a//b").is_err());
+    }
+}

@@ -1,0 +1,107 @@
+//! `{vault://env/NAME}` references: secrets come from the environment, never from the file.
+//!
+//! Kong's `env` vault maps `{vault://env/my-secret}` to the variable `MY_SECRET` (upper case,
+//! dashes to underscores). An exact-case variable of the same name is accepted too. An optional
+//! `/key` suffix reads one field of a JSON object held in the variable.
+
+use serde_json::Value;
+
+use crate::reader::{index, join, Errors};
+
+/// Looks up environment variables; injectable so tests need not touch the process environment.
+pub type EnvLookup<'a> = &'a dyn Fn(&str) -> Option<String>;
+
+/// Replaces every vault reference in `v`, recording an error per unresolved reference.
+pub fn resolve(v: &mut Value, path: &str, env: EnvLookup<'_>, errs: &mut Errors) {
+    match v {
+        Value::String(s) => {
+            if let Some(reference) = parse_reference(s) {
+                match lookup(reference, env) {
+                    Ok(secret) => *s = secret,
+                    Err(msg) => errs.push(path, msg),
+                }
+            }
+        }
+        Value::Array(items) => {
+            for (i, item) in items.iter_mut().enumerate() {
+                resolve(item, &index(path, i), env, errs);
+            }
+        }
+        Value::Object(map) => {
+            for (k, item) in map.iter_mut() {
+                resolve(item, &join(path, k), env, errs);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Returns the part after `vault://` when the whole string is a reference.
+fn parse_reference(s: &str) -> Option<&str> {
+    s.trim()
+        .strip_prefix("{vault://")
+        .and_then(|r| r.strip_suffix('}'))
+}
+
+fn lookup(reference: &str, env: EnvLookup<'_>) -> Result<String, String> {
+    let (vault, rest) = reference
+        .split_once('/')
+        .ok_or_else(|| format!("invalid vault reference '{{vault://{reference}}}'"))?;
+    if vault != "env" {
+        return Err(format!("vault '{vault}' is not available (supported: env)"));
+    }
+    let (name, key) = match rest.split_once('/') {
+        Some((n, k)) if !k.is_empty() => (n, Some(k)),
+        _ => (rest.trim_end_matches('/'), None),
+    };
+    if name.is_empty() {
+        return Err("vault reference names no variable".into());
+    }
+    let kong_name = name.to_ascii_uppercase().replace('-', "_");
+    let raw = env(&kong_name).or_else(|| env(name)).ok_or_else(|| {
+        format!("could not resolve vault reference: environment variable {kong_name} is not set")
+    })?;
+    match key {
+        None => Ok(raw),
+        Some(key) => {
+            let parsed: Value = serde_json::from_str(&raw).map_err(|_| {
+                format!("environment variable {kong_name} does not hold a JSON object")
+            })?;
+            match parsed.get(key) {
+                Some(Value::String(s)) => Ok(s.clone()),
+                Some(other) => Ok(other.to_string()),
+                None => Err(format!(
+                    "environment variable {kong_name} has no key '{key}'"
+                )),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn env(name: &str) -> Option<String> {
+        match name {
+            "MY_SECRET" => Some("s3cret".into()),
+            "JSON_VAR" => Some(r#"{"user":"bob"}"#.into()),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn resolves_and_reports() {
+        let mut v = json!({"a": "{vault://env/my-secret}", "b": ["{vault://env/json-var/user}", "{vault://env/nope}"], "c": "plain"});
+        let mut errs = Errors::default();
+        resolve(&mut v, "", &env, &mut errs);
+        assert_eq!(v["a"], "s3cret");
+        assert_eq!(v["b"][0], "bob");
+        assert_eq!(v["c"], "plain");
+        let e = errs.into_vec();
+        assert_eq!(e.len(), 1);
+        assert_eq!(e[0].path, "b[1]");
+        assert!(!e[0].message.contains("s3cret"));
+    }
+}
