@@ -1,1 +1,110 @@
-//! placeholder
+//! Plugins: one trait with a method per request phase, a registry that builds plugin instances
+//! from Kong-format config once per config load, and the bundled plugins.
+//!
+//! Phases run in this order for each request (see `docs/plugins/README.md` for the chart):
+//!
+//! 1. [`Plugin::access`] — after the route is matched, before the upstream is chosen. May
+//!    short-circuit with a response (authentication failures, termination, rate limits).
+//! 2. [`Plugin::response_headers`] — when the response head is known (from the upstream or from a
+//!    short-circuit), before it is sent to the client.
+//! 3. [`Plugin::log`] — after the response was sent; never affects the client.
+//!
+//! Plugins never see the proxy engine's types: they get a [`Ctx`] holding the request head
+//! (`http` crate types), the matched route and service names, and per-request state.
+
+mod ctx;
+mod registry;
+pub mod request_termination;
+
+pub use ctx::{Ctx, ResponseHead};
+pub use registry::{build_plugin, known_plugins, priority_of};
+
+use std::future::Future;
+use std::pin::Pin;
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, StatusCode};
+
+/// A response produced by the gateway itself (short-circuit or error).
+#[derive(Debug, Clone)]
+pub struct Response {
+    /// Status code.
+    pub status: StatusCode,
+    /// Headers to send.
+    pub headers: HeaderMap,
+    /// Body bytes.
+    pub body: Bytes,
+}
+
+impl Response {
+    /// Kong's error shape: `{"message": "..."}` as JSON.
+    pub fn message(status: StatusCode, message: &str) -> Response {
+        let body = serde_json::json!({ "message": message }).to_string();
+        Response::json(status, Bytes::from(body))
+    }
+
+    /// A JSON body with the JSON content type.
+    pub fn json(status: StatusCode, body: Bytes) -> Response {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json; charset=utf-8"),
+        );
+        Response {
+            status,
+            headers,
+            body,
+        }
+    }
+}
+
+/// What a phase decided.
+#[derive(Debug)]
+pub enum Flow {
+    /// Go on with the next plugin.
+    Continue,
+    /// Stop and send this response; later access plugins and the upstream are skipped.
+    Respond(Response),
+}
+
+/// The result of [`Plugin::access`]: decided now, or after an await (a Redis round trip, an
+/// introspection call). Synchronous plugins return `Now` and cost no allocation.
+pub enum Access<'a> {
+    /// Decided synchronously.
+    Now(Flow),
+    /// Decided by a future that may borrow the context.
+    Later(Pin<Box<dyn Future<Output = Flow> + Send + 'a>>),
+}
+
+impl<'a> From<Flow> for Access<'a> {
+    fn from(f: Flow) -> Self {
+        Access::Now(f)
+    }
+}
+
+/// A plugin instance, built once per config load from its validated config.
+///
+/// Every phase has a default that does nothing, so a plugin implements only what it needs.
+/// Instances are shared by all requests; per-request state belongs in [`Ctx`].
+pub trait Plugin: Send + Sync + 'static {
+    /// Kong's plugin name, e.g. `request-termination`.
+    fn name(&self) -> &'static str;
+
+    /// Access phase: runs in priority order (highest first) after routing. Return
+    /// `Flow::Respond` to answer the client without proxying. Default: continue.
+    fn access<'a>(&'a self, ctx: &'a mut Ctx) -> Access<'a> {
+        let _ = ctx;
+        Access::Now(Flow::Continue)
+    }
+
+    /// Response-headers phase: may edit the status and headers sent to the client. Runs for
+    /// proxied and short-circuited responses alike. Default: no change.
+    fn response_headers(&self, ctx: &mut Ctx, head: &mut ResponseHead) {
+        let _ = (ctx, head);
+    }
+
+    /// Log phase: runs after the response was sent. Default: nothing.
+    fn log(&self, ctx: &Ctx, head: &ResponseHead) {
+        let _ = (ctx, head);
+    }
+}

@@ -1,1 +1,4 @@
-//! placeholder
+//! The Portcullis data plane.
+pub mod guard;
+pub mod path;
+pub mod settings;

@@ -1,0 +1,84 @@
+//! The per-request context handed to plugins.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use http::{Extensions, HeaderMap, Method, StatusCode};
+
+/// What plugins see of a request, and where they leave per-request state.
+///
+/// Header edits made during `access` are what the upstream receives.
+#[derive(Debug)]
+pub struct Ctx {
+    /// Request method.
+    pub method: Method,
+    /// Normalised request path (what the router matched).
+    pub path: String,
+    /// Raw query string, without `?`.
+    pub query: Option<String>,
+    /// Request headers; edits are forwarded upstream.
+    pub headers: HeaderMap,
+    /// Client address: the socket peer, or the forwarded address when the peer is trusted.
+    pub client_ip: IpAddr,
+    /// `http` or `https`: how the client reached the gateway.
+    pub scheme: &'static str,
+    /// Request host (lower case, no port).
+    pub host: String,
+    /// Matched route id.
+    pub route_id: Option<Arc<str>>,
+    /// Matched route name.
+    pub route_name: Option<Arc<str>>,
+    /// Target service id.
+    pub service_id: Option<Arc<str>>,
+    /// Target service name.
+    pub service_name: Option<Arc<str>>,
+    /// Request id (also sent upstream and to the client).
+    pub request_id: String,
+    /// Per-request state, one slot per type; plugins keep their own types here.
+    pub state: Extensions,
+}
+
+impl Ctx {
+    /// A context for a request; the proxy fills route and service after matching.
+    pub fn new(
+        method: Method,
+        path: String,
+        query: Option<String>,
+        headers: HeaderMap,
+        client_ip: IpAddr,
+    ) -> Ctx {
+        Ctx {
+            method,
+            path,
+            query,
+            headers,
+            client_ip,
+            scheme: "http",
+            host: String::new(),
+            route_id: None,
+            route_name: None,
+            service_id: None,
+            service_name: None,
+            request_id: String::new(),
+            state: Extensions::new(),
+        }
+    }
+
+    /// First value of a query argument (raw, not percent-decoded).
+    pub fn query_arg(&self, name: &str) -> Option<&str> {
+        let q = self.query.as_deref()?;
+        q.split('&').find_map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            (k == name).then_some(v)
+        })
+    }
+}
+
+/// The status and headers of the response on its way to the client.
+#[derive(Debug, Clone)]
+pub struct ResponseHead {
+    /// Status code.
+    pub status: StatusCode,
+    /// Response headers.
+    pub headers: HeaderMap,
+}

@@ -1,0 +1,45 @@
+//! Builds plugin instances by name from their validated config, with Kong's priorities.
+
+use std::sync::Arc;
+
+use portcullis_config::Errors;
+use serde_json::Value;
+
+use crate::{request_termination, Plugin};
+
+/// Plugin names this build knows, with Kong's execution priority (higher runs first).
+const PLUGINS: &[(&str, i32)] = &[("request-termination", 2)];
+
+/// Names of all bundled plugins.
+pub fn known_plugins() -> impl Iterator<Item = &'static str> {
+    PLUGINS.iter().map(|(n, _)| *n)
+}
+
+/// Kong's priority of a plugin, if known.
+pub fn priority_of(name: &str) -> Option<i32> {
+    PLUGINS.iter().find(|(n, _)| *n == name).map(|(_, p)| *p)
+}
+
+/// Validates `config` against the plugin's schema and builds an instance. Errors are recorded
+/// under `path` (the plugin's path in the file, e.g. `services[0].plugins[1]`).
+pub fn build_plugin(
+    name: &str,
+    config: &Value,
+    path: &str,
+    errs: &mut Errors,
+) -> Option<Arc<dyn Plugin>> {
+    let cpath = portcullis_config::reader::join(path, "config");
+    match name {
+        "request-termination" => {
+            request_termination::RequestTermination::build(config, &cpath, errs)
+                .map(|p| Arc::new(p) as Arc<dyn Plugin>)
+        }
+        _ => {
+            errs.push(
+                portcullis_config::reader::join(path, "name"),
+                format!("plugin '{name}' not enabled; add it to 'plugins' configuration property"),
+            );
+            None
+        }
+    }
+}

@@ -1,0 +1,200 @@
+//! An incremental validator for chunked bodies (RFC 9112 §7.1): hex size, optional extensions,
+//! CRLF, data, CRLF, ..., `0`, trailers, CRLF. Bare LF, overlong sizes and garbage are faults.
+
+/// Longest chunk-size line (size plus extensions) accepted.
+const MAX_SIZE_LINE: usize = 4096;
+
+#[derive(Debug, Default)]
+enum Pos {
+    /// Reading hex digits of the size.
+    #[default]
+    Size,
+    /// Inside `;ext` after the size.
+    Ext,
+    /// Saw CR after the size line, expecting LF.
+    SizeLf,
+    /// Inside chunk data.
+    Data,
+    /// Expecting CR after data.
+    DataCr,
+    /// Expecting LF after data.
+    DataLf,
+    /// At the start of a trailer line (or the final empty line).
+    TrailerStart,
+    /// Inside a trailer line.
+    Trailer,
+    /// Saw CR in a trailer line, expecting LF.
+    TrailerLf { empty: bool },
+}
+
+/// Validator state.
+#[derive(Debug, Default)]
+pub struct Chunked {
+    pos: Pos,
+    size: u64,
+    digits: usize,
+    line: usize,
+    trailer_bytes: usize,
+}
+
+/// Result of feeding bytes.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ChunkStep {
+    /// All given bytes belong to the body, which continues.
+    Consumed(usize),
+    /// The body ended after this many bytes; the rest is the next message.
+    Done(usize),
+    /// Malformed framing.
+    Invalid,
+}
+
+impl Chunked {
+    /// Feeds `data`; `max_trailers` bounds the trailer section.
+    pub fn advance(&mut self, data: &[u8], max_trailers: usize) -> ChunkStep {
+        let mut i = 0;
+        while i < data.len() {
+            let b = data[i];
+            match self.pos {
+                Pos::Size => {
+                    if let Some(d) = (b as char).to_digit(16) {
+                        self.digits += 1;
+                        // 15 hex digits is already far beyond any sane chunk; refuse overflow.
+                        if self.digits > 15 {
+                            return ChunkStep::Invalid;
+                        }
+                        self.size = self.size * 16 + u64::from(d);
+                    } else if self.digits == 0 {
+                        return ChunkStep::Invalid;
+                    } else if b == b';' || b == b' ' || b == b'\t' {
+                        self.pos = Pos::Ext;
+                    } else if b == b'\r' {
+                        self.pos = Pos::SizeLf;
+                    } else {
+                        return ChunkStep::Invalid;
+                    }
+                    self.line += 1;
+                }
+                Pos::Ext => {
+                    self.line += 1;
+                    if self.line > MAX_SIZE_LINE || b == b'\n' || b == 0 {
+                        return ChunkStep::Invalid;
+                    }
+                    if b == b'\r' {
+                        self.pos = Pos::SizeLf;
+                    }
+                }
+                Pos::SizeLf => {
+                    if b != b'\n' {
+                        return ChunkStep::Invalid;
+                    }
+                    self.line = 0;
+                    self.digits = 0;
+                    self.pos = if self.size == 0 {
+                        Pos::TrailerStart
+                    } else {
+                        Pos::Data
+                    };
+                }
+                Pos::Data => {
+                    let take = self.size.min((data.len() - i) as u64) as usize;
+                    self.size -= take as u64;
+                    i += take;
+                    if self.size == 0 {
+                        self.pos = Pos::DataCr;
+                    }
+                    continue;
+                }
+                Pos::DataCr => {
+                    if b != b'\r' {
+                        return ChunkStep::Invalid;
+                    }
+                    self.pos = Pos::DataLf;
+                }
+                Pos::DataLf => {
+                    if b != b'\n' {
+                        return ChunkStep::Invalid;
+                    }
+                    self.pos = Pos::Size;
+                }
+                Pos::TrailerStart | Pos::Trailer => {
+                    self.trailer_bytes += 1;
+                    if self.trailer_bytes > max_trailers || b == b'\n' || b == 0 {
+                        return ChunkStep::Invalid;
+                    }
+                    let empty = matches!(self.pos, Pos::TrailerStart);
+                    if b == b'\r' {
+                        self.pos = Pos::TrailerLf { empty };
+                    } else {
+                        self.pos = Pos::Trailer;
+                    }
+                }
+                Pos::TrailerLf { empty } => {
+                    if b != b'\n' {
+                        return ChunkStep::Invalid;
+                    }
+                    if empty {
+                        return ChunkStep::Done(i + 1);
+                    }
+                    self.pos = Pos::TrailerStart;
+                }
+            }
+            i += 1;
+        }
+        ChunkStep::Consumed(data.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(input: &[u8]) -> ChunkStep {
+        Chunked::default().advance(input, 1024)
+    }
+
+    #[test]
+    fn valid_bodies() {
+        assert_eq!(run(b"3\r\nabc\r\n0\r\n\r\nGET"), ChunkStep::Done(13));
+        assert_eq!(
+            run(b"3;ext=1\r\nabc\r\n0\r\nX-T: 1\r\n\r\n"),
+            ChunkStep::Done(27)
+        );
+        assert_eq!(run(b"A\r\n0123456789\r\n"), ChunkStep::Consumed(15));
+    }
+
+    #[test]
+    fn byte_at_a_time_matches_whole() {
+        let body = b"5\r\nhello\r\n10\r\n0123456789abcdef\r\n0\r\n\r\n";
+        let mut c = Chunked::default();
+        for (i, b) in body.iter().enumerate() {
+            let step = c.advance(std::slice::from_ref(b), 1024);
+            if i + 1 == body.len() {
+                assert_eq!(step, ChunkStep::Done(1));
+            } else {
+                assert_eq!(step, ChunkStep::Consumed(1));
+            }
+        }
+    }
+
+    #[test]
+    fn malformed_bodies() {
+        for bad in [
+            &b"10000000000000003\r\n"[..],
+            b"0x3\r\nabc\r\n",
+            b"3\r\nabcX\r\n",
+            b"3\nabc\r\n",
+            b"3;x\nabc",
+            b"\r\n",
+            b"zz\r\n",
+            b"0\r\nX: 1\n\r\n",
+            b"-1\r\n",
+        ] {
+            assert_eq!(
+                run(bad),
+                ChunkStep::Invalid,
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
+}

@@ -1,0 +1,191 @@
+//! Request-head checks (RFC 9110 / 9112) made before hyper sees the request.
+
+use std::time::Duration;
+
+/// Limits and timeouts of the HTTP/1 guard.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Maximum header lines (more: 431). At most 256.
+    pub max_header_count: usize,
+    /// Maximum head size in bytes (more: 431).
+    pub max_header_bytes: usize,
+    /// Maximum request-target length (more: 414).
+    pub max_uri_length: usize,
+    /// Time to receive a whole head (408).
+    pub header_timeout: Duration,
+    /// Idle time between requests before a quiet close.
+    pub keepalive_timeout: Duration,
+    /// Time without a byte inside a body (408).
+    pub body_timeout: Duration,
+}
+
+/// How the body after a head is delimited.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Framing {
+    /// No body.
+    None,
+    /// Content-Length.
+    Length(u64),
+    /// Transfer-Encoding: chunked.
+    Chunked,
+    /// A WebSocket upgrade request: what follows depends on the response.
+    Upgrade,
+}
+
+/// A refused head, with the status to answer.
+#[derive(Debug, PartialEq, Eq)]
+pub struct HeadError(pub u16);
+
+const MAX_HEADERS: usize = 256;
+
+/// Checks the head at the start of `buf`. `Ok(None)`: incomplete, read more.
+pub fn check(buf: &[u8], limits: &Limits) -> Result<Option<(usize, Framing)>, HeadError> {
+    // Clients may send stray CRLFs between requests (RFC 9112 §2.2); httparse skips them, but
+    // a bare LF is not a line end here.
+    let first_lf = buf.iter().position(|&b| b == b'\n');
+    match first_lf {
+        None if buf.len() > limits.max_uri_length + 32 => return Err(HeadError(414)),
+        None => {
+            if buf.len() > limits.max_header_bytes {
+                return Err(HeadError(431));
+            }
+            return Ok(None);
+        }
+        Some(_) => {}
+    }
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let max = limits.max_header_count.min(MAX_HEADERS);
+    let mut req = httparse::Request::new(&mut headers[..max]);
+    let len = match req.parse(buf) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => {
+            if buf.len() > limits.max_header_bytes {
+                return Err(HeadError(431));
+            }
+            if req.path.is_some_and(|p| p.len() > limits.max_uri_length) {
+                return Err(HeadError(414));
+            }
+            return Ok(None);
+        }
+        Err(httparse::Error::TooManyHeaders) => return Err(HeadError(431)),
+        Err(_) => {
+            // A request line too long to parse is reported as such.
+            let line_len = buf.iter().position(|&b| b == b'\n').unwrap_or(buf.len());
+            if line_len > limits.max_uri_length + 16 {
+                return Err(HeadError(414));
+            }
+            return Err(HeadError(400));
+        }
+    };
+    if len > limits.max_header_bytes {
+        return Err(HeadError(431));
+    }
+    let head = &buf[..len];
+    // Every LF must end a CRLF.
+    for (i, &b) in head.iter().enumerate() {
+        if b == b'\n' && (i == 0 || head[i - 1] != b'\r') {
+            return Err(HeadError(400));
+        }
+    }
+    let method = req.method.unwrap_or("");
+    if method.is_empty()
+        || !method
+            .bytes()
+            .all(|b| b.is_ascii_uppercase() || b == b'-' || b == b'_')
+    {
+        return Err(HeadError(400));
+    }
+    let target = req.path.unwrap_or("");
+    if target.len() > limits.max_uri_length {
+        return Err(HeadError(414));
+    }
+    let origin_form = target.starts_with('/');
+    let absolute_form = target.len() > 8
+        && (target[..7].eq_ignore_ascii_case("http://")
+            || target[..8].eq_ignore_ascii_case("https://"));
+    if !(origin_form || absolute_form) || target.contains('#') || method == "CONNECT" {
+        return Err(HeadError(400));
+    }
+    let http11 = req.version == Some(1);
+
+    let mut hosts = 0;
+    let mut content_length: Option<u64> = None;
+    let mut te_count = 0;
+    let mut chunked = false;
+    let mut upgrade_ws = false;
+    let mut connection_upgrade = false;
+    for h in req.headers.iter() {
+        let name = h.name;
+        if name.eq_ignore_ascii_case("host") {
+            hosts += 1;
+            if !valid_host_value(h.value) {
+                return Err(HeadError(400));
+            }
+        } else if name.eq_ignore_ascii_case("content-length") {
+            let v = parse_content_length(h.value).ok_or(HeadError(400))?;
+            if content_length.is_some_and(|prev| prev != v) {
+                return Err(HeadError(400));
+            }
+            content_length = Some(v);
+        } else if name.eq_ignore_ascii_case("transfer-encoding") {
+            te_count += 1;
+            let v = trim(h.value);
+            if !v.eq_ignore_ascii_case(b"chunked") {
+                return Err(HeadError(400));
+            }
+            chunked = true;
+        } else if name.eq_ignore_ascii_case("upgrade") {
+            upgrade_ws = trim(h.value).eq_ignore_ascii_case(b"websocket");
+        } else if name.eq_ignore_ascii_case("connection") {
+            connection_upgrade |= h
+                .value
+                .split(|&b| b == b',')
+                .any(|t| trim(t).eq_ignore_ascii_case(b"upgrade"));
+        }
+    }
+    if (http11 && hosts != 1) || hosts > 1 {
+        return Err(HeadError(400));
+    }
+    if te_count > 0 && (!http11 || te_count > 1 || content_length.is_some()) {
+        return Err(HeadError(400));
+    }
+    let framing = if chunked {
+        Framing::Chunked
+    } else if let Some(n) = content_length {
+        Framing::Length(n)
+    } else if upgrade_ws && connection_upgrade && http11 && method == "GET" {
+        Framing::Upgrade
+    } else {
+        Framing::None
+    };
+    Ok(Some((len, framing)))
+}
+
+fn trim(v: &[u8]) -> &[u8] {
+    let start = v
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .unwrap_or(v.len());
+    let end = v
+        .iter()
+        .rposition(|b| !b.is_ascii_whitespace())
+        .map_or(start, |e| e + 1);
+    &v[start..end]
+}
+
+/// 1 to 18 ASCII digits, nothing else (no sign, no list, no spaces inside).
+fn parse_content_length(v: &[u8]) -> Option<u64> {
+    let v = trim(v);
+    if v.is_empty() || v.len() > 18 || !v.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    v.iter().try_fold(0u64, |acc, &d| {
+        acc.checked_mul(10)?.checked_add(u64::from(d - b'0'))
+    })
+}
+
+/// reg-name / IPv4 / [IPv6] with an optional port; no userinfo, path or spaces.
+fn valid_host_value(v: &[u8]) -> bool {
+    v.iter()
+        .all(|&b| b.is_ascii_alphanumeric() || b"-._~:[]!$&'()*+,;=%".contains(&b))
+}

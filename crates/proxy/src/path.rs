@@ -1,0 +1,169 @@
+//! Request path normalisation: one path for routing, plugins and the upstream.
+//!
+//! Following RFC 3986 and Kong's `normalize`: percent-encoded unreserved characters are decoded
+//! once, other escapes are kept with upper-case hex, dot segments are removed. Unlike Kong we
+//! also merge repeated slashes, so `//admin` cannot slip past a `/admin` route onto a catch-all
+//! route whose upstream would read it as `/admin`. Encoded NUL, malformed escapes and raw
+//! control characters are refused.
+
+/// Why a path was refused.
+#[derive(Debug, PartialEq, Eq)]
+pub enum PathError {
+    /// A `%` not followed by two hex digits.
+    BadEscape,
+    /// `%00` or a raw control character.
+    Forbidden,
+    /// Not an origin-form path.
+    NotAbsolute,
+}
+
+fn hex(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+fn is_unreserved(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
+}
+
+/// Returns the normalised path. Fast path: a path with no `%`, no dot segment and no `//` is
+/// returned unchanged without allocation by the caller checking [`needs_normalising`].
+pub fn normalise(path: &str) -> Result<String, PathError> {
+    let bytes = path.as_bytes();
+    if bytes.first() != Some(&b'/') {
+        return Err(PathError::NotAbsolute);
+    }
+    // 1. Decode unreserved escapes, upper-case the others.
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        if b < 0x20 || b == 0x7f {
+            return Err(PathError::Forbidden);
+        }
+        if b == b'%' {
+            let (h, l) = match (
+                bytes.get(i + 1).copied().and_then(hex),
+                bytes.get(i + 2).copied().and_then(hex),
+            ) {
+                (Some(h), Some(l)) => (h, l),
+                _ => return Err(PathError::BadEscape),
+            };
+            let v = h * 16 + l;
+            if v == 0 {
+                return Err(PathError::Forbidden);
+            }
+            if is_unreserved(v) {
+                decoded.push(v);
+            } else {
+                decoded.push(b'%');
+                decoded.push(bytes[i + 1].to_ascii_uppercase());
+                decoded.push(bytes[i + 2].to_ascii_uppercase());
+            }
+            i += 3;
+            continue;
+        }
+        decoded.push(b);
+        i += 1;
+    }
+    // 2. Remove dot segments and merge empty segments.
+    let mut out: Vec<&[u8]> = Vec::new();
+    let trailing_slash =
+        decoded.ends_with(b"/") || decoded.ends_with(b"/.") || decoded.ends_with(b"/..");
+    for seg in decoded.split(|&c| c == b'/') {
+        match seg {
+            b"" | b"." => {}
+            b".." => {
+                out.pop();
+            }
+            s => out.push(s),
+        }
+    }
+    let mut result = Vec::with_capacity(decoded.len());
+    for seg in &out {
+        result.push(b'/');
+        result.extend_from_slice(seg);
+    }
+    if result.is_empty() || (trailing_slash && !out.is_empty()) {
+        result.push(b'/');
+    }
+    // Only ASCII bytes were added or decoded (unreserved are ASCII); the rest came from a str.
+    String::from_utf8(result).map_err(|_| PathError::Forbidden)
+}
+
+/// True when `path` might change under [`normalise`].
+pub fn needs_normalising(path: &str) -> bool {
+    let b = path.as_bytes();
+    b.first() != Some(&b'/')
+        || b.contains(&b'%')
+        || path.contains("//")
+        || path.contains("/./")
+        || path.contains("/../")
+        || path.ends_with("/.")
+        || path.ends_with("/..")
+        || b.iter().any(|&c| c < 0x20 || c == 0x7f)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn n(p: &str) -> String {
+        normalise(p).unwrap()
+    }
+
+    #[test]
+    fn kong_cases() {
+        assert_eq!(n("/%6B%6f%6e%67"), "/kong");
+        assert_eq!(n("/a/%2f/b"), "/a/%2F/b");
+        assert_eq!(n("/a/b/c/./../../g"), "/a/g");
+        assert_eq!(n("/%2E"), "/");
+        assert_eq!(n("/"), "/");
+        assert_eq!(n("/a/"), "/a/");
+    }
+
+    #[test]
+    fn bypass_attempts() {
+        assert_eq!(n("/public/../admin"), "/admin");
+        assert_eq!(n("/public/%2e%2e/admin"), "/admin");
+        assert_eq!(n("/public/.%2e/admin"), "/admin");
+        assert_eq!(n("/public%2f..%2fadmin"), "/public%2F..%2Fadmin");
+        assert_eq!(n("/%61dmin"), "/admin");
+        assert_eq!(n("//admin"), "/admin");
+        assert_eq!(n("///internal"), "/internal");
+        assert_eq!(n("/./admin"), "/admin");
+        assert_eq!(n("/admin/."), "/admin/");
+        assert_eq!(n("/%252e%252e/admin"), "/%252e%252e/admin");
+        assert_eq!(n("/../../etc"), "/etc");
+        assert_eq!(normalise("/admin%00.json"), Err(PathError::Forbidden));
+        assert_eq!(normalise("/a%zz"), Err(PathError::BadEscape));
+        assert_eq!(normalise("/a%4"), Err(PathError::BadEscape));
+    }
+
+    #[test]
+    fn fast_path_detector_is_conservative() {
+        for p in ["/a", "/a/b", "/a-b_c~d.e"] {
+            assert!(!needs_normalising(p));
+            assert_eq!(n(p), p);
+        }
+        for p in ["/a//b", "/a/./b", "/a/../b", "/%41", "/a/.."] {
+            assert!(needs_normalising(p));
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn idempotent_and_never_panics(p in "/[a-z./%0-9A-F]{0,24}") {
+            if let Ok(once) = normalise(&p) {
+                let twice = normalise(&once).unwrap();
+                proptest::prop_assert_eq!(&once, &twice);
+                proptest::prop_assert!(!once.contains("//"));
+                proptest::prop_assert!(!needs_normalising(&once) || once.contains('%'));
+            }
+        }
+    }
+}

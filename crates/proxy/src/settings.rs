@@ -1,0 +1,138 @@
+//! Node settings: listeners, trust, limits and timeouts. Read from `portcullis.toml`, the
+//! environment and the command line (in increasing precedence) by the binary.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use ipnet::IpNet;
+use serde::Deserialize;
+
+/// Everything a node needs besides the declarative config.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    /// Plain-text proxy listener.
+    pub proxy_listen: SocketAddr,
+    /// TLS proxy listener.
+    pub proxy_tls_listen: SocketAddr,
+    /// Admin API listener.
+    pub admin_listen: SocketAddr,
+    /// Proxy worker threads (0 = number of cores).
+    pub workers: usize,
+    /// Peers whose X-Forwarded-* and X-Real-IP headers are believed.
+    pub trusted_ips: Vec<IpNet>,
+    /// Time allowed to receive a whole request head, seconds (nginx: client_header_timeout).
+    pub client_header_timeout: f64,
+    /// Idle time allowed between requests on a keep-alive connection, seconds.
+    pub keepalive_timeout: f64,
+    /// Maximum request header lines.
+    pub max_header_count: usize,
+    /// Maximum size of the request head (request line + headers), bytes.
+    pub max_header_bytes: usize,
+    /// Maximum request-target length, bytes.
+    pub max_uri_length: usize,
+    /// Request bodies up to this size are buffered so a failed attempt can be retried.
+    pub request_buffer_bytes: usize,
+    /// HTTP/2: concurrent streams per connection.
+    pub h2_max_concurrent_streams: u32,
+    /// HTTP/2: pending reset streams before the connection is closed (rapid reset).
+    pub h2_max_pending_resets: usize,
+    /// HTTP/2: locally reset streams per connection before GOAWAY (MadeYouReset).
+    pub h2_max_local_error_resets: usize,
+    /// Upstream keep-alive connections kept idle per target.
+    pub upstream_keepalive_pool_size: usize,
+    /// Idle upstream connections are closed after this many seconds.
+    pub upstream_keepalive_idle_timeout: f64,
+    /// Default for `tls_verify` on https services when the service does not say.
+    pub proxy_ssl_verify: bool,
+    /// Seconds to wait for in-flight requests on SIGTERM.
+    pub shutdown_timeout: f64,
+    /// Default TLS certificate (PEM path); a self-signed one is generated when absent.
+    pub ssl_cert: Option<String>,
+    /// Key of the default TLS certificate (PEM path).
+    pub ssl_cert_key: Option<String>,
+    /// Log format: `json` or `text`.
+    pub log_format: String,
+    /// Log level filter (tracing `EnvFilter` syntax).
+    pub log_level: String,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            proxy_listen: SocketAddr::from(([0, 0, 0, 0], 8000)),
+            proxy_tls_listen: SocketAddr::from(([0, 0, 0, 0], 8443)),
+            admin_listen: SocketAddr::from(([127, 0, 0, 1], 8001)),
+            workers: 0,
+            trusted_ips: Vec::new(),
+            client_header_timeout: 60.0,
+            keepalive_timeout: 75.0,
+            max_header_count: 100,
+            max_header_bytes: 32 * 1024,
+            max_uri_length: 8 * 1024,
+            request_buffer_bytes: 8 * 1024 * 1024,
+            h2_max_concurrent_streams: 128,
+            h2_max_pending_resets: 20,
+            h2_max_local_error_resets: 1024,
+            upstream_keepalive_pool_size: 512,
+            upstream_keepalive_idle_timeout: 60.0,
+            proxy_ssl_verify: true,
+            shutdown_timeout: 30.0,
+            ssl_cert: None,
+            ssl_cert_key: None,
+            log_format: "json".into(),
+            log_level: "info".into(),
+        }
+    }
+}
+
+impl Settings {
+    /// Is `ip` a trusted proxy?
+    pub fn is_trusted(&self, ip: IpAddr) -> bool {
+        let ip = canonical(ip);
+        self.trusted_ips.iter().any(|n| n.contains(&ip))
+    }
+
+    /// `client_header_timeout` as a duration.
+    pub fn header_timeout(&self) -> Duration {
+        secs(self.client_header_timeout)
+    }
+
+    /// `keepalive_timeout` as a duration.
+    pub fn keepalive(&self) -> Duration {
+        secs(self.keepalive_timeout)
+    }
+
+    /// Checks values that serde cannot.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.client_header_timeout <= 0.0 {
+            return Err("client_header_timeout: must be greater than 0".into());
+        }
+        if self.max_header_count == 0 || self.max_header_bytes < 1024 {
+            return Err("max_header_count / max_header_bytes: too small".into());
+        }
+        if self.ssl_cert.is_some() != self.ssl_cert_key.is_some() {
+            return Err("ssl_cert and ssl_cert_key must be set together".into());
+        }
+        if !["json", "text"].contains(&self.log_format.as_str()) {
+            return Err("log_format: expected one of: json, text".into());
+        }
+        Ok(())
+    }
+}
+
+/// Seconds (possibly fractional) to a duration, clamped to sane bounds.
+pub fn secs(s: f64) -> Duration {
+    Duration::from_secs_f64(s.clamp(0.0, 86_400.0 * 365.0))
+}
+
+/// Maps IPv4-mapped IPv6 addresses to IPv4 so `127.0.0.1/32` matches `::ffff:127.0.0.1`.
+pub fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(v6),
+        },
+        v4 => v4,
+    }
+}
