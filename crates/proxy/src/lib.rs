@@ -1,4 +1,22 @@
-//! The Portcullis data plane.
+//! The Portcullis data plane: a strict HTTP/1 guard and hyper server, the request pipeline with
+//! plugin phases, load balancing with health checks, upstream pooling, TLS, and atomic config
+//! snapshots.
+//!
+//! hyper types stay inside this crate: config, router and plugins see only `http` types.
+
+pub mod balancer;
+pub mod body;
+pub mod errors;
+pub mod gateway;
 pub mod guard;
+pub mod handler;
+pub mod health;
 pub mod path;
+pub mod server;
 pub mod settings;
+pub mod snapshot;
+pub mod tls;
+pub mod upstream;
+
+pub use gateway::{config_hash, Gateway, ReloadError};
+pub use settings::Settings;

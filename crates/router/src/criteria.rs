@@ -32,7 +32,10 @@ fn eq_lowercase(value: &str, lowered: &str) -> bool {
     if value.is_ascii() && lowered.is_ascii() {
         return value.eq_ignore_ascii_case(lowered);
     }
-    value.chars().flat_map(char::to_lowercase).eq(lowered.chars())
+    value
+        .chars()
+        .flat_map(char::to_lowercase)
+        .eq(lowered.chars())
 }
 
 fn lowercase(value: &str) -> String {
@@ -46,6 +49,15 @@ struct HeaderMatcher {
     name: Box<str>,
     values: Box<[HeaderValue]>,
 }
+
+/// [`Criteria::checks`] bit: the route has methods.
+pub(crate) const METHODS: u8 = 1;
+/// [`Criteria::checks`] bit: the route has hosts.
+pub(crate) const HOSTS: u8 = 2;
+/// [`Criteria::checks`] bit: the route has headers.
+pub(crate) const HEADERS: u8 = 4;
+/// [`Criteria::checks`] bit: the route has snis.
+pub(crate) const SNIS: u8 = 8;
 
 /// A route's non-path criteria. Empty lists mean "any".
 #[derive(Debug)]
@@ -94,22 +106,37 @@ impl Criteria {
         })
     }
 
-    /// True when every non-empty criterion matches `req` (snis only over TLS).
+    /// Bit set of the non-empty criteria ([`METHODS`], [`HOSTS`], [`HEADERS`], [`SNIS`]).
+    pub(crate) fn checks(&self) -> u8 {
+        [
+            (METHODS, self.methods.is_empty()),
+            (HOSTS, self.hosts.is_empty()),
+            (HEADERS, self.headers.is_empty()),
+            (SNIS, self.snis.is_empty()),
+        ]
+        .into_iter()
+        .filter(|&(_, empty)| !empty)
+        .fold(0, |acc, (bit, _)| acc | bit)
+    }
+
+    /// True when the criteria selected by `need` (a subset of [`Self::checks`])
+    /// all match `req`; snis only count for TLS requests.
     #[inline]
-    pub(crate) fn matches(&self, req: &RequestInfo<'_>) -> bool {
-        (self.methods.is_empty() || self.methods.iter().any(|m| **m == *req.method))
-            && (self.hosts.is_empty() || self.hosts.iter().any(|h| h.matches(req.host, req.port)))
+    pub(crate) fn matches(&self, req: &RequestInfo<'_>, need: u8) -> bool {
+        (need & METHODS == 0 || self.methods.iter().any(|m| **m == *req.method))
+            && (need & HOSTS == 0 || self.hosts.iter().any(|h| h.matches(req.host, req.port)))
             && match req.sni {
-                Some(sni) if !self.snis.is_empty() => self.snis.iter().any(|s| s.matches(sni)),
+                Some(sni) if need & SNIS != 0 => self.snis.iter().any(|s| s.matches(sni)),
                 _ => true,
             }
-            && self.headers.iter().all(|h| {
-                if h.values.is_empty() {
-                    return req.headers.any_value(&h.name, &mut |_| true);
-                }
-                req.headers
-                    .any_value(&h.name, &mut |v| h.values.iter().any(|hv| hv.matches(v)))
-            })
+            && (need & HEADERS == 0
+                || self.headers.iter().all(|h| {
+                    if h.values.is_empty() {
+                        return req.headers.any_value(&h.name, &mut |_| true);
+                    }
+                    req.headers
+                        .any_value(&h.name, &mut |v| h.values.iter().any(|hv| hv.matches(v)))
+                }))
     }
 }
 

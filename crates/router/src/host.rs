@@ -1,5 +1,7 @@
 //! Host and SNI patterns: exact names, `*.suffix` and `prefix.*` wildcards,
-//! and an optional `:port` on hosts.
+//! and an optional `:port` on hosts; and the host tables of the index.
+
+use crate::hash::FastMap;
 
 /// A host or SNI name pattern, lower-cased at build time.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -21,13 +23,17 @@ impl HostName {
         }
         if let Some(rest) = name.strip_prefix("*.") {
             if rest.is_empty() || rest.contains('*') {
-                return Err("only one wildcard, as the whole leftmost or rightmost label, is allowed");
+                return Err(
+                    "only one wildcard, as the whole leftmost or rightmost label, is allowed",
+                );
             }
             return Ok(Self::Suffix(name[1..].into()));
         }
         if let Some(rest) = name.strip_suffix(".*") {
             if rest.is_empty() || rest.contains('*') {
-                return Err("only one wildcard, as the whole leftmost or rightmost label, is allowed");
+                return Err(
+                    "only one wildcard, as the whole leftmost or rightmost label, is allowed",
+                );
             }
             return Ok(Self::Prefix(name[..name.len() - 1].into()));
         }
@@ -45,11 +51,6 @@ impl HostName {
             Self::Suffix(s) => name.ends_with(&**s),
             Self::Prefix(p) => name.starts_with(&**p),
         }
-    }
-
-    /// True for `*.x` and `x.*` patterns.
-    pub(crate) fn is_wildcard(&self) -> bool {
-        !matches!(self, Self::Exact(_))
     }
 }
 
@@ -74,6 +75,95 @@ impl HostPattern {
     #[inline]
     pub(crate) fn matches(&self, host: &str, port: u16) -> bool {
         self.port.is_none_or(|p| p == port) && self.name.matches(host)
+    }
+}
+
+/// First level of the index: host name patterns to bucket ids. A route is
+/// filed under one bucket per distinct host name (routes without hosts share
+/// one bucket), and a request visits only the buckets its host can match.
+#[derive(Debug, Default)]
+pub(crate) struct HostTables {
+    exact: FastMap<Box<str>, u32>,
+    /// Keys are `.example.com` for `*.example.com`.
+    suffix: FastMap<Box<str>, u32>,
+    /// Keys are `example.` for `example.*`.
+    prefix: FastMap<Box<str>, u32>,
+    any_host: Option<u32>,
+    count: u32,
+}
+
+impl HostTables {
+    /// Number of buckets handed out so far.
+    pub(crate) fn bucket_count(&self) -> usize {
+        self.count as usize
+    }
+
+    /// The buckets a route with `hosts` is filed under, each with whether
+    /// reaching that bucket already proves the route's host criterion (a
+    /// pattern with that name and no port exists).
+    pub(crate) fn buckets_for(&mut self, hosts: &[HostPattern]) -> Vec<(u32, bool)> {
+        if hosts.is_empty() {
+            let b = match self.any_host {
+                Some(b) => b,
+                None => self.next(),
+            };
+            self.any_host = Some(b);
+            return vec![(b, true)];
+        }
+        let mut keys: Vec<(&HostName, bool)> =
+            hosts.iter().map(|h| (&h.name, h.port.is_none())).collect();
+        keys.sort_unstable();
+        keys.dedup_by(|later, earlier| {
+            let same = later.0 == earlier.0;
+            earlier.1 |= same && later.1;
+            same
+        });
+        keys.into_iter()
+            .map(|(name, proven)| (self.bucket(name), proven))
+            .collect()
+    }
+
+    fn bucket(&mut self, name: &HostName) -> u32 {
+        let next = self.count;
+        let (map, key) = match name {
+            HostName::Exact(k) => (&mut self.exact, k),
+            HostName::Suffix(k) => (&mut self.suffix, k),
+            HostName::Prefix(k) => (&mut self.prefix, k),
+        };
+        let b = *map.entry(key.clone()).or_insert(next);
+        if b == next {
+            self.count += 1;
+        }
+        b
+    }
+
+    fn next(&mut self) -> u32 {
+        self.count += 1;
+        self.count - 1
+    }
+
+    /// Calls `visit` with every bucket whose key `host` can match.
+    #[inline]
+    pub(crate) fn for_each_bucket(&self, host: &str, mut visit: impl FnMut(u32)) {
+        if !self.exact.is_empty() {
+            if let Some(&b) = self.exact.get(host) {
+                visit(b);
+            }
+        }
+        if !self.suffix.is_empty() || !self.prefix.is_empty() {
+            // Every suffix key starts with '.', every prefix key ends with one.
+            for (i, _) in host.bytes().enumerate().filter(|&(_, c)| c == b'.') {
+                if let Some(&b) = self.suffix.get(&host[i..]) {
+                    visit(b);
+                }
+                if let Some(&b) = self.prefix.get(&host[..=i]) {
+                    visit(b);
+                }
+            }
+        }
+        if let Some(b) = self.any_host {
+            visit(b);
+        }
     }
 }
 
@@ -119,8 +209,13 @@ mod unit {
         let p = HostPattern::parse("[::1]:80").unwrap();
         assert_eq!(p.name, HostName::Exact("[::1]".into()));
         assert_eq!(p.port, Some(80));
-        for bad in ["", "*", "*.", "a.*.b", "*.a.*", "a:x", "a:99999", "::1", "[::1", "[::1]x"] {
-            assert!(HostPattern::parse(bad).is_err(), "{bad:?} should be rejected");
+        for bad in [
+            "", "*", "*.", "a.*.b", "*.a.*", "a:x", "a:99999", "::1", "[::1", "[::1]x",
+        ] {
+            assert!(
+                HostPattern::parse(bad).is_err(),
+                "{bad:?} should be rejected"
+            );
         }
     }
 

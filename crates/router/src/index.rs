@@ -5,11 +5,18 @@ use std::collections::HashMap;
 
 use regex::Regex;
 
-use crate::criteria::Criteria;
-use crate::host::HostName;
+use crate::criteria::{Criteria, HOSTS};
+use crate::host::HostTables;
 use crate::priority::{PathSpec, Priority};
-use crate::trie::PrefixTrie;
+use crate::trie::{TrieArena, TrieBuilder};
 use crate::{Match, RequestInfo, RouteSpec, RouterError};
+
+/// Rank used as "nothing found yet"; no real candidate has it.
+const NONE: u32 = u32::MAX;
+/// Entry bit: reaching the bucket already proved the route's host criterion.
+const HOST_OK: u32 = 1 << 31;
+/// Entry bits holding the candidate's rank.
+const RANK: u32 = HOST_OK - 1;
 
 /// How a candidate's path matches once the index has yielded it.
 #[derive(Debug, Clone, Copy)]
@@ -17,29 +24,43 @@ enum PathMatcher {
     /// Pathless route: any path.
     Any,
     /// Prefix of this many bytes (already verified by the trie walk).
-    Prefix(usize),
+    Prefix(u32),
     /// Index into `Index::regexes`.
-    Regex(usize),
+    Regex(u32),
 }
 
 /// One (route, path) pair. Its position in `Index::candidates` is its rank:
 /// lower rank = higher priority (ties already broken by declaration order).
 #[derive(Debug)]
 struct Candidate {
-    route: usize,
+    route: u32,
+    /// The route's non-empty criteria (`Criteria::checks`).
+    checks: u8,
     path: PathMatcher,
 }
 
-/// Candidates sharing one host key. All rank lists are ascending (best first).
-#[derive(Debug, Default)]
+/// A range of `Index::lists`.
+#[derive(Debug, Clone, Copy)]
+struct Span {
+    start: u32,
+    len: u32,
+}
+
+/// Candidates filed under one host key. Entries are ranks, possibly with
+/// [`HOST_OK`] set, in ascending rank order (best first).
+#[derive(Debug)]
 struct Bucket {
-    trie: PrefixTrie,
+    trie: Option<u32>,
+    regex: Span,
+    pathless: Span,
+}
+
+#[derive(Debug, Default)]
+struct BucketBuilder {
+    trie: TrieBuilder,
     regex: Vec<u32>,
     pathless: Vec<u32>,
 }
-
-/// Rank used as "nothing found yet"; no real candidate has it.
-const NONE: u32 = u32::MAX;
 
 /// See the crate docs for the matching semantics.
 #[derive(Debug)]
@@ -47,14 +68,10 @@ pub(crate) struct Index {
     routes: Vec<Criteria>,
     candidates: Vec<Candidate>,
     regexes: Vec<Regex>,
+    hosts: HostTables,
     buckets: Vec<Bucket>,
-    exact: HashMap<Box<str>, u32>,
-    /// Keys are `.example.com` for `*.example.com`.
-    suffix: HashMap<Box<str>, u32>,
-    /// Keys are `example.` for `example.*`.
-    prefix: HashMap<Box<str>, u32>,
-    /// Bucket of routes without hosts.
-    any_host: Option<u32>,
+    lists: Vec<u32>,
+    tries: TrieArena,
 }
 
 impl Index {
@@ -64,103 +81,102 @@ impl Index {
             .enumerate()
             .map(|(id, spec)| Criteria::compile(id, spec))
             .collect::<Result<Vec<_>, _>>()?;
+        let mut hosts = HostTables::default();
+        let route_buckets: Vec<Vec<(u32, bool)>> =
+            routes.iter().map(|r| hosts.buckets_for(&r.hosts)).collect();
 
         // Split routes per path, compiling (deduplicated) regexes.
         let mut regexes = Vec::new();
-        let mut regex_ids: HashMap<&str, usize> = HashMap::new();
-        let mut raw: Vec<(Priority, Candidate, &str)> = Vec::new();
+        let mut regex_ids: HashMap<&str, u32> = HashMap::new();
+        let mut raw: Vec<(Priority, usize, PathMatcher, &str)> = Vec::new();
+        let mut size = 0usize; // upper bound on index entries plus trie bytes
         for (id, spec) in specs.iter().enumerate() {
+            let copies = route_buckets[id].len();
             if spec.paths.is_empty() {
-                let cand = Candidate { route: id, path: PathMatcher::Any };
-                raw.push((Priority::new(spec, None), cand, ""));
+                raw.push((Priority::new(spec, None), id, PathMatcher::Any, ""));
+                size = size.saturating_add(copies);
             }
             for path in &spec.paths {
                 let parsed = PathSpec::parse(path);
                 let matcher = match parsed {
-                    PathSpec::Prefix(p) => PathMatcher::Prefix(p.len()),
+                    PathSpec::Prefix(p) => PathMatcher::Prefix(p.len().min(RANK as usize) as u32),
                     PathSpec::Regex(re) => match regex_ids.get(re) {
                         Some(&i) => PathMatcher::Regex(i),
                         None => {
+                            let i = regexes.len().min(RANK as usize) as u32;
                             regexes.push(compile_path_regex(id, path, re)?);
-                            regex_ids.insert(re, regexes.len() - 1);
-                            PathMatcher::Regex(regexes.len() - 1)
+                            regex_ids.insert(re, i);
+                            PathMatcher::Regex(i)
                         }
                     },
                 };
-                let cand = Candidate { route: id, path: matcher };
-                raw.push((Priority::new(spec, Some(parsed)), cand, path.as_str()));
+                raw.push((
+                    Priority::new(spec, Some(parsed)),
+                    id,
+                    matcher,
+                    path.as_str(),
+                ));
+                size = size.saturating_add(copies.saturating_mul(path.len().saturating_add(8)));
             }
         }
-        if raw.len() >= NONE as usize {
-            return Err(RouterError::TooManyCandidates {
-                count: raw.len(),
-                max: NONE as usize - 1,
+        let max = RANK as usize - 1;
+        if size > max || raw.len() > max {
+            return Err(RouterError::TooLarge {
+                size: size.max(raw.len()),
+                max,
             });
         }
         // Stable sort: equal priorities keep declaration (route, then path) order.
-        raw.sort_by(|a, b| b.0.cmp(&a.0));
+        raw.sort_by_key(|c| std::cmp::Reverse(c.0));
 
-        let mut index = Self {
-            routes,
-            candidates: Vec::with_capacity(raw.len()),
-            regexes,
-            buckets: Vec::new(),
-            exact: HashMap::new(),
-            suffix: HashMap::new(),
-            prefix: HashMap::new(),
-            any_host: None,
-        };
-        let route_buckets: Vec<Vec<u32>> = (0..index.routes.len())
-            .map(|id| index.buckets_for_route(id))
+        let mut builders: Vec<BucketBuilder> = (0..hosts.bucket_count())
+            .map(|_| BucketBuilder::default())
             .collect();
-        for (rank, (_, cand, path)) in raw.into_iter().enumerate() {
-            let rank = rank as u32; // bounded by the check above
-            for &b in &route_buckets[cand.route] {
-                let bucket = &mut index.buckets[b as usize];
-                match cand.path {
-                    PathMatcher::Any => bucket.pathless.push(rank),
-                    PathMatcher::Regex(_) => bucket.regex.push(rank),
-                    PathMatcher::Prefix(_) => bucket.trie.insert(path.as_bytes(), rank),
+        let mut candidates = Vec::with_capacity(raw.len());
+        for (rank, (_, route, path, text)) in raw.into_iter().enumerate() {
+            for &(b, host_ok) in &route_buckets[route] {
+                let entry = rank as u32 | if host_ok { HOST_OK } else { 0 };
+                let bucket = &mut builders[b as usize];
+                match path {
+                    PathMatcher::Any => bucket.pathless.push(entry),
+                    PathMatcher::Regex(_) => bucket.regex.push(entry),
+                    PathMatcher::Prefix(_) => bucket.trie.insert(text.as_bytes(), entry),
                 }
             }
-            index.candidates.push(cand);
+            let checks = routes[route].checks();
+            candidates.push(Candidate {
+                route: route as u32,
+                checks,
+                path,
+            });
         }
-        Ok(index)
-    }
 
-    /// The buckets route `id` is filed under (created on demand), deduplicated.
-    fn buckets_for_route(&mut self, id: usize) -> Vec<u32> {
-        let mut keys: Vec<HostName> = self.routes[id].hosts.iter().map(|h| h.name.clone()).collect();
-        keys.sort_unstable();
-        keys.dedup();
-        if keys.is_empty() {
-            let any = match self.any_host {
-                Some(b) => b,
-                None => self.new_bucket(),
-            };
-            self.any_host = Some(any);
-            return vec![any];
-        }
-        let mut out = Vec::with_capacity(keys.len());
-        for key in keys {
-            let (map, name) = match key {
-                HostName::Exact(n) => (&mut self.exact, n),
-                HostName::Suffix(n) => (&mut self.suffix, n),
-                HostName::Prefix(n) => (&mut self.prefix, n),
-            };
-            let next = self.buckets.len() as u32;
-            let b = *map.entry(name).or_insert(next);
-            if b == next {
-                self.buckets.push(Bucket::default());
+        let (mut lists, mut tries) = (Vec::new(), TrieArena::default());
+        let mut span = |list: Vec<u32>| {
+            let start = lists.len() as u32;
+            lists.extend_from_slice(&list);
+            Span {
+                start,
+                len: list.len() as u32,
             }
-            out.push(b);
-        }
-        out
-    }
-
-    fn new_bucket(&mut self) -> u32 {
-        self.buckets.push(Bucket::default());
-        (self.buckets.len() - 1) as u32
+        };
+        let buckets = builders
+            .into_iter()
+            .map(|b| Bucket {
+                trie: tries.add(b.trie),
+                regex: span(b.regex),
+                pathless: span(b.pathless),
+            })
+            .collect();
+        Ok(Self {
+            routes,
+            candidates,
+            regexes,
+            hosts,
+            buckets,
+            lists,
+            tries,
+        })
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -170,69 +186,69 @@ impl Index {
     /// Finds the best candidate; allocates only for the returned `Match`.
     pub(crate) fn find(&self, req: &RequestInfo<'_>) -> Option<Match> {
         let mut best = NONE;
-        let host = req.host;
-        if !self.exact.is_empty() {
-            if let Some(&b) = self.exact.get(host) {
-                self.scan(b, req, &mut best);
-            }
-        }
-        if !self.suffix.is_empty() || !self.prefix.is_empty() {
-            for (i, _) in host.bytes().enumerate().filter(|&(_, c)| c == b'.') {
-                if let Some(&b) = self.suffix.get(&host[i..]) {
-                    self.scan(b, req, &mut best);
-                }
-                if let Some(&b) = self.prefix.get(&host[..=i]) {
-                    self.scan(b, req, &mut best);
-                }
-            }
-        }
-        if let Some(b) = self.any_host {
-            self.scan(b, req, &mut best);
-        }
+        self.hosts
+            .for_each_bucket(req.host, |b| self.scan(b, req, &mut best));
         (best != NONE).then(|| self.make_match(best, req.path))
     }
 
     /// Lowers `best` to the best matching candidate in bucket `b`, if better.
     fn scan(&self, b: u32, req: &RequestInfo<'_>, best: &mut u32) {
         let bucket = &self.buckets[b as usize];
-        if let Some(r) = self.first_match(&bucket.pathless, *best, req) {
-            *best = r;
-        }
-        if let Some(r) = self.first_match(&bucket.regex, *best, req) {
-            *best = r;
-        }
-        bucket.trie.for_each_prefix_of(req.path.as_bytes(), |ranks| {
-            if let Some(r) = self.first_match(ranks, *best, req) {
+        for span in [bucket.pathless, bucket.regex] {
+            let list = &self.lists[span.start as usize..][..span.len as usize];
+            if let Some(r) = self.first_match(list, *best, req) {
                 *best = r;
             }
-        });
+        }
+        if let Some(root) = bucket.trie {
+            self.tries
+                .for_each_prefix_of(root, req.path.as_bytes(), |entries| {
+                    if let Some(r) = self.first_match(entries, *best, req) {
+                        *best = r;
+                    }
+                });
+        }
     }
 
-    /// First (= best) rank in the ascending list `ranks` that beats `best` and matches.
+    /// Rank of the first (= best) entry in `entries` that beats `best` and matches.
     #[inline]
-    fn first_match(&self, ranks: &[u32], best: u32, req: &RequestInfo<'_>) -> Option<u32> {
-        ranks.iter().take_while(|&&r| r < best).copied().find(|&r| {
-            let cand = &self.candidates[r as usize];
-            self.routes[cand.route].matches(req)
-                && match cand.path {
-                    PathMatcher::Regex(i) => self.regexes[i].is_match(req.path),
-                    PathMatcher::Any | PathMatcher::Prefix(_) => true,
+    fn first_match(&self, entries: &[u32], best: u32, req: &RequestInfo<'_>) -> Option<u32> {
+        for &entry in entries {
+            let rank = entry & RANK;
+            if rank >= best {
+                break;
+            }
+            let cand = &self.candidates[rank as usize];
+            let need = if entry & HOST_OK != 0 {
+                cand.checks & !HOSTS
+            } else {
+                cand.checks
+            };
+            if need != 0 && !self.routes[cand.route as usize].matches(req, need) {
+                continue;
+            }
+            if let PathMatcher::Regex(i) = cand.path {
+                if !self.regexes[i as usize].is_match(req.path) {
+                    continue;
                 }
-        })
+            }
+            return Some(rank);
+        }
+        None
     }
 
     fn make_match(&self, rank: u32, path: &str) -> Match {
         let cand = &self.candidates[rank as usize];
         let mut m = Match {
-            route: cand.route,
+            route: cand.route as usize,
             matched_path: None,
             captures: Vec::new(),
         };
         match cand.path {
             PathMatcher::Any => {}
-            PathMatcher::Prefix(len) => m.matched_path = Some(0..len),
+            PathMatcher::Prefix(len) => m.matched_path = Some(0..len as usize),
             PathMatcher::Regex(i) => {
-                let re = &self.regexes[i];
+                let re = &self.regexes[i as usize];
                 if let Some(caps) = re.captures(path) {
                     m.matched_path = caps.get(0).map(|g| g.range());
                     m.captures = re

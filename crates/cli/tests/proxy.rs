@@ -1,0 +1,358 @@
+//! Proxying through the real binary: URIs, headers, errors, protocols, plugins.
+
+mod common;
+
+use common::*;
+
+#[tokio::test]
+async fn proxies_with_strip_path_and_query_untouched() {
+    let origin = Origin::start("a").await;
+    let gw = Gw::start(&format!(
+        r#"_format_version: "3.0"
+services:
+  - name: svc
+    url: {}/base
+    routes:
+      - name: r
+        paths: ["/api"]
+"#,
+        origin.url()
+    ))
+    .await;
+    let r = gw.get("/api/items?x=1&y=%20z").await;
+    assert_status(&r, 200);
+    let echo = r.json();
+    assert_eq!(echo["uri"], "/base/items?x=1&y=%20z");
+    assert_eq!(echo["method"], "GET");
+    // Host is the upstream's host:port unless preserve_host.
+    assert_eq!(
+        r.upstream_header("host").unwrap(),
+        format!("127.0.0.1:{}", origin.port())
+    );
+    assert_eq!(r.upstream_header("x-forwarded-for").unwrap(), "127.0.0.1");
+    assert_eq!(r.upstream_header("x-real-ip").unwrap(), "127.0.0.1");
+    assert_eq!(r.upstream_header("x-forwarded-proto").unwrap(), "http");
+    assert_eq!(r.upstream_header("x-forwarded-host").unwrap(), "localhost");
+    assert_eq!(
+        r.upstream_header("x-forwarded-port").unwrap(),
+        gw.proxy.port().to_string()
+    );
+    assert_eq!(r.upstream_header("x-forwarded-path").unwrap(), "/api/items");
+    assert_eq!(r.upstream_header("x-forwarded-prefix").unwrap(), "/api");
+    // Hop-by-hop headers from the upstream never reach the client.
+    assert!(r.header("x-hop").is_none());
+    assert!(r.header("x-kong-upstream-latency").is_some());
+}
+
+#[tokio::test]
+async fn strip_path_false_and_preserve_host() {
+    let origin = Origin::start("a").await;
+    let gw = Gw::start(&one_service(
+        &origin.url(),
+        "      - name: r\n        paths: [/keep]\n        strip_path: false\n        preserve_host: true\n",
+    ))
+    .await;
+    let r = get(gw.proxy, "/keep/x", &[("host", "api.example.com")])
+        .await
+        .unwrap();
+    assert_status(&r, 200);
+    assert_eq!(r.json()["uri"], "/keep/x");
+    assert_eq!(r.upstream_header("host").unwrap(), "api.example.com");
+}
+
+#[tokio::test]
+async fn no_route_is_404_with_kong_message() {
+    let origin = Origin::start("a").await;
+    let gw = Gw::start(&one_service(
+        &origin.url(),
+        "      - name: r\n        paths: [/only]\n",
+    ))
+    .await;
+    let r = gw.get("/other").await;
+    assert_status(&r, 404);
+    assert_eq!(
+        r.json(),
+        serde_json::json!({"message": "no Route matched with those values"})
+    );
+    assert_eq!(
+        r.header("content-type").unwrap(),
+        "application/json; charset=utf-8"
+    );
+}
+
+#[tokio::test]
+async fn hosts_methods_headers_route_matching() {
+    let origin = Origin::start("a").await;
+    let gw = Gw::start(&format!(
+        r#"_format_version: "3.0"
+services:
+  - name: svc
+    url: {}
+    routes:
+      - name: wildcard
+        hosts: ["*.example.com"]
+        paths: [/]
+      - name: exact
+        hosts: ["api.example.com"]
+        paths: [/]
+      - name: post-only
+        methods: [POST]
+        paths: [/m]
+      - name: by-header
+        headers: {{x-version: ["v2"]}}
+        paths: [/h]
+    plugins: []
+"#,
+        origin.url()
+    ))
+    .await;
+    let r = get(gw.proxy, "/", &[("host", "api.example.com")])
+        .await
+        .unwrap();
+    assert_status(&r, 200);
+    let r = get(gw.proxy, "/", &[("host", "www.example.com")])
+        .await
+        .unwrap();
+    assert_status(&r, 200);
+    let r = get(gw.proxy, "/", &[("host", "example.org")])
+        .await
+        .unwrap();
+    assert_status(&r, 404);
+    assert_status(
+        &request(gw.proxy, "POST", "/m", &[], "x").await.unwrap(),
+        200,
+    );
+    assert_status(&request(gw.proxy, "GET", "/m", &[], "").await.unwrap(), 404);
+    assert_status(
+        &get(gw.proxy, "/h", &[("x-version", "V2")]).await.unwrap(),
+        200,
+    );
+    assert_status(
+        &get(gw.proxy, "/h", &[("x-version", "v1")]).await.unwrap(),
+        404,
+    );
+}
+
+#[tokio::test]
+async fn spoofed_forwarded_headers_are_replaced_for_untrusted_peers() {
+    let origin = Origin::start("a").await;
+    let gw = Gw::start(&one_service(
+        &origin.url(),
+        "      - name: r\n        paths: [/]\n",
+    ))
+    .await;
+    let r = get(
+        gw.proxy,
+        "/",
+        &[
+            ("x-forwarded-for", "6.6.6.6"),
+            ("x-real-ip", "6.6.6.6"),
+            ("x-forwarded-proto", "https"),
+            ("x-forwarded-host", "evil.test"),
+            ("x-forwarded-prefix", "/evil"),
+        ],
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.upstream_header("x-forwarded-for").unwrap(), "127.0.0.1");
+    assert_eq!(r.upstream_header("x-real-ip").unwrap(), "127.0.0.1");
+    assert_eq!(r.upstream_header("x-forwarded-proto").unwrap(), "http");
+    assert_eq!(r.upstream_header("x-forwarded-host").unwrap(), "localhost");
+    assert!(r.upstream_header("x-forwarded-prefix").is_none());
+}
+
+#[tokio::test]
+async fn trusted_peers_may_forward_client_addresses() {
+    let origin = Origin::start("a").await;
+    let gw = Gw::start_with(
+        &one_service(&origin.url(), "      - name: r\n        paths: [/]\n"),
+        "trusted_ips = [\"127.0.0.0/8\"]\n",
+    )
+    .await;
+    let r = get(
+        gw.proxy,
+        "/",
+        &[
+            ("x-forwarded-for", "203.0.113.9"),
+            ("x-forwarded-proto", "https"),
+        ],
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.upstream_header("x-real-ip").unwrap(), "203.0.113.9");
+    assert_eq!(
+        r.upstream_header("x-forwarded-for").unwrap(),
+        "203.0.113.9, 127.0.0.1"
+    );
+    assert_eq!(r.upstream_header("x-forwarded-proto").unwrap(), "https");
+}
+
+#[tokio::test]
+async fn hop_by_hop_request_headers_are_removed() {
+    let origin = Origin::start("a").await;
+    let gw = Gw::start(&one_service(
+        &origin.url(),
+        "      - name: r\n        paths: [/]\n",
+    ))
+    .await;
+    let r = get(
+        gw.proxy,
+        "/",
+        &[
+            ("connection", "keep-alive, x-secret"),
+            ("x-secret", "1"),
+            ("keep-alive", "timeout=5"),
+            ("te", "trailers"),
+            ("proxy-connection", "x"),
+            ("x-kept", "yes"),
+        ],
+    )
+    .await
+    .unwrap();
+    for h in [
+        "x-secret",
+        "keep-alive",
+        "te",
+        "proxy-connection",
+        "connection",
+    ] {
+        assert!(r.upstream_header(h).is_none(), "{h} was forwarded");
+    }
+    assert_eq!(r.upstream_header("x-kept").unwrap(), "yes");
+}
+
+#[tokio::test]
+async fn https_only_route_over_http_gets_426_or_redirect() {
+    let origin = Origin::start("a").await;
+    let gw = Gw::start(&one_service(
+        &origin.url(),
+        "      - name: r\n        paths: [/secure]\n        protocols: [https]\n      - name: moved\n        paths: [/moved]\n        protocols: [https]\n        https_redirect_status_code: 301\n",
+    ))
+    .await;
+    let r = gw.get("/secure").await;
+    assert_status(&r, 426);
+    assert_eq!(r.json()["message"], "Please use HTTPS protocol");
+    assert_eq!(r.header("upgrade").unwrap(), "TLS/1.2, HTTP/1.1");
+    let r = gw.get("/moved/x?q=1").await;
+    assert_status(&r, 301);
+    assert_eq!(
+        r.header("location").unwrap(),
+        "https://localhost/moved/x?q=1"
+    );
+}
+
+#[tokio::test]
+async fn upstream_failures_map_to_502_503_504_without_internals() {
+    let origin = Origin::start("a").await;
+    let dead = free_port();
+    let gw = Gw::start(&format!(
+        r#"_format_version: "3.0"
+services:
+  - name: dead
+    url: http://127.0.0.1:{dead}
+    retries: 1
+    routes: [{{name: dead, paths: [/dead]}}]
+  - name: slow
+    url: {}
+    read_timeout: 200
+    retries: 0
+    routes: [{{name: slow, paths: [/slow], strip_path: false}}]
+  - name: empty
+    host: nobody
+    routes: [{{name: empty, paths: [/empty]}}]
+upstreams:
+  - name: nobody
+"#,
+        origin.url()
+    ))
+    .await;
+    let r = gw.get("/dead").await;
+    assert_status(&r, 502);
+    assert_eq!(
+        r.json(),
+        serde_json::json!({"message": "An invalid response was received from the upstream server"})
+    );
+    assert!(!r.text().contains(&dead.to_string()));
+    let r = gw.get("/slow/delay/2000").await;
+    assert_status(&r, 504);
+    assert_eq!(r.json()["message"], "The upstream server is timing out");
+    let r = gw.get("/empty").await;
+    assert_status(&r, 503);
+    assert_eq!(
+        r.json()["message"],
+        "failure to get a peer from the ring-balancer"
+    );
+}
+
+#[tokio::test]
+async fn request_termination_plugin_short_circuits() {
+    let origin = Origin::start("a").await;
+    let gw = Gw::start(&format!(
+        r#"_format_version: "3.0"
+services:
+  - name: svc
+    url: {}
+    routes:
+      - name: closed
+        paths: [/closed]
+        plugins:
+          - name: request-termination
+            config: {{status_code: 403, message: "go away"}}
+      - name: open
+        paths: [/open]
+plugins:
+  - name: request-termination
+    config: {{status_code: 418, trigger: x-stop}}
+"#,
+        origin.url()
+    ))
+    .await;
+    let r = gw.get("/closed").await;
+    assert_status(&r, 403);
+    assert_eq!(r.json(), serde_json::json!({"message": "go away"}));
+    assert_status(&gw.get("/open").await, 200);
+    let r = get(gw.proxy, "/open", &[("x-stop", "1")]).await.unwrap();
+    assert_status(&r, 418);
+    assert_eq!(
+        origin.hits(),
+        1,
+        "terminated requests never reach the upstream"
+    );
+}
+
+#[tokio::test]
+async fn path_traversal_is_normalised_before_routing() {
+    let origin = Origin::start("a").await;
+    let gw = Gw::start(&format!(
+        r#"_format_version: "3.0"
+services:
+  - name: svc
+    url: {}
+    routes:
+      - name: public
+        paths: [/public]
+        strip_path: false
+      - name: admin
+        paths: [/admin]
+        strip_path: false
+        plugins: [{{name: request-termination, config: {{status_code: 401, message: "auth required"}}}}]
+"#,
+        origin.url()
+    ))
+    .await;
+    for p in [
+        "/public/../admin",
+        "/public/%2e%2e/admin",
+        "/%61dmin",
+        "//admin",
+        "/./admin",
+        "/public/.%2E/admin/x",
+    ] {
+        let r = gw.get(p).await;
+        assert_status(&r, 401);
+    }
+    let r = gw.get("/public/x/../y").await;
+    assert_status(&r, 200);
+    assert_eq!(r.json()["uri"], "/public/y");
+    assert_status(&gw.get("/admin%00.json").await, 400);
+}

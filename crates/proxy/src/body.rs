@@ -1,0 +1,114 @@
+//! One body type for both directions, so no request or response body is boxed.
+
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+
+use crate::balancer::Balancer;
+
+/// Counts a request against a target's in-flight total until the response body ends.
+pub struct InFlight {
+    balancer: Arc<Balancer>,
+    target: usize,
+}
+
+impl InFlight {
+    /// Starts counting.
+    pub fn new(balancer: Arc<Balancer>, target: usize) -> InFlight {
+        if let Some(t) = balancer.targets().get(target) {
+            t.in_flight.fetch_add(1, Ordering::Relaxed);
+        }
+        InFlight { balancer, target }
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if let Some(t) = self.balancer.targets().get(self.target) {
+            let _ = t
+                .in_flight
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| v.checked_sub(1));
+        }
+    }
+}
+
+/// A request or response body.
+pub enum ProxyBody {
+    /// Nothing.
+    Empty,
+    /// A body held in memory (sent once, then end).
+    Full(Option<Bytes>),
+    /// Streamed from the peer.
+    Stream(Incoming),
+    /// Streamed from an upstream, with its in-flight count.
+    Upstream(Incoming, InFlight),
+}
+
+impl ProxyBody {
+    /// A body from bytes.
+    pub fn full(b: impl Into<Bytes>) -> ProxyBody {
+        let b = b.into();
+        if b.is_empty() {
+            ProxyBody::Empty
+        } else {
+            ProxyBody::Full(Some(b))
+        }
+    }
+
+    /// A copy for a retry, when the body is in memory.
+    pub fn replay(&self) -> Option<ProxyBody> {
+        match self {
+            ProxyBody::Empty => Some(ProxyBody::Empty),
+            ProxyBody::Full(b) => Some(ProxyBody::Full(b.clone())),
+            _ => None,
+        }
+    }
+}
+
+impl Body for ProxyBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match self.get_mut() {
+            ProxyBody::Empty => Poll::Ready(None),
+            ProxyBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+            ProxyBody::Stream(s) | ProxyBody::Upstream(s, _) => Pin::new(s).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ProxyBody::Empty => true,
+            ProxyBody::Full(b) => b.is_none(),
+            ProxyBody::Stream(s) | ProxyBody::Upstream(s, _) => s.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ProxyBody::Empty => SizeHint::with_exact(0),
+            ProxyBody::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
+            ProxyBody::Stream(s) | ProxyBody::Upstream(s, _) => s.size_hint(),
+        }
+    }
+}
+
+/// Shared counters shown by `/status`.
+#[derive(Default, Debug)]
+pub struct Stats {
+    /// Open client connections.
+    pub connections_active: AtomicUsize,
+    /// Accepted client connections.
+    pub connections_accepted: AtomicUsize,
+    /// Requests handled.
+    pub requests_total: AtomicUsize,
+}

@@ -1,0 +1,737 @@
+//! The request pipeline: normalise, route, check the protocol, run the access phase, pick a
+//! target, proxy with retries, run the response phase.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use portcullis_config::HashOn;
+use portcullis_plugins::{Access, Ctx, Flow, ResponseHead};
+use portcullis_router::{Headers, RequestInfo};
+
+use crate::balancer::Outcome;
+use crate::body::{InFlight, ProxyBody};
+use crate::errors::{self, kong_error};
+use crate::gateway::Gateway;
+use crate::guard::UpgradeSignal;
+use crate::path;
+use crate::settings::canonical;
+use crate::snapshot::{upstream_path, CompiledRoute, CompiledService};
+use crate::upstream::{ConnectError, Endpoint};
+
+/// Facts about the client connection a request arrived on.
+pub struct ConnInfo {
+    /// Client socket address.
+    pub peer: SocketAddr,
+    /// Local listener address.
+    pub local: SocketAddr,
+    /// Arrived over TLS.
+    pub tls: bool,
+    /// SNI sent by the client.
+    pub sni: Option<String>,
+    /// Upgrade decisions for the HTTP/1 guard of this connection.
+    pub upgrade: Option<Arc<UpgradeSignal>>,
+}
+
+struct HeaderView<'a>(&'a HeaderMap);
+
+impl Headers for HeaderView<'_> {
+    fn any_value(&self, name: &str, pred: &mut dyn FnMut(&str) -> bool) -> bool {
+        self.0
+            .get_all(name)
+            .iter()
+            .any(|v| v.to_str().map(&mut *pred).unwrap_or(false))
+    }
+}
+
+/// Hop-by-hop headers never forwarded (RFC 9110 §7.6.1).
+const HOP_BY_HOP: [HeaderName; 7] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+static X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
+static X_FORWARDED_PATH: HeaderName = HeaderName::from_static("x-forwarded-path");
+static X_FORWARDED_PREFIX: HeaderName = HeaderName::from_static("x-forwarded-prefix");
+static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+static UPSTREAM_LATENCY: HeaderName = HeaderName::from_static("x-kong-upstream-latency");
+static PROXY_LATENCY: HeaderName = HeaderName::from_static("x-kong-proxy-latency");
+
+/// Removes hop-by-hop headers, including every header named by `Connection`.
+fn strip_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool) {
+    let named: Vec<HeaderName> = h
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .collect();
+    for n in named {
+        if !(keep_upgrade && n == header::UPGRADE) {
+            h.remove(n);
+        }
+    }
+    for n in &HOP_BY_HOP {
+        if keep_upgrade && (n == header::UPGRADE || n == header::CONNECTION) {
+            continue;
+        }
+        h.remove(n);
+    }
+}
+
+fn is_websocket(req: &Request<Incoming>) -> bool {
+    req.version() == Version::HTTP_11
+        && req
+            .headers()
+            .get(header::UPGRADE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case("websocket"))
+        && req
+            .headers()
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(|v| {
+                v.split(',')
+                    .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+            })
+}
+
+/// The request host (lower case, no port) and port: from the absolute URI if any, else Host.
+fn request_host(parts: &http::request::Parts, conn: &ConnInfo) -> Option<(String, u16)> {
+    let default_port = conn.local.port();
+    let raw = match parts.uri.authority() {
+        Some(a) => a.as_str().to_string(),
+        None => parts.headers.get(header::HOST)?.to_str().ok()?.to_string(),
+    };
+    let (host, port) = portcullis_config::text::split_host_port(&raw)?;
+    Some((host.to_ascii_lowercase(), port.unwrap_or(default_port)))
+}
+
+/// The client address: the socket peer, unless the peer is a trusted proxy that forwarded one.
+fn client_ip(gw: &Gateway, peer: IpAddr, headers: &HeaderMap) -> (IpAddr, bool) {
+    let peer = canonical(peer);
+    if !gw.settings.is_trusted(peer) {
+        return (peer, false);
+    }
+    // Walk X-Forwarded-For from the right; the first untrusted hop is the client.
+    let hops: Vec<IpAddr> = headers
+        .get_all(&X_FORWARDED_FOR)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|s| s.trim().parse::<IpAddr>().ok())
+        .map(canonical)
+        .collect();
+    for ip in hops.iter().rev() {
+        if !gw.settings.is_trusted(*ip) {
+            return (*ip, true);
+        }
+    }
+    if let Some(ip) = hops.first() {
+        return (*ip, true);
+    }
+    let real = headers
+        .get(&X_REAL_IP)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<IpAddr>().ok());
+    (real.map(canonical).unwrap_or(peer), true)
+}
+
+/// Handles one request end to end; never fails (errors become Kong-shaped responses).
+pub async fn handle(
+    gw: Arc<Gateway>,
+    conn: Arc<ConnInfo>,
+    mut req: Request<Incoming>,
+) -> Response<ProxyBody> {
+    let started = Instant::now();
+    gw.stats
+        .requests_total
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let websocket = conn.upgrade.is_some() && is_websocket(&req);
+    let client_upgrade = websocket.then(|| hyper::upgrade::on(&mut req));
+    let resp = proxy(&gw, &conn, req, started, client_upgrade).await;
+    if let Some(sig) = &conn.upgrade {
+        if websocket && resp.status() != StatusCode::SWITCHING_PROTOCOLS {
+            sig.refuse();
+        }
+    }
+    resp
+}
+
+async fn proxy(
+    gw: &Gateway,
+    conn: &ConnInfo,
+    req: Request<Incoming>,
+    started: Instant,
+    client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+) -> Response<ProxyBody> {
+    let snap = gw.snapshot();
+    let (parts, body) = req.into_parts();
+    let Some((host, port)) = request_host(&parts, conn) else {
+        return kong_error(StatusCode::BAD_REQUEST, "Bad request");
+    };
+    let raw_path = parts.uri.path();
+    let norm = if path::needs_normalising(raw_path) {
+        match path::normalise(raw_path) {
+            Ok(p) => p,
+            Err(_) => return kong_error(StatusCode::BAD_REQUEST, "Bad request"),
+        }
+    } else {
+        raw_path.to_string()
+    };
+    let found = snap.router.find(&RequestInfo {
+        method: parts.method.as_str(),
+        host: &host,
+        port,
+        path: &norm,
+        sni: conn.sni.as_deref(),
+        headers: &HeaderView(&parts.headers),
+    });
+    let Some(found) = found else {
+        return kong_error(StatusCode::NOT_FOUND, "no Route matched with those values");
+    };
+    let Some(route) = snap.routes.get(found.route) else {
+        return kong_error(StatusCode::NOT_FOUND, "no Route matched with those values");
+    };
+    if let Some(resp) = protocol_mismatch(route, conn, &parts, &host, port) {
+        return resp;
+    }
+
+    let (client, trusted) = client_ip(gw, conn.peer.ip(), &parts.headers);
+    let mut ctx = Ctx::new(
+        parts.method.clone(),
+        norm,
+        parts.uri.query().map(str::to_string),
+        parts.headers,
+        client,
+    );
+    ctx.scheme = if conn.tls { "https" } else { "http" };
+    ctx.state.insert(PeerAddr(canonical(conn.peer.ip())));
+    ctx.host = host;
+    ctx.route_id = Some(route.id.clone());
+    ctx.route_name = route.name.clone();
+    ctx.service_id = route.service.as_ref().map(|s| s.id.clone());
+    ctx.service_name = route.service.as_ref().and_then(|s| s.name.clone());
+
+    // Access phase.
+    for entry in &route.plugins {
+        if !(if conn.tls {
+            entry.on_https
+        } else {
+            entry.on_http
+        }) {
+            continue;
+        }
+        let flow = match entry.plugin.access(&mut ctx) {
+            Access::Now(f) => f,
+            Access::Later(fut) => fut.await,
+        };
+        if let Flow::Respond(r) = flow {
+            let mut head = ResponseHead {
+                status: r.status,
+                headers: r.headers,
+            };
+            run_response_phase(route, conn, &mut ctx, &mut head);
+            return build_response(head, ProxyBody::full(r.body));
+        }
+    }
+
+    let Some(service) = route.service.clone() else {
+        return kong_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no Service found with those values",
+        );
+    };
+    let ws_ok = client_upgrade.is_some();
+    let forwarded = Forwarded {
+        trusted,
+        port,
+        original_path: parts.uri.path().to_string(),
+        prefix: found
+            .matched_path
+            .as_ref()
+            .filter(|r| route.route.strip_path && r.end > 1)
+            .map(|r| ctx.path[r.clone()].to_string()),
+    };
+    let upath = upstream_path(
+        service.service.path.as_deref(),
+        &ctx.path,
+        found
+            .matched_path
+            .clone()
+            .filter(|_| route.route.strip_path),
+        route.route.path_handling,
+    );
+    let hash_key = hash_key(&service, &ctx, &found.captures);
+    let body = match prepare_body(gw, route, body, &ctx.headers).await {
+        Ok(b) => b,
+        Err(resp) => return resp,
+    };
+    let upstream_started = Instant::now();
+    let result = send_with_retries(
+        gw,
+        &service,
+        &mut ctx,
+        &upath,
+        body,
+        &forwarded,
+        route,
+        ws_ok,
+        hash_key.as_deref(),
+    )
+    .await;
+    let (mut resp, target) = match result {
+        Ok(r) => r,
+        Err(resp) => return resp,
+    };
+    let upstream_latency = upstream_started.elapsed();
+
+    let status = resp.status();
+    if status == StatusCode::SWITCHING_PROTOCOLS {
+        if let (Some(client_up), Some(sig)) = (client_upgrade, conn.upgrade.clone()) {
+            let upstream_up = hyper::upgrade::on(&mut resp);
+            sig.accept();
+            tokio::spawn(tunnel(client_up, upstream_up));
+            let (p, _) = resp.into_parts();
+            let mut out = Response::from_parts(p, ProxyBody::Empty);
+            *out.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+            return out;
+        }
+    }
+    let (p, incoming) = resp.into_parts();
+    let mut head = ResponseHead {
+        status: p.status,
+        headers: p.headers,
+    };
+    strip_hop_by_hop(&mut head.headers, false);
+    set_latency(&mut head.headers, &UPSTREAM_LATENCY, upstream_latency);
+    set_latency(
+        &mut head.headers,
+        &PROXY_LATENCY,
+        upstream_started.saturating_duration_since(started),
+    );
+    run_response_phase(route, conn, &mut ctx, &mut head);
+    let body = ProxyBody::Upstream(incoming, InFlight::new(service.balancer.clone(), target));
+    let mut out = build_response(head, body);
+    *out.version_mut() = Version::HTTP_11;
+    out
+}
+
+fn set_latency(h: &mut HeaderMap, name: &HeaderName, d: Duration) {
+    if let Ok(v) = HeaderValue::from_str(&d.as_millis().to_string()) {
+        h.insert(name.clone(), v);
+    }
+}
+
+fn run_response_phase(
+    route: &CompiledRoute,
+    conn: &ConnInfo,
+    ctx: &mut Ctx,
+    head: &mut ResponseHead,
+) {
+    for entry in &route.plugins {
+        if if conn.tls {
+            entry.on_https
+        } else {
+            entry.on_http
+        } {
+            entry.plugin.response_headers(ctx, head);
+        }
+    }
+}
+
+fn build_response(head: ResponseHead, body: ProxyBody) -> Response<ProxyBody> {
+    let mut r = Response::new(body);
+    *r.status_mut() = head.status;
+    *r.headers_mut() = head.headers;
+    r
+}
+
+/// Kong's answers when the route's protocols do not fit the request.
+fn protocol_mismatch(
+    route: &CompiledRoute,
+    conn: &ConnInfo,
+    parts: &http::request::Parts,
+    host: &str,
+    port: u16,
+) -> Option<Response<ProxyBody>> {
+    let is_grpc_request = parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/grpc"));
+    if route.grpc {
+        if parts.version != Version::HTTP_2 {
+            return Some(kong_error(
+                StatusCode::UPGRADE_REQUIRED,
+                "Please use HTTP2 protocol",
+            ));
+        }
+        if !is_grpc_request {
+            return Some(kong_error(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "Non-gRPC request matched gRPC route",
+            ));
+        }
+    }
+    if !conn.tls && !route.allows_http && route.allows_https {
+        let code = route.route.https_redirect_status_code;
+        if code == 426 {
+            let mut r = kong_error(StatusCode::UPGRADE_REQUIRED, "Please use HTTPS protocol");
+            r.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+            r.headers_mut().insert(
+                header::UPGRADE,
+                HeaderValue::from_static("TLS/1.2, HTTP/1.1"),
+            );
+            return Some(r);
+        }
+        let _ = port;
+        let pq = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        let location = format!("https://{host}{pq}");
+        let mut r = kong_error(
+            StatusCode::from_u16(code).unwrap_or(StatusCode::MOVED_PERMANENTLY),
+            "Moved",
+        );
+        if let Ok(v) = HeaderValue::from_str(&location) {
+            r.headers_mut().insert(header::LOCATION, v);
+        }
+        return Some(r);
+    }
+    if conn.tls && !route.allows_https && route.allows_http {
+        // An http-only route reached over TLS: Kong treats it as no match.
+        return Some(kong_error(
+            StatusCode::NOT_FOUND,
+            "no Route matched with those values",
+        ));
+    }
+    None
+}
+
+/// Buffers small bodies so a failed attempt can be replayed; streams the rest.
+async fn prepare_body(
+    gw: &Gateway,
+    route: &CompiledRoute,
+    body: Incoming,
+    headers: &HeaderMap,
+) -> Result<ProxyBody, Response<ProxyBody>> {
+    use http_body::Body as _;
+    if body.is_end_stream() {
+        return Ok(ProxyBody::Empty);
+    }
+    let len = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    match len {
+        Some(n)
+            if route.route.request_buffering && n <= gw.settings.request_buffer_bytes as u64 =>
+        {
+            match body.collect().await {
+                Ok(c) => Ok(ProxyBody::full(c.to_bytes())),
+                Err(_) => Err(kong_error(StatusCode::BAD_REQUEST, "Bad request")),
+            }
+        }
+        _ => Ok(ProxyBody::Stream(body)),
+    }
+}
+
+struct Forwarded {
+    trusted: bool,
+    port: u16,
+    original_path: String,
+    prefix: Option<String>,
+}
+
+fn hash_key(
+    service: &CompiledService,
+    ctx: &Ctx,
+    captures: &[(Option<String>, String)],
+) -> Option<Vec<u8>> {
+    let get = |h: &HashOn| -> Option<Vec<u8>> {
+        match h {
+            HashOn::None | HashOn::Consumer => None,
+            HashOn::Ip => Some(ctx.client_ip.to_string().into_bytes()),
+            HashOn::Header(name) => ctx
+                .headers
+                .get(name.as_str())
+                .map(|v| v.as_bytes().to_vec()),
+            HashOn::Cookie { name, .. } => ctx
+                .headers
+                .get_all(header::COOKIE)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(';'))
+                .find_map(|kv| {
+                    let (k, v) = kv.trim().split_once('=')?;
+                    (k == name).then(|| v.as_bytes().to_vec())
+                }),
+            HashOn::Path => Some(ctx.path.as_bytes().to_vec()),
+            HashOn::QueryArg(a) => ctx.query_arg(a).map(|v| v.as_bytes().to_vec()),
+            HashOn::UriCapture(n) => captures
+                .iter()
+                .find(|(name, _)| name.as_deref() == Some(n.as_str()))
+                .map(|(_, v)| v.as_bytes().to_vec()),
+        }
+    };
+    get(&service.balancer.hash_on).or_else(|| get(&service.balancer.hash_fallback))
+}
+
+fn idempotent(m: &Method) -> bool {
+    matches!(
+        *m,
+        Method::GET | Method::HEAD | Method::PUT | Method::DELETE | Method::OPTIONS | Method::TRACE
+    )
+}
+
+/// Builds the request for one attempt.
+fn upstream_request(
+    service: &CompiledService,
+    ctx: &Ctx,
+    upath: &str,
+    fwd: &Forwarded,
+    route: &CompiledRoute,
+    target_port: u16,
+    websocket: bool,
+    body: ProxyBody,
+) -> Option<Request<ProxyBody>> {
+    let pq = match &ctx.query {
+        Some(q) => format!("{upath}?{q}"),
+        None => upath.to_string(),
+    };
+    let host_value = if route.route.preserve_host {
+        ctx.headers
+            .get(header::HOST)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+            .unwrap_or_else(|| ctx.host.clone())
+    } else if matches!(target_port, 80 | 443) {
+        service.host_header.clone()
+    } else {
+        format!("{}:{target_port}", service.host_header)
+    };
+    let uri: Uri = if service.h2 {
+        let scheme = if service.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://{host_value}{pq}").parse().ok()?
+    } else {
+        pq.parse().ok()?
+    };
+    let mut headers = ctx.headers.clone();
+    let keep_te_trailers = service.h2
+        && headers
+            .get(header::TE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.eq_ignore_ascii_case("trailers"));
+    strip_hop_by_hop(&mut headers, false);
+    if keep_te_trailers {
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
+    }
+    if websocket {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+        headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    }
+    if service.h2 {
+        headers.remove(header::HOST);
+    } else {
+        headers.insert(header::HOST, HeaderValue::from_str(&host_value).ok()?);
+    }
+    let client = ctx.client_ip.to_string();
+    let xff = match (
+        fwd.trusted,
+        ctx.headers
+            .get(&X_FORWARDED_FOR)
+            .and_then(|v| v.to_str().ok()),
+    ) {
+        (true, Some(prev)) => format!("{prev}, {}", canonical_peer(ctx, fwd)),
+        _ => client.clone(),
+    };
+    let set = |h: &mut HeaderMap, name: &HeaderName, own: String| {
+        let value = if fwd.trusted {
+            ctx.headers
+                .get(name)
+                .cloned()
+                .or_else(|| HeaderValue::from_str(&own).ok())
+        } else {
+            HeaderValue::from_str(&own).ok()
+        };
+        match value {
+            Some(v) => {
+                h.insert(name.clone(), v);
+            }
+            None => {
+                h.remove(name);
+            }
+        }
+    };
+    if let Ok(v) = HeaderValue::from_str(&xff) {
+        headers.insert(X_FORWARDED_FOR.clone(), v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&client) {
+        headers.insert(X_REAL_IP.clone(), v);
+    }
+    set(&mut headers, &X_FORWARDED_PROTO, ctx.scheme.to_string());
+    set(&mut headers, &X_FORWARDED_HOST, ctx.host.clone());
+    set(&mut headers, &X_FORWARDED_PORT, fwd.port.to_string());
+    set(&mut headers, &X_FORWARDED_PATH, fwd.original_path.clone());
+    match &fwd.prefix {
+        Some(p) => set(&mut headers, &X_FORWARDED_PREFIX, p.clone()),
+        None if !fwd.trusted => {
+            headers.remove(&X_FORWARDED_PREFIX);
+        }
+        None => {}
+    }
+    let mut req = Request::new(body);
+    *req.method_mut() = ctx.method.clone();
+    *req.uri_mut() = uri;
+    *req.headers_mut() = headers;
+    if service.h2 {
+        *req.version_mut() = Version::HTTP_2;
+    }
+    Some(req)
+}
+
+/// The peer address as seen by us; used when appending to a trusted X-Forwarded-For.
+fn canonical_peer(ctx: &Ctx, _fwd: &Forwarded) -> String {
+    ctx.state
+        .get::<PeerAddr>()
+        .map(|p| p.0.to_string())
+        .unwrap_or_else(|| ctx.client_ip.to_string())
+}
+
+/// The socket peer, stored in the context for header building.
+#[derive(Clone, Copy)]
+pub struct PeerAddr(pub IpAddr);
+
+#[allow(clippy::too_many_arguments)]
+async fn send_with_retries(
+    gw: &Gateway,
+    service: &Arc<CompiledService>,
+    ctx: &mut Ctx,
+    upath: &str,
+    body: ProxyBody,
+    fwd: &Forwarded,
+    route: &CompiledRoute,
+    websocket: bool,
+    hash_key: Option<&[u8]>,
+) -> Result<(Response<Incoming>, usize), Response<ProxyBody>> {
+    let svc = &service.service;
+    let balancer = &service.balancer;
+    let connect_timeout = Duration::from_millis(svc.connect_timeout);
+    let read_timeout = Duration::from_millis(svc.read_timeout);
+    let max_tries = svc.retries as usize + 1;
+    let mut tried: Vec<usize> = Vec::new();
+    let mut body = Some(body);
+    let mut last_error = errors::UpstreamFailure::NoPeer;
+    let mut stale_retry_used = false;
+    let mut tries = 0;
+    while tries < max_tries {
+        tries += 1;
+        let Some(ti) = balancer.select(hash_key, &tried) else {
+            break;
+        };
+        let target = &balancer.targets()[ti];
+        let ep = Endpoint {
+            host: target.host.clone(),
+            port: target.port,
+            tls: service.tls.clone(),
+            sni: service.sni.clone(),
+            h2: service.h2,
+        };
+        let (mut sender, reused) = match gw.pool.checkout(&ep) {
+            Some(s) => (s, true),
+            None => match gw.pool.connect(&ep, connect_timeout).await {
+                Ok(s) => (s, false),
+                Err(e) => {
+                    let (outcome, failure) = match e {
+                        ConnectError::Timeout => {
+                            (Outcome::Timeout, errors::UpstreamFailure::Timeout)
+                        }
+                        ConnectError::Failed(_) => {
+                            (Outcome::TcpFailure, errors::UpstreamFailure::Failed)
+                        }
+                    };
+                    tracing::warn!(upstream = %balancer.name, target = %format!("{}:{}", target.host, target.port), error = %e, "upstream connect failed");
+                    balancer.report(ti, outcome);
+                    tried.push(ti);
+                    last_error = failure;
+                    continue;
+                }
+            },
+        };
+        let Some(b) = body.take() else {
+            break;
+        };
+        let replay = b.replay();
+        let Some(req) =
+            upstream_request(service, ctx, upath, fwd, route, target.port, websocket, b)
+        else {
+            return Err(kong_error(StatusCode::BAD_REQUEST, "Bad request"));
+        };
+        match tokio::time::timeout(read_timeout, sender.send(req)).await {
+            Ok(Ok(resp)) => {
+                balancer.report(ti, Outcome::Status(resp.status().as_u16()));
+                if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
+                    gw.pool.checkin(&ep, sender);
+                }
+                return Ok((resp, ti));
+            }
+            Ok(Err(e)) => {
+                // A request that never left gets its body back.
+                body = e.unsent.map(|r| r.into_body()).or(replay);
+                let stale = reused && (e.error.is_incomplete_message() || e.error.is_canceled());
+                if stale && !stale_retry_used && body.is_some() {
+                    // A pooled connection the upstream had already closed: retry on a fresh
+                    // connection without counting it against the target.
+                    stale_retry_used = true;
+                    tries -= 1;
+                    continue;
+                }
+                tracing::warn!(upstream = %balancer.name, error = %e.error, "upstream request failed");
+                balancer.report(ti, Outcome::TcpFailure);
+                last_error = errors::UpstreamFailure::Failed;
+                if !idempotent(&ctx.method) {
+                    break;
+                }
+            }
+            Err(_) => {
+                balancer.report(ti, Outcome::Timeout);
+                last_error = errors::UpstreamFailure::Timeout;
+                body = replay;
+                if !idempotent(&ctx.method) {
+                    break;
+                }
+            }
+        }
+        tried.push(ti);
+        if body.is_none() {
+            break;
+        }
+    }
+    Err(errors::upstream_failure(last_error))
+}
+
+async fn tunnel(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade) {
+    let (Ok(c), Ok(u)) = (client.await, upstream.await) else {
+        return;
+    };
+    let mut c = hyper_util::rt::TokioIo::new(c);
+    let mut u = hyper_util::rt::TokioIo::new(u);
+    let _ = tokio::io::copy_bidirectional(&mut c, &mut u).await;
+}

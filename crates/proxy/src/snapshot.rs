@@ -1,0 +1,404 @@
+//! The compiled, immutable form of a config: router, per-route plugin chains, services with
+//! their balancers and TLS clients, and the certificate table. Built once per config load off
+//! the request path and swapped in atomically.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use portcullis_config::{
+    reader::join, Config, Errors, FieldError, PathHandling, Plugin as PluginEntity, Protocol,
+    Route, Service,
+};
+use portcullis_plugins::{build_plugin, priority_of, Plugin};
+use portcullis_router::{RouteSpec, Router};
+
+use crate::balancer::{Balancer, HealthRegistry};
+use crate::settings::Settings;
+use crate::tls::{self, CertTable};
+use crate::upstream::TlsClient;
+
+/// A service ready to proxy to.
+pub struct CompiledService {
+    /// Service id.
+    pub id: Arc<str>,
+    /// Service name.
+    pub name: Option<Arc<str>>,
+    /// The entity.
+    pub service: Service,
+    /// Where requests go.
+    pub balancer: Arc<Balancer>,
+    /// TLS client for https/grpcs/wss services.
+    pub tls: Option<Arc<TlsClient>>,
+    /// Talk HTTP/2 to the upstream (gRPC).
+    pub h2: bool,
+    /// Host header value (without port) unless preserve_host.
+    pub host_header: String,
+    /// Name sent as SNI.
+    pub sni: String,
+}
+
+/// A plugin in a route's chain, with the protocols it runs on.
+pub struct ChainEntry {
+    /// The instance.
+    pub plugin: Arc<dyn Plugin>,
+    /// Runs for plain-text requests.
+    pub on_http: bool,
+    /// Runs for TLS requests.
+    pub on_https: bool,
+}
+
+/// A route ready to match and run.
+pub struct CompiledRoute {
+    /// Route id.
+    pub id: Arc<str>,
+    /// Route name.
+    pub name: Option<Arc<str>>,
+    /// The entity.
+    pub route: Route,
+    /// Its service, if any.
+    pub service: Option<Arc<CompiledService>>,
+    /// Plugins in execution order (highest priority first).
+    pub plugins: Vec<ChainEntry>,
+    /// Accepts plain-text requests.
+    pub allows_http: bool,
+    /// Accepts TLS requests.
+    pub allows_https: bool,
+    /// gRPC route (grpc/grpcs only).
+    pub grpc: bool,
+}
+
+/// Everything a request needs, immutable for the request's life.
+pub struct Snapshot {
+    /// The validated config it came from.
+    pub config: Arc<Config>,
+    /// Route matcher.
+    pub router: Router,
+    /// Routes by router index.
+    pub routes: Vec<CompiledRoute>,
+    /// All balancers (for health checks and status).
+    pub balancers: Vec<Arc<Balancer>>,
+    /// Certificates by SNI.
+    pub certs: Arc<CertTable>,
+    /// Hash of the config text, shown by `/status`.
+    pub hash: String,
+}
+
+impl Snapshot {
+    /// Health states to carry into the next snapshot.
+    pub fn health(&self) -> HealthRegistry {
+        let mut reg = HashMap::new();
+        for b in &self.balancers {
+            b.export_health(&mut reg);
+        }
+        reg
+    }
+}
+
+/// Compiles a config; every error is returned with its path.
+pub fn compile(
+    config: Config,
+    settings: &Settings,
+    previous: &HealthRegistry,
+    hash: String,
+) -> Result<Snapshot, Vec<FieldError>> {
+    let mut errs = Errors::default();
+
+    // Plugins: validate every config (enabled or not) against its schema.
+    let mut plugins: Vec<(usize, Arc<dyn Plugin>)> = Vec::new();
+    for (i, p) in config.plugins.iter().enumerate() {
+        if let Some(inst) = build_plugin(&p.name, &p.config, &p.path, &mut errs) {
+            if p.enabled {
+                plugins.push((i, inst));
+            }
+        }
+    }
+
+    // Balancers: one per upstream entity, shared by the services that name it.
+    let mut by_upstream: HashMap<&str, Arc<Balancer>> = HashMap::new();
+    let mut balancers = Vec::new();
+    for u in &config.upstreams {
+        let targets = config
+            .targets
+            .iter()
+            .filter(|t| t.upstream == u.id)
+            .map(|t| (t.host.clone(), t.port, t.weight))
+            .collect();
+        let b = Arc::new(Balancer::for_upstream(u, targets, previous));
+        by_upstream.insert(u.name.as_str(), b.clone());
+        balancers.push(b);
+    }
+
+    let mut services: HashMap<&str, Arc<CompiledService>> = HashMap::new();
+    for (i, s) in config.services.iter().enumerate() {
+        let path = format!("services[{i}]");
+        let upstream = config.upstreams.iter().find(|u| u.name == s.host);
+        let balancer = match by_upstream.get(s.host.as_str()) {
+            Some(b) => b.clone(),
+            None => {
+                let b = Arc::new(Balancer::single(&s.host, s.port));
+                balancers.push(b.clone());
+                b
+            }
+        };
+        let h2 = matches!(s.protocol, Protocol::Grpc | Protocol::Grpcs);
+        let tls = if s.protocol.is_tls() {
+            match service_tls(
+                &config,
+                s,
+                upstream.and_then(|u| u.client_certificate.as_deref()),
+                settings,
+                h2,
+            ) {
+                Ok(t) => Some(Arc::new(t)),
+                Err(e) => {
+                    errs.push(path.clone(), e);
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        let host_header = upstream
+            .and_then(|u| u.host_header.clone())
+            .unwrap_or_else(|| s.host.clone());
+        services.insert(
+            s.id.as_str(),
+            Arc::new(CompiledService {
+                id: Arc::from(s.id.as_str()),
+                name: s.name.as_deref().map(Arc::from),
+                service: s.clone(),
+                balancer,
+                tls,
+                h2,
+                sni: host_header.clone(),
+                host_header,
+            }),
+        );
+    }
+
+    let mut specs = Vec::with_capacity(config.routes.len());
+    let mut routes = Vec::with_capacity(config.routes.len());
+    for r in &config.routes {
+        let service = r
+            .service
+            .as_deref()
+            .and_then(|id| services.get(id))
+            .cloned();
+        let chain = plugin_chain(&config.plugins, &plugins, r);
+        specs.push(RouteSpec {
+            methods: r.methods.clone(),
+            hosts: r.hosts.clone(),
+            paths: r.paths.clone(),
+            headers: r.headers.clone(),
+            snis: r.snis.clone(),
+            regex_priority: r.regex_priority,
+        });
+        routes.push(CompiledRoute {
+            id: Arc::from(r.id.as_str()),
+            name: r.name.as_deref().map(Arc::from),
+            allows_http: r
+                .protocols
+                .iter()
+                .any(|p| matches!(p, Protocol::Http | Protocol::Ws | Protocol::Grpc)),
+            allows_https: r
+                .protocols
+                .iter()
+                .any(|p| matches!(p, Protocol::Https | Protocol::Wss | Protocol::Grpcs)),
+            grpc: r
+                .protocols
+                .iter()
+                .all(|p| matches!(p, Protocol::Grpc | Protocol::Grpcs)),
+            route: r.clone(),
+            service,
+            plugins: chain,
+        });
+    }
+    let router = match Router::build(&specs) {
+        Ok(r) => Some(r),
+        Err(e) => {
+            errs.push("routes", e.to_string());
+            None
+        }
+    };
+
+    let mut certs = CertTable::default();
+    for (i, c) in config.certificates.iter().enumerate() {
+        match tls::certified_key(&c.cert, &c.key) {
+            Ok(key) => {
+                for sni in &c.snis {
+                    certs.insert(sni, key.clone());
+                }
+            }
+            Err(e) => errs.push(format!("certificates[{i}]"), e),
+        }
+    }
+    certs.finish();
+
+    match router {
+        Some(router) if errs.is_empty() => Ok(Snapshot {
+            config: Arc::new(config),
+            router,
+            routes,
+            balancers,
+            certs: Arc::new(certs),
+            hash,
+        }),
+        _ => Err(errs.into_vec()),
+    }
+}
+
+/// Picks, for each plugin name, the most specific instance for this route (Kong's precedence:
+/// route+service, route, service, global), ordered by priority. Consumer-scoped instances are
+/// applied once authentication knows the consumer.
+fn plugin_chain(
+    entities: &[PluginEntity],
+    built: &[(usize, Arc<dyn Plugin>)],
+    r: &Route,
+) -> Vec<ChainEntry> {
+    let mut best: HashMap<(&str, Option<&str>), (u8, usize, &Arc<dyn Plugin>)> = HashMap::new();
+    for (idx, inst) in built {
+        let p = &entities[*idx];
+        if p.consumer.is_some() {
+            continue;
+        }
+        let on_route = p.route.as_deref() == Some(r.id.as_str());
+        let on_service = p.service.is_some() && p.service == r.service;
+        let rank = match (p.route.is_some(), p.service.is_some()) {
+            (true, true) if on_route && on_service => 4,
+            (true, false) if on_route => 3,
+            (false, true) if on_service => 2,
+            (false, false) => 1,
+            _ => continue,
+        };
+        let key = (
+            p.name.as_str(),
+            p.instance_name.as_deref().filter(|_| false),
+        );
+        match best.get(&key) {
+            Some((have, _, _)) if *have >= rank => {}
+            _ => {
+                best.insert(key, (rank, *idx, inst));
+            }
+        }
+    }
+    let mut chain: Vec<(i32, usize, ChainEntry)> = best
+        .into_values()
+        .map(|(_, idx, inst)| {
+            let p = &entities[idx];
+            let entry = ChainEntry {
+                plugin: inst.clone(),
+                on_http: p
+                    .protocols
+                    .iter()
+                    .any(|x| matches!(x, Protocol::Http | Protocol::Grpc | Protocol::Ws)),
+                on_https: p
+                    .protocols
+                    .iter()
+                    .any(|x| matches!(x, Protocol::Https | Protocol::Grpcs | Protocol::Wss)),
+            };
+            (priority_of(&p.name).unwrap_or(0), idx, entry)
+        })
+        .collect();
+    chain.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+    chain.into_iter().map(|(_, _, e)| e).collect()
+}
+
+fn service_tls(
+    config: &Config,
+    s: &Service,
+    upstream_cert: Option<&str>,
+    settings: &Settings,
+    h2: bool,
+) -> Result<TlsClient, String> {
+    let cas: Vec<&str> = s
+        .ca_certificates
+        .iter()
+        .filter_map(|id| config.ca_certificates.iter().find(|c| &c.id == id))
+        .map(|c| c.cert.as_str())
+        .collect();
+    let verify = s.tls_verify.unwrap_or(settings.proxy_ssl_verify);
+    let cert_id = s.client_certificate.as_deref().or(upstream_cert);
+    let client = cert_id
+        .and_then(|id| config.certificates.iter().find(|c| c.id == id))
+        .map(|c| (c.cert.as_str(), c.key.as_str()));
+    let cfg = tls::client_config(&cas, verify, client, h2).map_err(|e| join("tls", &e))?;
+    let fingerprint = crate::balancer::hash64(
+        format!("{:?}|{verify}|{:?}|{h2}", s.ca_certificates, cert_id).as_bytes(),
+    );
+    Ok(TlsClient {
+        config: Arc::new(cfg),
+        fingerprint,
+    })
+}
+
+/// Joins the service path and the request path as Kong's `path_handling` does.
+pub fn upstream_path(
+    service_path: Option<&str>,
+    path: &str,
+    strip: Option<std::ops::Range<usize>>,
+    handling: PathHandling,
+) -> String {
+    let base = service_path.unwrap_or("/");
+    let rest: &str = match &strip {
+        Some(r) if r.start == 0 && r.end <= path.len() => &path[r.end..],
+        _ => path,
+    };
+    match handling {
+        PathHandling::V0 => {
+            if rest.is_empty() {
+                return base.to_string();
+            }
+            let slash = if rest.starts_with('/') { "" } else { "/" };
+            if base == "/" {
+                format!("{slash}{rest}")
+            } else if base.ends_with('/') {
+                format!("{base}{}", rest.strip_prefix('/').unwrap_or(rest))
+            } else {
+                format!("{base}{slash}{rest}")
+            }
+        }
+        PathHandling::V1 => {
+            if rest.is_empty() {
+                base.to_string()
+            } else if base.ends_with('/') && rest.starts_with('/') {
+                format!("{base}{}", &rest[1..])
+            } else {
+                format!("{base}{rest}")
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kong_path_handling_table() {
+        let v0 = PathHandling::V0;
+        let v1 = PathHandling::V1;
+        // service.path, request, strip prefix len, v0, v1 (Kong's documented table)
+        let cases = [
+            (Some("/s"), "/fv0req", Some(4), "/s/req", "/sreq"),
+            (Some("/s"), "/fv0/req", Some(4), "/s/req", "/s/req"),
+            (Some("/s"), "/fv0", Some(4), "/s", "/s"),
+            (Some("/s/"), "/fv0req", Some(4), "/s/req", "/s/req"),
+            (Some("/s"), "/fv0req", None, "/s/fv0req", "/s/fv0req"),
+            (None, "/fv0/req", Some(4), "/req", "/req"),
+            (None, "/fv0", Some(4), "/", "/"),
+            (None, "/a/b", None, "/a/b", "/a/b"),
+        ];
+        for (base, req, strip, want0, want1) in cases {
+            let r = strip.map(|n| 0..n);
+            assert_eq!(
+                upstream_path(base, req, r.clone(), v0),
+                want0,
+                "v0 {base:?} {req}"
+            );
+            if base == Some("/s") && strip.is_none() {
+                continue;
+            }
+            assert_eq!(upstream_path(base, req, r, v1), want1, "v1 {base:?} {req}");
+        }
+    }
+}

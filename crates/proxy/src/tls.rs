@@ -1,0 +1,234 @@
+//! TLS: server certificates chosen by SNI (exact, then wildcard, then the default), and client
+//! configurations for https upstreams (verification against system or configured CAs,
+//! optional client certificate).
+
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock};
+
+use arc_swap::ArcSwap;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::{ring as provider, CryptoProvider};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
+
+/// The crypto provider used everywhere (ring; modern suites only).
+pub fn crypto() -> Arc<CryptoProvider> {
+    static P: OnceLock<Arc<CryptoProvider>> = OnceLock::new();
+    P.get_or_init(|| Arc::new(provider::default_provider()))
+        .clone()
+}
+
+/// Parses a PEM chain and key into a signing key.
+pub fn certified_key(cert_pem: &str, key_pem: &str) -> Result<Arc<CertifiedKey>, String> {
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("invalid certificate: {e}"))?;
+    if chain.is_empty() {
+        return Err("invalid certificate: none found".into());
+    }
+    let key =
+        PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).map_err(|_| "invalid key".to_string())?;
+    let signer =
+        provider::sign::any_supported_type(&key).map_err(|_| "unsupported key type".to_string())?;
+    Ok(Arc::new(CertifiedKey::new(chain, signer)))
+}
+
+/// A self-signed certificate for `localhost`, used when no default certificate is configured
+/// (as Kong does), so the TLS listener always works.
+pub fn self_signed() -> Result<Arc<CertifiedKey>, String> {
+    let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()])
+        .map_err(|e| e.to_string())?;
+    certified_key(&ck.cert.pem(), &ck.signing_key.serialize_pem())
+}
+
+/// Certificates by server name.
+#[derive(Default)]
+pub struct CertTable {
+    exact: HashMap<String, Arc<CertifiedKey>>,
+    /// `*.example.com` stored as `.example.com`.
+    suffix: Vec<(String, Arc<CertifiedKey>)>,
+    /// `example.*` stored as `example.`.
+    prefix: Vec<(String, Arc<CertifiedKey>)>,
+}
+
+impl CertTable {
+    /// Adds a certificate for an SNI pattern.
+    pub fn insert(&mut self, sni: &str, key: Arc<CertifiedKey>) {
+        if let Some(rest) = sni.strip_prefix('*') {
+            self.suffix.push((rest.to_string(), key));
+        } else if let Some(rest) = sni.strip_suffix('*') {
+            self.prefix.push((rest.to_string(), key));
+        } else {
+            self.exact.insert(sni.to_string(), key);
+        }
+    }
+
+    /// Sorts wildcards so the longest (most specific) pattern wins.
+    pub fn finish(&mut self) {
+        self.suffix.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+        self.prefix.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+    }
+
+    fn lookup(&self, name: &str) -> Option<Arc<CertifiedKey>> {
+        let name = name.to_ascii_lowercase();
+        if let Some(k) = self.exact.get(&name) {
+            return Some(k.clone());
+        }
+        self.suffix
+            .iter()
+            .find(|(s, _)| name.ends_with(s.as_str()) && name.len() > s.len())
+            .or_else(|| {
+                self.prefix
+                    .iter()
+                    .find(|(p, _)| name.starts_with(p.as_str()) && name.len() > p.len())
+            })
+            .map(|(_, k)| k.clone())
+    }
+}
+
+/// Picks the certificate for each handshake from the current table; swapped on reload.
+pub struct SniResolver {
+    /// Current certificates.
+    pub table: ArcSwap<CertTable>,
+    /// Used when no SNI matches or none was sent.
+    pub default: Arc<CertifiedKey>,
+}
+
+impl std::fmt::Debug for SniResolver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SniResolver")
+    }
+}
+
+impl ResolvesServerCert for SniResolver {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let table = self.table.load();
+        hello
+            .server_name()
+            .and_then(|n| table.lookup(n))
+            .or_else(|| Some(self.default.clone()))
+    }
+}
+
+/// The listener's TLS config: TLS 1.2 and 1.3, ALPN h2 and http/1.1.
+pub fn server_config(resolver: Arc<SniResolver>) -> Result<rustls::ServerConfig, String> {
+    let mut cfg = rustls::ServerConfig::builder_with_provider(crypto())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| e.to_string())?
+        .with_no_client_auth()
+        .with_cert_resolver(resolver);
+    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(cfg)
+}
+
+fn system_roots() -> Arc<RootCertStore> {
+    static R: OnceLock<Arc<RootCertStore>> = OnceLock::new();
+    R.get_or_init(|| {
+        let mut roots = RootCertStore::empty();
+        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+        Arc::new(roots)
+    })
+    .clone()
+}
+
+/// Builds an upstream client config. `cas` empty = the bundled public roots.
+pub fn client_config(
+    cas: &[&str],
+    verify: bool,
+    client_cert: Option<(&str, &str)>,
+    h2: bool,
+) -> Result<rustls::ClientConfig, String> {
+    let builder = rustls::ClientConfig::builder_with_provider(crypto())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| e.to_string())?;
+    let builder = if !verify {
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(NoVerify(crypto())))
+    } else if cas.is_empty() {
+        builder.with_root_certificates(system_roots())
+    } else {
+        let mut roots = RootCertStore::empty();
+        for pem in cas {
+            for cert in CertificateDer::pem_slice_iter(pem.as_bytes()) {
+                let cert = cert.map_err(|e| format!("invalid CA certificate: {e}"))?;
+                roots
+                    .add(cert)
+                    .map_err(|e| format!("invalid CA certificate: {e}"))?;
+            }
+        }
+        builder.with_root_certificates(roots)
+    };
+    let mut cfg = match client_cert {
+        Some((cert, key)) => {
+            let chain: Vec<CertificateDer<'static>> =
+                CertificateDer::pem_slice_iter(cert.as_bytes())
+                    .collect::<Result<_, _>>()
+                    .map_err(|e| format!("invalid client certificate: {e}"))?;
+            let key = PrivateKeyDer::from_pem_slice(key.as_bytes())
+                .map_err(|_| "invalid client key".to_string())?;
+            builder
+                .with_client_auth_cert(chain, key)
+                .map_err(|e| format!("invalid client certificate: {e}"))?
+        }
+        None => builder.with_no_client_auth(),
+    };
+    cfg.alpn_protocols = if h2 {
+        vec![b"h2".to_vec()]
+    } else {
+        vec![b"http/1.1".to_vec()]
+    };
+    Ok(cfg)
+}
+
+/// Accepts any server certificate: only for services with `tls_verify: false`.
+#[derive(Debug)]
+struct NoVerify(Arc<CryptoProvider>);
+
+impl ServerCertVerifier for NoVerify {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}

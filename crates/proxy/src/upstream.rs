@@ -1,0 +1,283 @@
+//! Connections to upstream targets: connect (TCP, optional TLS), HTTP/1.1 or HTTP/2
+//! handshakes, and a keep-alive pool. Connecting is separate from sending so a failed connect
+//! can be retried on another target with the request still in hand.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rustls_pki_types::ServerName;
+use tokio::net::TcpStream;
+
+use crate::body::ProxyBody;
+
+/// The body type of upstream requests.
+pub type UpBody = ProxyBody;
+
+/// How to reach a target.
+#[derive(Clone)]
+pub struct Endpoint {
+    /// Host name or IP.
+    pub host: String,
+    /// Port.
+    pub port: u16,
+    /// TLS settings when the service is https/grpcs/wss.
+    pub tls: Option<Arc<TlsClient>>,
+    /// Server name for SNI and verification.
+    pub sni: String,
+    /// Speak HTTP/2 (gRPC services).
+    pub h2: bool,
+}
+
+/// A TLS client configuration with a stable fingerprint used as part of the pool key.
+pub struct TlsClient {
+    /// rustls config (ALPN set for the protocol).
+    pub config: Arc<rustls::ClientConfig>,
+    /// Identifies the settings (CA ids, verification, client certificate).
+    pub fingerprint: u64,
+}
+
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct PoolKey {
+    host: String,
+    port: u16,
+    sni: String,
+    tls: u64,
+    h2: bool,
+}
+
+impl PoolKey {
+    fn of(ep: &Endpoint) -> PoolKey {
+        PoolKey {
+            host: ep.host.clone(),
+            port: ep.port,
+            sni: ep.sni.clone(),
+            tls: ep.tls.as_ref().map_or(0, |t| t.fingerprint),
+            h2: ep.h2,
+        }
+    }
+}
+
+/// A ready-to-use connection.
+pub enum Sender {
+    /// One request at a time.
+    H1(http1::SendRequest<UpBody>),
+    /// Multiplexed.
+    H2(http2::SendRequest<UpBody>),
+}
+
+impl Sender {
+    fn is_usable(&self) -> bool {
+        match self {
+            Sender::H1(s) => s.is_ready() && !s.is_closed(),
+            Sender::H2(s) => s.is_ready() && !s.is_closed(),
+        }
+    }
+
+    fn is_closed(&self) -> bool {
+        match self {
+            Sender::H1(s) => s.is_closed(),
+            Sender::H2(s) => s.is_closed(),
+        }
+    }
+
+    /// Sends a request; on failure before the request left, hands it back.
+    pub async fn send(
+        &mut self,
+        req: http::Request<UpBody>,
+    ) -> Result<http::Response<hyper::body::Incoming>, SendError> {
+        let res = match self {
+            Sender::H1(s) => s.try_send_request(req).await,
+            Sender::H2(s) => s.try_send_request(req).await,
+        };
+        res.map_err(|mut e| SendError {
+            unsent: e.take_message(),
+            error: e.into_error(),
+        })
+    }
+
+    fn duplicate(&self) -> Option<Sender> {
+        match self {
+            Sender::H2(s) => Some(Sender::H2(s.clone())),
+            Sender::H1(_) => None,
+        }
+    }
+}
+
+/// A failed send.
+pub struct SendError {
+    /// The request, when it was not sent at all.
+    pub unsent: Option<http::Request<UpBody>>,
+    /// The cause.
+    pub error: hyper::Error,
+}
+
+/// Why a connection could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// No connection within the connect timeout.
+    #[error("connect timed out")]
+    Timeout,
+    /// Refused, unreachable, name not resolved, TLS or handshake failure.
+    #[error("connect failed: {0}")]
+    Failed(String),
+}
+
+struct Idle {
+    sender: Sender,
+    since: Instant,
+}
+
+/// Keep-alive pool of upstream connections.
+pub struct Pool {
+    idle: Mutex<HashMap<PoolKey, VecDeque<Idle>>>,
+    max_per_key: usize,
+    idle_timeout: Duration,
+}
+
+impl Pool {
+    /// A pool keeping at most `max_per_key` idle connections per endpoint.
+    pub fn new(max_per_key: usize, idle_timeout: Duration) -> Pool {
+        Pool {
+            idle: Mutex::new(HashMap::new()),
+            max_per_key,
+            idle_timeout,
+        }
+    }
+
+    /// A pooled connection that is ready now, if any.
+    pub fn checkout(&self, ep: &Endpoint) -> Option<Sender> {
+        let key = PoolKey::of(ep);
+        let mut idle = self.idle.lock().ok()?;
+        let queue = idle.get_mut(&key)?;
+        let now = Instant::now();
+        // Busy HTTP/1 connections (a response body still streaming) go to the back.
+        for _ in 0..queue.len() {
+            let entry = queue.pop_front()?;
+            if entry.sender.is_closed() || now.duration_since(entry.since) > self.idle_timeout {
+                continue;
+            }
+            if entry.sender.is_usable() {
+                if let Some(dup) = entry.sender.duplicate() {
+                    queue.push_back(entry);
+                    return Some(dup);
+                }
+                return Some(entry.sender);
+            }
+            queue.push_back(entry);
+        }
+        None
+    }
+
+    /// Returns a connection for reuse.
+    pub fn checkin(&self, ep: &Endpoint, sender: Sender) {
+        if matches!(sender, Sender::H2(_)) {
+            // One shared HTTP/2 connection per endpoint is kept at connect time.
+            return;
+        }
+        let Ok(mut idle) = self.idle.lock() else {
+            return;
+        };
+        let queue = idle.entry(PoolKey::of(ep)).or_default();
+        if queue.len() >= self.max_per_key {
+            queue.pop_front();
+        }
+        queue.push_back(Idle {
+            sender,
+            since: Instant::now(),
+        });
+    }
+
+    fn keep_shared(&self, ep: &Endpoint, sender: &Sender) {
+        if let (Some(dup), Ok(mut idle)) = (sender.duplicate(), self.idle.lock()) {
+            let q = idle.entry(PoolKey::of(ep)).or_default();
+            q.retain(|e| !e.sender.is_closed());
+            q.push_back(Idle {
+                sender: dup,
+                since: Instant::now(),
+            });
+        }
+    }
+
+    /// Drops closed and expired connections (run periodically).
+    pub fn sweep(&self) {
+        if let Ok(mut idle) = self.idle.lock() {
+            let now = Instant::now();
+            idle.retain(|_, q| {
+                q.retain(|e| {
+                    !e.sender.is_closed() && now.duration_since(e.since) <= self.idle_timeout
+                });
+                !q.is_empty()
+            });
+        }
+    }
+
+    /// Opens a new connection.
+    pub async fn connect(&self, ep: &Endpoint, timeout: Duration) -> Result<Sender, ConnectError> {
+        let sender = tokio::time::timeout(timeout, connect(ep))
+            .await
+            .map_err(|_| ConnectError::Timeout)??;
+        if ep.h2 {
+            self.keep_shared(ep, &sender);
+        }
+        Ok(sender)
+    }
+}
+
+async fn connect(ep: &Endpoint) -> Result<Sender, ConnectError> {
+    let addrs = tokio::net::lookup_host((ep.host.as_str(), ep.port))
+        .await
+        .map_err(|e| ConnectError::Failed(format!("name resolution failed: {e}")))?;
+    let mut last = String::from("no address");
+    let mut tcp = None;
+    for addr in addrs {
+        match TcpStream::connect(addr).await {
+            Ok(s) => {
+                tcp = Some(s);
+                break;
+            }
+            Err(e) => last = e.to_string(),
+        }
+    }
+    let tcp = tcp.ok_or(ConnectError::Failed(last))?;
+    let _ = tcp.set_nodelay(true);
+    match &ep.tls {
+        None => handshake(tcp, ep.h2).await,
+        Some(tls) => {
+            let name = ServerName::try_from(ep.sni.clone())
+                .map_err(|_| ConnectError::Failed("invalid server name".into()))?;
+            let stream = tokio_rustls::TlsConnector::from(tls.config.clone())
+                .connect(name, tcp)
+                .await
+                .map_err(|e| ConnectError::Failed(format!("TLS handshake failed: {e}")))?;
+            handshake(stream, ep.h2).await
+        }
+    }
+}
+
+async fn handshake<T>(io: T, h2: bool) -> Result<Sender, ConnectError>
+where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let io = TokioIo::new(io);
+    if h2 {
+        let (sender, conn) = http2::handshake(TokioExecutor::new(), io)
+            .await
+            .map_err(|e| ConnectError::Failed(e.to_string()))?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        Ok(Sender::H2(sender))
+    } else {
+        let (sender, conn) = http1::Builder::new()
+            .handshake(io)
+            .await
+            .map_err(|e| ConnectError::Failed(e.to_string()))?;
+        tokio::spawn(async move {
+            let _ = conn.with_upgrades().await;
+        });
+        Ok(Sender::H1(sender))
+    }
+}

@@ -1,0 +1,95 @@
+//! Lookup cost versus route count: builds routers of 1, 100 and 10,000
+//! routes (prefix paths, exact hosts, wildcard hosts), times `build()` and
+//! averages `find()` over ~1e6 lookups whose hits are spread over the set.
+//!
+//! Run with `cargo bench -p portcullis-router --bench route_count`.
+
+use std::hint::black_box;
+use std::time::Instant;
+
+use portcullis_router::{RequestInfo, RouteSpec, Router};
+
+const LOOKUPS: usize = 1_000_000;
+const DISTINCT_REQUESTS: usize = 1024;
+
+/// Builds route `i` of a variant and the (host, path) of a request hitting it.
+type Variant = (
+    &'static str,
+    fn(usize) -> RouteSpec,
+    fn(usize) -> (String, String),
+);
+
+const VARIANTS: [Variant; 3] = [
+    (
+        "prefix path",
+        |i| RouteSpec {
+            paths: vec![format!("/svc{i}/items")],
+            ..Default::default()
+        },
+        |i| ("gw.example.com".into(), format!("/svc{i}/items/42")),
+    ),
+    (
+        "exact host",
+        |i| RouteSpec {
+            hosts: vec![format!("svc{i}.example.com")],
+            paths: vec!["/".into()],
+            ..Default::default()
+        },
+        |i| (format!("svc{i}.example.com"), "/api/items/42".into()),
+    ),
+    (
+        "wildcard host",
+        |i| RouteSpec {
+            hosts: vec![format!("*.svc{i}.example.com")],
+            ..Default::default()
+        },
+        |i| (format!("api.svc{i}.example.com"), "/api/items/42".into()),
+    ),
+];
+
+fn main() {
+    println!(
+        "{:<14} {:>7} {:>10} {:>10}",
+        "variant", "routes", "build ms", "ns/lookup"
+    );
+    for (name, route, request) in VARIANTS {
+        for n in [1usize, 100, 10_000] {
+            let specs: Vec<RouteSpec> = (0..n).map(route).collect();
+            let start = Instant::now();
+            let router = match Router::build(&specs) {
+                Ok(r) => r,
+                Err(e) => panic!("build failed: {e}"),
+            };
+            let build_ms = start.elapsed().as_secs_f64() * 1e3;
+
+            // Hits spread over the whole set (7919 is prime, so the stride covers it).
+            let reqs: Vec<(usize, String, String)> = (0..DISTINCT_REQUESTS)
+                .map(|k| {
+                    let i = (k * 7919) % n;
+                    let (host, path) = request(i);
+                    (i, host, path)
+                })
+                .collect();
+            let headers: &[(&str, &str)] = &[];
+            let start = Instant::now();
+            let mut hits = 0usize;
+            for k in 0..LOOKUPS {
+                let (want, host, path) = &reqs[k % DISTINCT_REQUESTS];
+                let req = RequestInfo {
+                    method: "GET",
+                    host,
+                    port: 80,
+                    path,
+                    sni: None,
+                    headers: &headers,
+                };
+                if black_box(router.find(black_box(&req))).is_some_and(|m| m.route == *want) {
+                    hits += 1;
+                }
+            }
+            let ns = start.elapsed().as_secs_f64() * 1e9 / LOOKUPS as f64;
+            assert_eq!(hits, LOOKUPS, "every lookup must hit its route");
+            println!("{name:<14} {n:>7} {build_ms:>10.2} {ns:>10.1}");
+        }
+    }
+}
