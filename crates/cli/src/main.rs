@@ -87,8 +87,8 @@ fn main() -> ExitCode {
 
 /// `portcullis config validate FILE`.
 fn validate(file: &Path) -> ExitCode {
-    let config = match portcullis_config::load_file(file) {
-        Ok(c) => c,
+    let config = match portcullis_config::load_file(file, &portcullis_plugins::validate) {
+        Ok((c, _)) => c,
         Err(portcullis_config::LoadError::Invalid(errors)) => {
             for e in &errors {
                 println!("{e}");

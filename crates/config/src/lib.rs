@@ -16,7 +16,7 @@ use std::path::Path;
 
 pub use entities::{default_healthchecks, stable_id};
 pub use model::*;
-pub use parse::parse_str;
+pub use parse::{parse_str, parse_str_with, PluginCheck};
 pub use reader::{Errors, FieldError, Obj};
 pub use vault::EnvLookup;
 
@@ -36,13 +36,16 @@ pub enum LoadError {
     Invalid(Vec<FieldError>),
 }
 
-/// Reads and validates a config file, resolving vault references from the process environment.
-pub fn load_file(path: &Path) -> Result<Config, LoadError> {
+/// Reads and validates a config file, resolving vault references from the process environment
+/// and checking plugin configs with `check`. Returns the config and its text.
+pub fn load_file(path: &Path, check: PluginCheck<'_>) -> Result<(Config, String), LoadError> {
     let text = std::fs::read_to_string(path).map_err(|source| LoadError::Io {
         path: path.display().to_string(),
         source,
     })?;
-    parse_str(&text, &|name| std::env::var(name).ok()).map_err(LoadError::Invalid)
+    parse_str_with(&text, &|name| std::env::var(name).ok(), check)
+        .map(|c| (c, text))
+        .map_err(LoadError::Invalid)
 }
 
 #[cfg(test)]

@@ -21,8 +21,22 @@ pub(crate) const CREDENTIAL_KINDS: &[(&str, &str)] = &[
     ("oauth2_credentials", "client_id"),
 ];
 
+/// Checks one plugin's `config` against its schema: `(name, config, plugin path, errors)`.
+pub type PluginCheck<'a> = &'a dyn Fn(&str, &Value, &str, &mut Errors);
+
 /// Parses config text. JSON is detected by a leading `{`; anything else is read as YAML.
+/// Plugin configs are not checked; see [`parse_str_with`].
 pub fn parse_str(text: &str, env: EnvLookup<'_>) -> Result<Config, Vec<FieldError>> {
+    parse_str_with(text, env, &|_, _, _, _| {})
+}
+
+/// Parses config text and checks every plugin's config with `check`, so one pass reports
+/// entity and plugin errors together.
+pub fn parse_str_with(
+    text: &str,
+    env: EnvLookup<'_>,
+    check: PluginCheck<'_>,
+) -> Result<Config, Vec<FieldError>> {
     let mut root: Value = if text.trim_start().starts_with('{') {
         serde_json::from_str(text).map_err(|e| {
             vec![FieldError {
@@ -41,6 +55,11 @@ pub fn parse_str(text: &str, env: EnvLookup<'_>) -> Result<Config, Vec<FieldErro
     let mut errs = Errors::default();
     vault::resolve(&mut root, "", env, &mut errs);
     let config = parse_value(&root, &mut errs);
+    for p in &config.plugins {
+        if !p.name.is_empty() {
+            check(&p.name, &p.config, &p.path, &mut errs);
+        }
+    }
     if errs.is_empty() {
         Ok(config)
     } else {

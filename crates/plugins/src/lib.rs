@@ -17,7 +17,7 @@ mod registry;
 pub mod request_termination;
 
 pub use ctx::{Ctx, ResponseHead};
-pub use registry::{build_plugin, known_plugins, priority_of};
+pub use registry::{build_plugin, known_plugins, priority_of, validate};
 
 use std::future::Future;
 use std::pin::Pin;

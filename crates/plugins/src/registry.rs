@@ -43,3 +43,8 @@ pub fn build_plugin(
         }
     }
 }
+
+/// Checks a plugin config without keeping the instance (for `config validate` and reloads).
+pub fn validate(name: &str, config: &Value, path: &str, errs: &mut Errors) {
+    let _ = build_plugin(name, config, path, errs);
+}

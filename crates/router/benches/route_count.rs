@@ -48,11 +48,16 @@ const VARIANTS: [Variant; 3] = [
 ];
 
 fn main() {
+    // Optional filter on the variant name (cargo passes `--bench`; skip flags).
+    let filter = std::env::args().skip(1).find(|a| !a.starts_with("--"));
     println!(
         "{:<14} {:>7} {:>10} {:>10}",
         "variant", "routes", "build ms", "ns/lookup"
     );
     for (name, route, request) in VARIANTS {
+        if filter.as_ref().is_some_and(|f| !name.contains(f.as_str())) {
+            continue;
+        }
         for n in [1usize, 100, 10_000] {
             let specs: Vec<RouteSpec> = (0..n).map(route).collect();
             let start = Instant::now();

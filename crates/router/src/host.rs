@@ -78,27 +78,40 @@ impl HostPattern {
     }
 }
 
-/// First level of the index: host name patterns to bucket ids. A route is
-/// filed under one bucket per distinct host name (routes without hosts share
-/// one bucket), and a request visits only the buckets its host can match.
-#[derive(Debug, Default)]
-pub(crate) struct HostTables {
-    exact: FastMap<Box<str>, u32>,
+/// First level of the index: host name patterns to buckets (`V`). A route
+/// is filed under one bucket per distinct host name (routes without hosts
+/// share one bucket), and a request visits only the buckets its host can
+/// match. Built with `V = u32` bucket ids, then mapped to the buckets.
+#[derive(Debug)]
+pub(crate) struct HostTables<V> {
+    exact: FastMap<Box<str>, V>,
     /// Keys are `.example.com` for `*.example.com`.
-    suffix: FastMap<Box<str>, u32>,
+    suffix: FastMap<Box<str>, V>,
     /// Keys are `example.` for `example.*`.
-    prefix: FastMap<Box<str>, u32>,
-    any_host: Option<u32>,
+    prefix: FastMap<Box<str>, V>,
+    any_host: Option<V>,
     count: u32,
 }
 
-impl HostTables {
-    /// Number of buckets handed out so far.
+impl<V> Default for HostTables<V> {
+    fn default() -> Self {
+        Self {
+            exact: FastMap::default(),
+            suffix: FastMap::default(),
+            prefix: FastMap::default(),
+            any_host: None,
+            count: 0,
+        }
+    }
+}
+
+impl HostTables<u32> {
+    /// Number of bucket ids handed out so far.
     pub(crate) fn bucket_count(&self) -> usize {
         self.count as usize
     }
 
-    /// The buckets a route with `hosts` is filed under, each with whether
+    /// The bucket ids a route with `hosts` is filed under, each with whether
     /// reaching that bucket already proves the route's host criterion (a
     /// pattern with that name and no port exists).
     pub(crate) fn buckets_for(&mut self, hosts: &[HostPattern]) -> Vec<(u32, bool)> {
@@ -141,27 +154,43 @@ impl HostTables {
         self.count += 1;
         self.count - 1
     }
+}
+
+impl<V> HostTables<V> {
+    /// Replaces every bucket id by `f(id)`.
+    pub(crate) fn map<W>(self, mut f: impl FnMut(V) -> W) -> HostTables<W> {
+        let mut table = |m: FastMap<Box<str>, V>| -> FastMap<Box<str>, W> {
+            m.into_iter().map(|(k, v)| (k, f(v))).collect()
+        };
+        HostTables {
+            exact: table(self.exact),
+            suffix: table(self.suffix),
+            prefix: table(self.prefix),
+            any_host: self.any_host.map(&mut f),
+            count: self.count,
+        }
+    }
 
     /// Calls `visit` with every bucket whose key `host` can match.
     #[inline]
-    pub(crate) fn for_each_bucket(&self, host: &str, mut visit: impl FnMut(u32)) {
+    pub(crate) fn for_each_bucket(&self, host: &str, mut visit: impl FnMut(&V)) {
         if !self.exact.is_empty() {
-            if let Some(&b) = self.exact.get(host) {
+            if let Some(b) = self.exact.get(host) {
                 visit(b);
             }
         }
         if !self.suffix.is_empty() || !self.prefix.is_empty() {
             // Every suffix key starts with '.', every prefix key ends with one.
             for (i, _) in host.bytes().enumerate().filter(|&(_, c)| c == b'.') {
-                if let Some(&b) = self.suffix.get(&host[i..]) {
+                if let Some(b) = self.suffix.get(&host[i..]) {
                     visit(b);
                 }
-                if let Some(&b) = self.prefix.get(&host[..=i]) {
+                if let Some(b) = self.prefix.get(&host[..=i]) {
                     visit(b);
                 }
             }
         }
-        if let Some(b) = self.any_host {
+        if let Some(b) = &self.any_host {
             visit(b);
         }
     }

@@ -13,10 +13,16 @@ use crate::{Match, RequestInfo, RouteSpec, RouterError};
 
 /// Rank used as "nothing found yet"; no real candidate has it.
 const NONE: u32 = u32::MAX;
-/// Entry bit: reaching the bucket already proved the route's host criterion.
-const HOST_OK: u32 = 1 << 31;
+/// An index entry is a `u32`: the candidate's rank in the low bits and, from
+/// bit `NEED_SHIFT` up, the criteria still to check for it in its bucket
+/// (`Criteria::checks`, minus `HOSTS` when the bucket key proves the host).
+/// Prefix and pathless entries with nothing left to check match without
+/// touching the candidate table.
+const NEED_SHIFT: u32 = 28;
 /// Entry bits holding the candidate's rank.
-const RANK: u32 = HOST_OK - 1;
+const RANK: u32 = (1 << NEED_SHIFT) - 1;
+/// Bound on arena sizes (trie nodes and bytes, entries), so `u32` offsets never wrap.
+const MAX_ARENA: usize = (u32::MAX >> 1) as usize;
 
 /// How a candidate's path matches once the index has yielded it.
 #[derive(Debug, Clone, Copy)]
@@ -34,8 +40,6 @@ enum PathMatcher {
 #[derive(Debug)]
 struct Candidate {
     route: u32,
-    /// The route's non-empty criteria (`Criteria::checks`).
-    checks: u8,
     path: PathMatcher,
 }
 
@@ -46,10 +50,9 @@ struct Span {
     len: u32,
 }
 
-/// Candidates filed under one host key. Entries are ranks, possibly with
-/// [`HOST_OK`] set, in ascending rank order (best first).
-#[derive(Debug)]
-struct Bucket {
+/// Entries filed under one host key, each list in ascending rank order.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Bucket {
     trie: Option<u32>,
     regex: Span,
     pathless: Span,
@@ -68,8 +71,7 @@ pub(crate) struct Index {
     routes: Vec<Criteria>,
     candidates: Vec<Candidate>,
     regexes: Vec<Regex>,
-    hosts: HostTables,
-    buckets: Vec<Bucket>,
+    hosts: HostTables<Bucket>,
     lists: Vec<u32>,
     tries: TrieArena,
 }
@@ -89,7 +91,7 @@ impl Index {
         let mut regexes = Vec::new();
         let mut regex_ids: HashMap<&str, u32> = HashMap::new();
         let mut raw: Vec<(Priority, usize, PathMatcher, &str)> = Vec::new();
-        let mut size = 0usize; // upper bound on index entries plus trie bytes
+        let mut size = 0usize; // upper bound on arena sizes
         for (id, spec) in specs.iter().enumerate() {
             let copies = route_buckets[id].len();
             if spec.paths.is_empty() {
@@ -99,28 +101,23 @@ impl Index {
             for path in &spec.paths {
                 let parsed = PathSpec::parse(path);
                 let matcher = match parsed {
-                    PathSpec::Prefix(p) => PathMatcher::Prefix(p.len().min(RANK as usize) as u32),
+                    PathSpec::Prefix(p) => PathMatcher::Prefix(p.len().min(MAX_ARENA) as u32),
                     PathSpec::Regex(re) => match regex_ids.get(re) {
                         Some(&i) => PathMatcher::Regex(i),
                         None => {
-                            let i = regexes.len().min(RANK as usize) as u32;
+                            let i = regexes.len().min(MAX_ARENA) as u32;
                             regexes.push(compile_path_regex(id, path, re)?);
                             regex_ids.insert(re, i);
                             PathMatcher::Regex(i)
                         }
                     },
                 };
-                raw.push((
-                    Priority::new(spec, Some(parsed)),
-                    id,
-                    matcher,
-                    path.as_str(),
-                ));
+                raw.push((Priority::new(spec, Some(parsed)), id, matcher, path));
                 size = size.saturating_add(copies.saturating_mul(path.len().saturating_add(8)));
             }
         }
-        let max = RANK as usize - 1;
-        if size > max || raw.len() > max {
+        if size > MAX_ARENA || raw.len() >= RANK as usize {
+            let max = RANK as usize - 1;
             return Err(RouterError::TooLarge {
                 size: size.max(raw.len()),
                 max,
@@ -134,8 +131,10 @@ impl Index {
             .collect();
         let mut candidates = Vec::with_capacity(raw.len());
         for (rank, (_, route, path, text)) in raw.into_iter().enumerate() {
-            for &(b, host_ok) in &route_buckets[route] {
-                let entry = rank as u32 | if host_ok { HOST_OK } else { 0 };
+            let checks = routes[route].checks();
+            for &(b, host_proven) in &route_buckets[route] {
+                let need = if host_proven { checks & !HOSTS } else { checks };
+                let entry = rank as u32 | u32::from(need) << NEED_SHIFT;
                 let bucket = &mut builders[b as usize];
                 match path {
                     PathMatcher::Any => bucket.pathless.push(entry),
@@ -143,10 +142,8 @@ impl Index {
                     PathMatcher::Prefix(_) => bucket.trie.insert(text.as_bytes(), entry),
                 }
             }
-            let checks = routes[route].checks();
             candidates.push(Candidate {
                 route: route as u32,
-                checks,
                 path,
             });
         }
@@ -160,7 +157,7 @@ impl Index {
                 len: list.len() as u32,
             }
         };
-        let buckets = builders
+        let buckets: Vec<Bucket> = builders
             .into_iter()
             .map(|b| Bucket {
                 trie: tries.add(b.trie),
@@ -168,12 +165,12 @@ impl Index {
                 pathless: span(b.pathless),
             })
             .collect();
+        let hosts = hosts.map(|b| buckets[b as usize]);
         Ok(Self {
             routes,
             candidates,
             regexes,
             hosts,
-            buckets,
             lists,
             tries,
         })
@@ -191,39 +188,47 @@ impl Index {
         (best != NONE).then(|| self.make_match(best, req.path))
     }
 
-    /// Lowers `best` to the best matching candidate in bucket `b`, if better.
-    fn scan(&self, b: u32, req: &RequestInfo<'_>, best: &mut u32) {
-        let bucket = &self.buckets[b as usize];
-        for span in [bucket.pathless, bucket.regex] {
-            let list = &self.lists[span.start as usize..][..span.len as usize];
-            if let Some(r) = self.first_match(list, *best, req) {
-                *best = r;
+    /// Lowers `best` to the best matching candidate in `bucket`, if better.
+    #[inline]
+    fn scan(&self, bucket: &Bucket, req: &RequestInfo<'_>, best: &mut u32) {
+        for (span, regex) in [(bucket.pathless, false), (bucket.regex, true)] {
+            if span.len > 0 {
+                let list = &self.lists[span.start as usize..][..span.len as usize];
+                if let Some(r) = self.first_match(list, regex, *best, req) {
+                    *best = r;
+                }
             }
         }
         if let Some(root) = bucket.trie {
             self.tries
                 .for_each_prefix_of(root, req.path.as_bytes(), |entries| {
-                    if let Some(r) = self.first_match(entries, *best, req) {
+                    if let Some(r) = self.first_match(entries, false, *best, req) {
                         *best = r;
                     }
                 });
         }
     }
 
-    /// Rank of the first (= best) entry in `entries` that beats `best` and matches.
+    /// Rank of the first (= best) entry in `entries` that beats `best` and
+    /// matches; `regex` says the entries are regex candidates.
     #[inline]
-    fn first_match(&self, entries: &[u32], best: u32, req: &RequestInfo<'_>) -> Option<u32> {
+    fn first_match(
+        &self,
+        entries: &[u32],
+        regex: bool,
+        best: u32,
+        req: &RequestInfo<'_>,
+    ) -> Option<u32> {
         for &entry in entries {
             let rank = entry & RANK;
             if rank >= best {
                 break;
             }
+            let need = (entry >> NEED_SHIFT) as u8;
+            if need == 0 && !regex {
+                return Some(rank);
+            }
             let cand = &self.candidates[rank as usize];
-            let need = if entry & HOST_OK != 0 {
-                cand.checks & !HOSTS
-            } else {
-                cand.checks
-            };
             if need != 0 && !self.routes[cand.route as usize].matches(req, need) {
                 continue;
             }
