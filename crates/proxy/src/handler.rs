@@ -324,7 +324,7 @@ async fn proxy(
         upstream_started.saturating_duration_since(started),
     );
     run_response_phase(route, conn, &mut ctx, &mut head);
-    let body = ProxyBody::Upstream(incoming, InFlight::new(service.balancer.clone(), target));
+    let body = ProxyBody::Upstream(incoming, target);
     let mut out = build_response(head, body);
     *out.version_mut() = Version::HTTP_11;
     out
@@ -630,7 +630,7 @@ async fn send_with_retries(
     route: &CompiledRoute,
     websocket: bool,
     hash_key: Option<&[u8]>,
-) -> Result<(Response<Incoming>, usize), Response<ProxyBody>> {
+) -> Result<(Response<Incoming>, InFlight), Response<ProxyBody>> {
     let svc = &service.service;
     let balancer = &service.balancer;
     let connect_timeout = Duration::from_millis(svc.connect_timeout);
@@ -647,6 +647,8 @@ async fn send_with_retries(
             break;
         };
         let target = &balancer.targets()[ti];
+        // Counted from selection, so least-connections sees requests still waiting upstream.
+        let in_flight = InFlight::new(balancer.clone(), ti);
         let ep = Endpoint {
             host: target.host.clone(),
             port: target.port,
@@ -690,7 +692,7 @@ async fn send_with_retries(
                 if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
                     gw.pool.checkin(&ep, sender);
                 }
-                return Ok((resp, ti));
+                return Ok((resp, in_flight));
             }
             Ok(Err(e)) => {
                 // A request that never left gets its body back.

@@ -31,10 +31,16 @@ impl Hasher for FastHasher {
             self.add(u64::from_le_bytes(word));
         }
         let rest = chunks.remainder();
-        if !rest.is_empty() {
-            let mut word = [0u8; 8];
-            word[..rest.len()].copy_from_slice(rest);
-            self.add(u64::from_le_bytes(word) ^ ((rest.len() as u64) << 59));
+        let len = rest.len();
+        if len > 0 {
+            // Overlapping fixed-size reads (no variable-length copy); the
+            // length is mixed in so different tails cannot collide trivially.
+            let word = if len >= 4 {
+                u64::from(read_u32(&rest[..4])) | u64::from(read_u32(&rest[len - 4..])) << 32
+            } else {
+                u64::from(rest[0]) | u64::from(rest[len / 2]) << 8 | u64::from(rest[len - 1]) << 16
+            };
+            self.add(word ^ ((len as u64) << 59));
         }
     }
 
@@ -49,6 +55,13 @@ impl Hasher for FastHasher {
         let h = self.hash;
         (h ^ (h >> 29)).wrapping_mul(SEED) ^ (h >> 32)
     }
+}
+
+#[inline]
+fn read_u32(bytes: &[u8]) -> u32 {
+    let mut word = [0u8; 4];
+    word.copy_from_slice(bytes);
+    u32::from_le_bytes(word)
 }
 
 /// `HashMap` with [`FastHasher`].

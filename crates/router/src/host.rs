@@ -179,15 +179,21 @@ impl<V> HostTables<V> {
                 visit(b);
             }
         }
-        if !self.suffix.is_empty() || !self.prefix.is_empty() {
+        let (suffix, prefix) = (!self.suffix.is_empty(), !self.prefix.is_empty());
+        if suffix || prefix {
             // Every suffix key starts with '.', every prefix key ends with one.
             for (i, _) in host.bytes().enumerate().filter(|&(_, c)| c == b'.') {
-                if let Some(b) = self.suffix.get(&host[i..]) {
-                    visit(b);
-                }
-                if let Some(b) = self.prefix.get(&host[..=i]) {
-                    visit(b);
-                }
+                let by_suffix = if suffix {
+                    self.suffix.get(&host[i..])
+                } else {
+                    None
+                };
+                let by_prefix = if prefix {
+                    self.prefix.get(&host[..=i])
+                } else {
+                    None
+                };
+                by_suffix.into_iter().chain(by_prefix).for_each(&mut visit);
             }
         }
         if let Some(b) = &self.any_host {

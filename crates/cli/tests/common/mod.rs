@@ -31,6 +31,8 @@ pub struct Origin {
     pub addr: SocketAddr,
     pub hits: Arc<AtomicUsize>,
     pub health_status: Arc<AtomicUsize>,
+    /// Connections accepted.
+    pub conns: Arc<AtomicUsize>,
     pub name: String,
     task: tokio::task::JoinHandle<()>,
 }
@@ -41,12 +43,19 @@ impl Origin {
         let addr = listener.local_addr().unwrap();
         let hits = Arc::new(AtomicUsize::new(0));
         let health_status = Arc::new(AtomicUsize::new(200));
-        let (h, hs, n) = (hits.clone(), health_status.clone(), name.to_string());
+        let conns = Arc::new(AtomicUsize::new(0));
+        let (h, hs, n, c) = (
+            hits.clone(),
+            health_status.clone(),
+            name.to_string(),
+            conns.clone(),
+        );
         let task = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     continue;
                 };
+                c.fetch_add(1, Ordering::SeqCst);
                 let (h, hs, n) = (h.clone(), hs.clone(), n.clone());
                 tokio::spawn(async move {
                     let svc = service_fn(move |req| echo(req, h.clone(), hs.clone(), n.clone()));
@@ -61,6 +70,7 @@ impl Origin {
             addr,
             hits,
             health_status,
+            conns,
             name: name.to_string(),
             task,
         }

@@ -1,0 +1,199 @@
+//! Upstreams, targets, balancing algorithms, retries and health checks through the real binary.
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use common::*;
+
+fn upstream_config(body: &str) -> String {
+    format!(
+        r#"_format_version: "3.0"
+services:
+  - name: svc
+    host: backend
+    retries: 3
+    connect_timeout: 500
+    routes: [{{name: r, paths: [/]}}]
+upstreams:
+{body}"#
+    )
+}
+
+async fn origins_hit(gw: &Gw, n: usize, headers: &[(&str, &str)]) -> HashMap<String, usize> {
+    let mut seen = HashMap::new();
+    for _ in 0..n {
+        let r = get(gw.proxy, "/", headers).await.unwrap();
+        assert_status(&r, 200);
+        *seen
+            .entry(r.json()["origin"].as_str().unwrap().to_string())
+            .or_insert(0) += 1;
+    }
+    seen
+}
+
+#[tokio::test]
+async fn weighted_round_robin_splits_by_weight() {
+    let a = Origin::start("a").await;
+    let b = Origin::start("b").await;
+    let gw = Gw::start(&upstream_config(&format!(
+        "  - name: backend\n    targets:\n      - {{target: 127.0.0.1:{}, weight: 300}}\n      - {{target: 127.0.0.1:{}, weight: 100}}\n",
+        a.port(),
+        b.port()
+    )))
+    .await;
+    let seen = origins_hit(&gw, 40, &[]).await;
+    assert_eq!(seen["a"], 30, "{seen:?}");
+    assert_eq!(seen["b"], 10, "{seen:?}");
+    // The upstream's name (with the target port) is the Host sent upstream.
+    let r = gw.get("/").await;
+    assert!(r.upstream_header("host").unwrap().starts_with("backend:"));
+}
+
+#[tokio::test]
+async fn consistent_hashing_on_header_is_sticky() {
+    let a = Origin::start("a").await;
+    let b = Origin::start("b").await;
+    let c = Origin::start("c").await;
+    let gw = Gw::start(&upstream_config(&format!(
+        "  - name: backend\n    algorithm: consistent-hashing\n    hash_on: header\n    hash_on_header: x-user\n    targets:\n      - target: 127.0.0.1:{}\n      - target: 127.0.0.1:{}\n      - target: 127.0.0.1:{}\n",
+        a.port(),
+        b.port(),
+        c.port()
+    )))
+    .await;
+    let mut owners = std::collections::HashSet::new();
+    for user in 0..12 {
+        let id = format!("user-{user}");
+        let seen = origins_hit(&gw, 5, &[("x-user", &id)]).await;
+        assert_eq!(seen.len(), 1, "user {id} was spread over {seen:?}");
+        owners.extend(seen.into_keys());
+    }
+    assert!(
+        owners.len() >= 2,
+        "hashing used a single target: {owners:?}"
+    );
+}
+
+#[tokio::test]
+async fn least_connections_avoids_the_busy_target() {
+    let a = Origin::start("a").await;
+    let b = Origin::start("b").await;
+    let gw = Gw::start(&upstream_config(&format!(
+        "  - name: backend\n    algorithm: least-connections\n    targets:\n      - target: 127.0.0.1:{}\n      - target: 127.0.0.1:{}\n",
+        a.port(),
+        b.port()
+    )))
+    .await;
+    // Occupy one target with slow requests, then the quick ones go to the other.
+    let addr = gw.proxy;
+    let slow: Vec<_> = (0..1)
+        .map(|_| tokio::spawn(async move { get(addr, "/delay/1500", &[]).await }))
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let busy = if a.hits() > b.hits() { "a" } else { "b" };
+    let seen = origins_hit(&gw, 10, &[]).await;
+    assert_eq!(
+        seen.get(busy).copied().unwrap_or(0),
+        0,
+        "busy={busy} seen={seen:?}"
+    );
+    for s in slow {
+        s.await.unwrap().unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_dead_target_causes_no_client_error_and_is_marked_down() {
+    let a = Origin::start("a").await;
+    let dead = free_port();
+    let gw = Gw::start(&upstream_config(&format!(
+        "  - name: backend\n    healthchecks:\n      passive:\n        unhealthy: {{tcp_failures: 1}}\n    targets:\n      - target: 127.0.0.1:{}\n      - target: 127.0.0.1:{dead}\n",
+        a.port()
+    )))
+    .await;
+    for _ in 0..20 {
+        let r = gw.get("/").await;
+        assert_status(&r, 200);
+        assert_eq!(r.json()["origin"], "a");
+    }
+    assert_eq!(a.hits(), 20);
+    let logs = gw.logs();
+    assert!(logs.contains("target marked unhealthy"), "{logs}");
+    // The dead port never appears in what the client sees.
+}
+
+#[tokio::test]
+async fn active_checks_take_targets_out_and_bring_them_back() {
+    let a = Origin::start("a").await;
+    let b = Origin::start("b").await;
+    let gw = Gw::start(&upstream_config(&format!(
+        r#"  - name: backend
+    healthchecks:
+      active:
+        http_path: /health
+        healthy: {{interval: 0.2, successes: 1}}
+        unhealthy: {{interval: 0.2, http_failures: 1}}
+    targets:
+      - target: 127.0.0.1:{}
+      - target: 127.0.0.1:{}
+"#,
+        a.port(),
+        b.port()
+    )))
+    .await;
+    let seen = origins_hit(&gw, 10, &[]).await;
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    b.health_status
+        .store(500, std::sync::atomic::Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let seen = origins_hit(&gw, 10, &[]).await;
+    assert_eq!(seen.get("b"), None, "unhealthy target still used: {seen:?}");
+    b.health_status
+        .store(200, std::sync::atomic::Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let seen = origins_hit(&gw, 10, &[]).await;
+    assert_eq!(
+        seen.get("b"),
+        Some(&5),
+        "recovered target not used again: {seen:?}"
+    );
+}
+
+#[tokio::test]
+async fn all_targets_unhealthy_gives_503() {
+    let a = Origin::start("a").await;
+    a.health_status
+        .store(500, std::sync::atomic::Ordering::SeqCst);
+    let gw = Gw::start(&upstream_config(&format!(
+        "  - name: backend\n    healthchecks:\n      active:\n        http_path: /health\n        healthy: {{interval: 0.2, successes: 1}}\n        unhealthy: {{interval: 0.2, http_failures: 1}}\n    targets:\n      - target: 127.0.0.1:{}\n",
+        a.port()
+    )))
+    .await;
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let r = gw.get("/").await;
+    assert_status(&r, 503);
+    assert_eq!(
+        r.json()["message"],
+        "failure to get a peer from the ring-balancer"
+    );
+}
+
+#[tokio::test]
+async fn keepalive_connections_to_upstream_are_reused() {
+    let a = Origin::start("a").await;
+    let gw = Gw::start(&one_service(
+        &a.url(),
+        "      - name: r\n        paths: [/]\n",
+    ))
+    .await;
+    for _ in 0..20 {
+        assert_status(&gw.get("/").await, 200);
+    }
+    let conns = a.conns.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        conns <= 2,
+        "20 sequential requests opened {conns} upstream connections"
+    );
+}
