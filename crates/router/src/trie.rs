@@ -68,21 +68,41 @@ impl TrieBuilder {
     }
 }
 
-/// Frozen node. `bytes` indexes `TrieArena::bytes`, where the label is
-/// followed by the children's first bytes; children are the consecutive
-/// nodes `first_child..first_child + child_count`. A single entry is stored
-/// inline in `entries`, otherwise `entries` indexes `TrieArena::entries`.
+/// Bytes of label plus child keys that fit inside a [`Node`].
+const INLINE: usize = 10;
+
+/// Frozen node, one aligned 32-byte slot (never straddles a cache line).
+/// Its data is the label followed by the children's first bytes, kept in
+/// `inline` when it fits, else at `TrieArena::bytes[ext..]`. Children are
+/// the consecutive nodes `first_child..first_child + child_count`. A single
+/// entry is stored in `entries` itself, otherwise `entries` indexes
+/// `TrieArena::entries`.
 #[derive(Debug, Clone, Copy)]
+#[repr(C, align(32))]
 struct Node {
-    bytes: u32,
-    label_len: u32,
-    child_count: u32,
     first_child: u32,
     entries: u32,
     entry_count: u32,
+    ext: u32,
+    label_len: u32,
+    child_count: u16,
+    inline: [u8; INLINE],
 }
 
-/// All frozen tries, laid out breadth-first so siblings share cache lines.
+impl Node {
+    /// Label followed by the children's first bytes.
+    #[inline]
+    fn data<'a>(&'a self, arena: &'a [u8]) -> &'a [u8] {
+        let len = self.label_len as usize + usize::from(self.child_count);
+        if len <= INLINE {
+            &self.inline[..len]
+        } else {
+            &arena[self.ext as usize..][..len]
+        }
+    }
+}
+
+/// All frozen tries, laid out breadth-first so siblings are adjacent.
 /// Callers keep total nodes, bytes and entries below `u32::MAX`.
 #[derive(Debug, Default)]
 pub(crate) struct TrieArena {
@@ -107,9 +127,20 @@ impl TrieArena {
         let mut next_child = base + 1;
         for &n in &order {
             let b = &trie.nodes[n];
-            let bytes = self.bytes.len() as u32;
-            self.bytes.extend_from_slice(&b.label);
-            self.bytes.extend(b.children.iter().map(|&(c, _)| c));
+            let data: Vec<u8> = b
+                .label
+                .iter()
+                .copied()
+                .chain(b.children.iter().map(|&(c, _)| c))
+                .collect();
+            let mut inline = [0u8; INLINE];
+            let mut ext = 0;
+            if data.len() <= INLINE {
+                inline[..data.len()].copy_from_slice(&data);
+            } else {
+                ext = self.bytes.len() as u32;
+                self.bytes.extend_from_slice(&data);
+            }
             let entries = match b.entries.as_slice() {
                 [one] => *one,
                 many => {
@@ -118,12 +149,14 @@ impl TrieArena {
                 }
             };
             self.nodes.push(Node {
-                bytes,
-                label_len: b.label.len() as u32,
-                child_count: b.children.len() as u32,
                 first_child: next_child as u32,
                 entries,
                 entry_count: b.entries.len() as u32,
+                ext,
+                label_len: b.label.len() as u32,
+                // At most 256 children, one per distinct first byte.
+                child_count: b.children.len() as u16,
+                inline,
             });
             next_child += b.children.len();
         }
@@ -143,13 +176,12 @@ impl TrieArena {
                 n => visit(&self.entries[node.entries as usize..][..n as usize]),
             }
             let Some(&b) = path.get(pos) else { return };
-            let kids_at = (node.bytes + node.label_len) as usize;
-            let kids = &self.bytes[kids_at..kids_at + node.child_count as usize];
+            let kids = &node.data(&self.bytes)[node.label_len as usize..];
             let Ok(i) = kids.binary_search(&b) else {
                 return;
             };
             let child = &self.nodes[node.first_child as usize + i];
-            let label = &self.bytes[child.bytes as usize..][..child.label_len as usize];
+            let label = &child.data(&self.bytes)[..child.label_len as usize];
             if !path[pos..].starts_with(label) {
                 return;
             }

@@ -1,0 +1,130 @@
+#!/usr/bin/env bash
+# Throughput and latency of a plain proxied GET: Portcullis vs nginx as a reverse proxy, in
+# interleaved rounds, against the same origin (nginx returning a small static body).
+#
+#   bench/run.sh [seconds-per-round] [rounds] [connections]
+#
+# One worker each. On a 2-core machine the proxy under test is pinned to CPU 0, and the load
+# generator (wrk) and the origin share CPU 1. Needs: nginx, wrk, taskset (apt install
+# nginx-light wrk util-linux). Prints requests/s, p50 and p99 per round and the ratios.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DUR=${1:-10}
+ROUNDS=${2:-3}
+CONNS=${3:-50}
+for tool in nginx wrk taskset; do
+  command -v "$tool" >/dev/null || { echo "FATAL: $tool not installed (apt install nginx-light wrk util-linux)" >&2; exit 1; }
+done
+NCPU=$(nproc)
+PROXY_CPU=0
+LOAD_CPU=$(( NCPU > 1 ? 1 : 0 ))
+
+cargo build --release -q -p portcullis
+OUT=bench/out
+mkdir -p "$OUT"
+rm -f "$OUT"/*.pid
+
+ORIGIN_PORT=18080
+NGINX_PORT=18081
+PC_PORT=18082
+
+cat > "$OUT/origin.conf" <<CONF
+worker_processes 1;
+pid $PWD/$OUT/origin.pid;
+error_log $PWD/$OUT/origin.err warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  server {
+    listen 127.0.0.1:$ORIGIN_PORT reuseport backlog=4096;
+    location / { return 200 "hello from origin\n"; }
+  }
+}
+CONF
+
+cat > "$OUT/nginx-proxy.conf" <<CONF
+worker_processes 1;
+pid $PWD/$OUT/nginx-proxy.pid;
+error_log $PWD/$OUT/nginx-proxy.err warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  upstream origin { server 127.0.0.1:$ORIGIN_PORT; keepalive 128; }
+  server {
+    listen 127.0.0.1:$NGINX_PORT backlog=4096;
+    location / {
+      proxy_pass http://origin;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Host \$host;
+      proxy_set_header X-Real-IP \$remote_addr;
+      proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+    }
+  }
+}
+CONF
+
+cat > "$OUT/kong.yml" <<CONF
+_format_version: "3.0"
+services:
+  - name: origin
+    url: http://127.0.0.1:$ORIGIN_PORT
+    routes:
+      - name: all
+        paths: ["/"]
+CONF
+cat > "$OUT/portcullis.toml" <<CONF
+log_format = "json"
+log_level = "warn"
+CONF
+
+cleanup() {
+  for p in "$OUT"/*.pid; do [ -f "$p" ] && kill "$(cat "$p")" 2>/dev/null || true; done
+  [ -n "${PC_PID:-}" ] && kill "$PC_PID" 2>/dev/null || true
+}
+trap cleanup EXIT
+
+taskset -c "$LOAD_CPU" nginx -c "$PWD/$OUT/origin.conf" -p "$PWD/$OUT"
+taskset -c "$PROXY_CPU" nginx -c "$PWD/$OUT/nginx-proxy.conf" -p "$PWD/$OUT"
+taskset -c "$PROXY_CPU" ./target/release/portcullis start --config "$OUT/kong.yml" --settings "$OUT/portcullis.toml" \
+  --proxy-listen 127.0.0.1:$PC_PORT --proxy-tls-listen 127.0.0.1:18443 --admin-listen 127.0.0.1:18001 --workers 1 \
+  2> "$OUT/portcullis.log" &
+PC_PID=$!
+for _ in $(seq 1 100); do curl -sf -o /dev/null http://127.0.0.1:18001/status && break; sleep 0.1; done
+curl -sf -o /dev/null "http://127.0.0.1:$NGINX_PORT/" || { echo "nginx proxy not answering" >&2; exit 1; }
+curl -sf -o /dev/null "http://127.0.0.1:$PC_PORT/" || { echo "portcullis not answering" >&2; cat "$OUT/portcullis.log"; exit 1; }
+
+# wrk prints latency percentiles with units; normalise to milliseconds.
+to_ms() { awk '{v=$1; if (v ~ /us$/) {sub(/us$/,"",v); v=v/1000} else if (v ~ /ms$/) {sub(/ms$/,"",v)} else if (v ~ /s$/) {sub(/s$/,"",v); v=v*1000}; printf "%.3f", v}'; }
+run() { # name port
+  local out
+  out=$(taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d"${DUR}s" --latency "http://127.0.0.1:$2/" 2>&1)
+  local rps p50 p99 errs
+  rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
+  p50=$(echo "$out" | awk '$1=="50%" {print $2}' | to_ms)
+  p99=$(echo "$out" | awk '$1=="99%" {print $2}' | to_ms)
+  errs=$(echo "$out" | awk '/Non-2xx|Socket errors/ {print}' | tr '\n' ' ')
+  printf "%-11s round %d  %10.0f req/s  p50 %7s ms  p99 %7s ms  %s\n" "$1" "$ROUND" "$rps" "$p50" "$p99" "$errs" >&2
+  echo "$1 $rps $p50 $p99" >> "$OUT/results.txt"
+}
+
+: > "$OUT/results.txt"
+echo "warm-up..." >&2
+taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d2s "http://127.0.0.1:$NGINX_PORT/" >/dev/null
+taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d2s "http://127.0.0.1:$PC_PORT/" >/dev/null
+for ROUND in $(seq 1 "$ROUNDS"); do
+  run nginx $NGINX_PORT
+  run portcullis $PC_PORT
+done
+
+awk '
+  { rps[$1]+=$2; p50[$1]+=$3; p99[$1]+=$4; n[$1]++ }
+  END {
+    printf "\n%-11s %12s %10s %10s\n", "proxy", "req/s(avg)", "p50 ms", "p99 ms"
+    for (k in n) printf "%-11s %12.0f %10.3f %10.3f\n", k, rps[k]/n[k], p50[k]/n[k], p99[k]/n[k]
+    printf "\nratio portcullis/nginx: throughput %.2fx, p99 difference %+.3f ms\n",
+      (rps["portcullis"]/n["portcullis"])/(rps["nginx"]/n["nginx"]),
+      p99["portcullis"]/n["portcullis"] - p99["nginx"]/n["nginx"]
+  }' "$OUT/results.txt"
