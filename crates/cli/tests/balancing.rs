@@ -1,5 +1,7 @@
 //! Upstreams, targets, balancing algorithms, retries and health checks through the real binary.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::collections::HashMap;

@@ -1,5 +1,7 @@
 //! Reload, shutdown, validation and strict parsing through the real binary.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::sync::atomic::{AtomicUsize, Ordering};

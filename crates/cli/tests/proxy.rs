@@ -1,5 +1,7 @@
 //! Proxying through the real binary: URIs, headers, errors, protocols, plugins.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use common::*;

@@ -255,8 +255,17 @@ async fn proxy(
             "no Service found with those values",
         );
     };
-    let ws_ok = client_upgrade.is_some();
-    let forwarded = Forwarded {
+    let plan = Plan {
+        path: upstream_path(
+            service.service.path.as_deref(),
+            &ctx.path,
+            found
+                .matched_path
+                .clone()
+                .filter(|_| route.route.strip_path),
+            route.route.path_handling,
+        ),
+        websocket: client_upgrade.is_some(),
         trusted,
         port,
         original_path: parts.uri.path().to_string(),
@@ -266,15 +275,6 @@ async fn proxy(
             .filter(|r| route.route.strip_path && r.end > 1)
             .map(|r| ctx.path[r.clone()].to_string()),
     };
-    let upath = upstream_path(
-        service.service.path.as_deref(),
-        &ctx.path,
-        found
-            .matched_path
-            .clone()
-            .filter(|_| route.route.strip_path),
-        route.route.path_handling,
-    );
     let hash_key = hash_key(&service, &ctx, &found.captures);
     let body = match prepare_body(gw, route, body, &ctx.headers).await {
         Ok(b) => b,
@@ -285,11 +285,9 @@ async fn proxy(
         gw,
         &service,
         &mut ctx,
-        &upath,
+        &plan,
         body,
-        &forwarded,
         route,
-        ws_ok,
         hash_key.as_deref(),
     )
     .await;
@@ -449,11 +447,20 @@ async fn prepare_body(
     }
 }
 
-struct Forwarded {
+/// What the upstream request is built from, besides the context.
+struct Plan {
+    /// Upstream path (service path joined with the request path).
+    path: String,
+    /// The peer is a trusted proxy: keep its X-Forwarded-* values.
     trusted: bool,
+    /// Port the client addressed.
     port: u16,
+    /// The path as the client sent it.
     original_path: String,
+    /// The prefix stripped by the route, for X-Forwarded-Prefix.
     prefix: Option<String>,
+    /// A WebSocket upgrade is being proxied.
+    websocket: bool,
 }
 
 fn hash_key(
@@ -501,16 +508,14 @@ fn idempotent(m: &Method) -> bool {
 fn upstream_request(
     service: &CompiledService,
     ctx: &Ctx,
-    upath: &str,
-    fwd: &Forwarded,
+    fwd: &Plan,
     route: &CompiledRoute,
     target_port: u16,
-    websocket: bool,
     body: ProxyBody,
 ) -> Option<Request<ProxyBody>> {
     let pq = match &ctx.query {
-        Some(q) => format!("{upath}?{q}"),
-        None => upath.to_string(),
+        Some(q) => format!("{}?{q}", fwd.path),
+        None => fwd.path.clone(),
     };
     let host_value = if route.route.preserve_host {
         ctx.headers
@@ -543,7 +548,7 @@ fn upstream_request(
     if keep_te_trailers {
         headers.insert(header::TE, HeaderValue::from_static("trailers"));
     }
-    if websocket {
+    if fwd.websocket {
         headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
         headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
     }
@@ -608,7 +613,7 @@ fn upstream_request(
 }
 
 /// The peer address as seen by us; used when appending to a trusted X-Forwarded-For.
-fn canonical_peer(ctx: &Ctx, _fwd: &Forwarded) -> String {
+fn canonical_peer(ctx: &Ctx, _fwd: &Plan) -> String {
     ctx.state
         .get::<PeerAddr>()
         .map(|p| p.0.to_string())
@@ -619,16 +624,13 @@ fn canonical_peer(ctx: &Ctx, _fwd: &Forwarded) -> String {
 #[derive(Clone, Copy)]
 pub struct PeerAddr(pub IpAddr);
 
-#[allow(clippy::too_many_arguments)]
 async fn send_with_retries(
     gw: &Gateway,
     service: &Arc<CompiledService>,
     ctx: &mut Ctx,
-    upath: &str,
+    plan: &Plan,
     body: ProxyBody,
-    fwd: &Forwarded,
     route: &CompiledRoute,
-    websocket: bool,
     hash_key: Option<&[u8]>,
 ) -> Result<(Response<Incoming>, InFlight), Response<ProxyBody>> {
     let svc = &service.service;
@@ -681,9 +683,7 @@ async fn send_with_retries(
             break;
         };
         let replay = b.replay();
-        let Some(req) =
-            upstream_request(service, ctx, upath, fwd, route, target.port, websocket, b)
-        else {
+        let Some(req) = upstream_request(service, ctx, plan, route, target.port, b) else {
             return Err(kong_error(StatusCode::BAD_REQUEST, "Bad request"));
         };
         match tokio::time::timeout(read_timeout, sender.send(req)).await {

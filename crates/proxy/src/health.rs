@@ -39,7 +39,7 @@ async fn run(weak: Weak<Balancer>) {
         }
         let now = Instant::now();
         let mut next = now + Duration::from_secs(1);
-        for i in 0..n {
+        for (i, due_i) in due.iter_mut().enumerate() {
             let healthy = b.targets()[i].health.is_healthy();
             let interval = if healthy {
                 hc.active.healthy_interval
@@ -49,7 +49,7 @@ async fn run(weak: Weak<Balancer>) {
             if interval <= 0.0 {
                 continue;
             }
-            if due[i] <= now {
+            if *due_i <= now {
                 let t = &b.targets()[i];
                 let outcome = probe(
                     &t.host,
@@ -62,9 +62,9 @@ async fn run(weak: Weak<Balancer>) {
                 .await;
                 tracing::debug!(upstream = %b.name, target = %format!("{}:{}", t.host, t.port), ?outcome, "active health probe");
                 b.report_active(i, outcome, &thresholds);
-                due[i] = Instant::now() + secs(interval);
+                *due_i = Instant::now() + secs(interval);
             }
-            next = next.min(due[i]);
+            next = next.min(*due_i);
         }
         drop(b);
         tokio::time::sleep_until(next.max(Instant::now() + Duration::from_millis(10))).await;

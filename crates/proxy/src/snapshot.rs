@@ -250,12 +250,15 @@ pub fn compile(
 /// Picks, for each plugin name, the most specific instance for this route (Kong's precedence:
 /// route+service, route, service, global), ordered by priority. Consumer-scoped instances are
 /// applied once authentication knows the consumer.
+type Candidate<'a> = (u8, usize, &'a Arc<dyn Plugin>);
+
 fn plugin_chain(
     entities: &[PluginEntity],
     built: &[(usize, Arc<dyn Plugin>)],
     r: &Route,
 ) -> Vec<ChainEntry> {
-    let mut best: HashMap<(&str, Option<&str>), (u8, usize, &Arc<dyn Plugin>)> = HashMap::new();
+    // Plugin name -> (scope rank, index of the entity, instance).
+    let mut best: HashMap<&str, Candidate<'_>> = HashMap::new();
     for (idx, inst) in built {
         let p = &entities[*idx];
         if p.consumer.is_some() {
@@ -270,11 +273,8 @@ fn plugin_chain(
             (false, false) => 1,
             _ => continue,
         };
-        let key = (
-            p.name.as_str(),
-            p.instance_name.as_deref().filter(|_| false),
-        );
-        match best.get(&key) {
+        let key = p.name.as_str();
+        match best.get(key) {
             Some((have, _, _)) if *have >= rank => {}
             _ => {
                 best.insert(key, (rank, *idx, inst));

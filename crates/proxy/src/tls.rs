@@ -68,8 +68,8 @@ impl CertTable {
 
     /// Sorts wildcards so the longest (most specific) pattern wins.
     pub fn finish(&mut self) {
-        self.suffix.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
-        self.prefix.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+        self.suffix.sort_by_key(|e| std::cmp::Reverse(e.0.len()));
+        self.prefix.sort_by_key(|e| std::cmp::Reverse(e.0.len()));
     }
 
     fn lookup(&self, name: &str) -> Option<Arc<CertifiedKey>> {

@@ -1,9 +1,13 @@
 //! Lookup cost versus route count: builds routers of 1, 100 and 10,000
 //! routes (prefix paths, exact hosts, wildcard hosts), times `build()` and
-//! averages `find()` over ~1e6 lookups whose hits are spread over the set.
+//! averages `find()` over 1e6 lookups whose hits are spread over the set.
+//! A last variant times a plain `HashMap<String, usize>` lookup of the same
+//! host names, as a yardstick for what the growing working set alone costs.
 //!
-//! Run with `cargo bench -p portcullis-router --bench route_count`.
+//! Run with `cargo bench -p portcullis-router --bench route_count`; an
+//! argument filters on "variant/routes", e.g. `-- "exact host/10000"`.
 
+use std::collections::HashMap;
 use std::hint::black_box;
 use std::time::Instant;
 
@@ -12,8 +16,9 @@ use portcullis_router::{RequestInfo, RouteSpec, Router};
 const LOOKUPS: usize = 1_000_000;
 const ROUNDS: usize = 5;
 const DISTINCT_REQUESTS: usize = 1024;
+const SIZES: [usize; 3] = [1, 100, 10_000];
 
-/// Builds route `i` of a variant and the (host, path) of a request hitting it.
+/// Name, route `i` of the variant, and the (host, path) of a request hitting it.
 type Variant = (
     &'static str,
     fn(usize) -> RouteSpec,
@@ -48,21 +53,44 @@ const VARIANTS: [Variant; 3] = [
     ),
 ];
 
+/// Runs `lookup` on every request index `LOOKUPS` times in `ROUNDS` rounds;
+/// returns (mean ns, best round's ns) per lookup. The machine is shared, so
+/// the best round is the least disturbed one.
+fn time(mut lookup: impl FnMut(usize) -> bool) -> (f64, f64) {
+    let per_round = LOOKUPS / ROUNDS;
+    let (mut total, mut best) = (0f64, f64::INFINITY);
+    for round in 0..ROUNDS {
+        let start = Instant::now();
+        let mut hits = 0usize;
+        for k in round * per_round..(round + 1) * per_round {
+            hits += usize::from(lookup(k % DISTINCT_REQUESTS));
+        }
+        let secs = start.elapsed().as_secs_f64();
+        assert_eq!(hits, per_round, "every lookup must hit");
+        total += secs;
+        best = best.min(secs * 1e9 / per_round as f64);
+    }
+    (total * 1e9 / LOOKUPS as f64, best)
+}
+
+/// Indices of the requests: hits spread over the whole set (7919 is prime).
+fn targets(n: usize) -> impl Iterator<Item = usize> {
+    (0..DISTINCT_REQUESTS).map(move |k| (k * 7919) % n)
+}
+
 fn main() {
-    // Optional filter on "variant/routes" (cargo passes `--bench`; skip flags).
     let filter = std::env::args().skip(1).find(|a| !a.starts_with("--"));
+    let wanted = |name: &str, n: usize| {
+        filter
+            .as_ref()
+            .is_none_or(|f| format!("{name}/{n}").contains(f.as_str()))
+    };
     println!(
-        "{:<14} {:>7} {:>10} {:>10}",
-        "variant", "routes", "build ms", "ns/lookup"
+        "{:<14} {:>7} {:>10} {:>10} {:>11}",
+        "variant", "routes", "build ms", "ns/lookup", "best round"
     );
     for (name, route, request) in VARIANTS {
-        for n in [1usize, 100, 10_000] {
-            if filter
-                .as_ref()
-                .is_some_and(|f| !format!("{name}/{n}").contains(f.as_str()))
-            {
-                continue;
-            }
+        for n in SIZES.into_iter().filter(|&n| wanted(name, n)) {
             let specs: Vec<RouteSpec> = (0..n).map(route).collect();
             let start = Instant::now();
             let router = match Router::build(&specs) {
@@ -70,43 +98,37 @@ fn main() {
                 Err(e) => panic!("build failed: {e}"),
             };
             let build_ms = start.elapsed().as_secs_f64() * 1e3;
-
-            // Hits spread over the whole set (7919 is prime, so the stride covers it).
-            let reqs: Vec<(usize, String, String)> = (0..DISTINCT_REQUESTS)
-                .map(|k| {
-                    let i = (k * 7919) % n;
-                    let (host, path) = request(i);
-                    (i, host, path)
-                })
-                .collect();
+            let reqs: Vec<(usize, (String, String))> =
+                targets(n).map(|i| (i, request(i))).collect();
             let headers: &[(&str, &str)] = &[];
-            // ROUNDS rounds of LOOKUPS / ROUNDS; report the mean and the best
-            // round (the machine is shared, so the best round is the least noisy).
-            let (mut total, mut best) = (0f64, f64::INFINITY);
-            for round in 0..ROUNDS {
-                let per_round = LOOKUPS / ROUNDS;
-                let start = Instant::now();
-                let mut hits = 0usize;
-                for k in round * per_round..(round + 1) * per_round {
-                    let (want, host, path) = &reqs[k % DISTINCT_REQUESTS];
-                    let req = RequestInfo {
-                        method: "GET",
-                        host,
-                        port: 80,
-                        path,
-                        sni: None,
-                        headers: &headers,
-                    };
-                    let found = black_box(router.find(black_box(&req)));
-                    hits += usize::from(found.is_some_and(|m| m.route == *want));
-                }
-                let secs = start.elapsed().as_secs_f64();
-                assert_eq!(hits, per_round, "every lookup must hit its route");
-                total += secs;
-                best = best.min(secs * 1e9 / per_round as f64);
-            }
-            let mean = total * 1e9 / LOOKUPS as f64;
-            println!("{name:<14} {n:>7} {build_ms:>10.2} {mean:>10.1} {best:>10.1}");
+            let (mean, best) = time(|k| {
+                let (want, (host, path)) = &reqs[k];
+                let req = RequestInfo {
+                    method: "GET",
+                    host,
+                    port: 80,
+                    path,
+                    sni: None,
+                    headers: &headers,
+                };
+                black_box(router.find(black_box(&req))).is_some_and(|m| m.route == *want)
+            });
+            println!("{name:<14} {n:>7} {build_ms:>10.2} {mean:>10.1} {best:>11.1}");
         }
+    }
+    let name = "HashMap (ref)";
+    for n in SIZES.into_iter().filter(|&n| wanted(name, n)) {
+        let start = Instant::now();
+        let map: HashMap<String, usize> =
+            (0..n).map(|i| (format!("svc{i}.example.com"), i)).collect();
+        let build_ms = start.elapsed().as_secs_f64() * 1e3;
+        let reqs: Vec<(usize, String)> = targets(n)
+            .map(|i| (i, format!("svc{i}.example.com")))
+            .collect();
+        let (mean, best) = time(|k| {
+            let (want, host) = &reqs[k];
+            black_box(map.get(black_box(host.as_str()))) == Some(want)
+        });
+        println!("{name:<14} {n:>7} {build_ms:>10.2} {mean:>10.1} {best:>11.1}");
     }
 }

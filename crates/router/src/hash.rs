@@ -66,3 +66,29 @@ fn read_u32(bytes: &[u8]) -> u32 {
 
 /// `HashMap` with [`FastHasher`].
 pub(crate) type FastMap<K, V> = std::collections::HashMap<K, V, BuildHasherDefault<FastHasher>>;
+
+#[cfg(test)]
+mod unit {
+    use std::hash::{BuildHasher, BuildHasherDefault};
+
+    use super::FastHasher;
+
+    fn hash(s: &str) -> u64 {
+        BuildHasherDefault::<FastHasher>::default().hash_one(s)
+    }
+
+    #[test]
+    fn stable_and_spread() {
+        assert_eq!(hash("svc1.example.com"), hash("svc1.example.com"));
+        let names: Vec<String> = (0..2000).map(|i| format!("svc{i}.example.com")).collect();
+        let mut tags: Vec<u64> = names.iter().map(|n| hash(n)).collect();
+        tags.sort_unstable();
+        tags.dedup();
+        assert_eq!(tags.len(), names.len());
+        // Tails of every length 0..=16 hash differently from their neighbours.
+        let all: Vec<u64> = (0..=16).map(|n| hash(&"abcdefghijklmnop"[..n])).collect();
+        for w in all.windows(2) {
+            assert_ne!(w[0], w[1]);
+        }
+    }
+}

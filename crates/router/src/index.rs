@@ -6,8 +6,8 @@ use std::collections::HashMap;
 use regex::Regex;
 
 use crate::criteria::{Criteria, HOSTS};
-use crate::host::HostTables;
 use crate::priority::{PathSpec, Priority};
+use crate::tables::HostTables;
 use crate::trie::{TrieArena, TrieBuilder};
 use crate::{Match, RequestInfo, RouteSpec, RouterError};
 

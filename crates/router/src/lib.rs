@@ -48,12 +48,39 @@
 //! lists of regex and pathless candidates. [`Router::find`] only looks at
 //! candidates whose host key and path prefix fit, in priority order with early
 //! exit, and allocates only for the returned [`Match`].
+//!
+//! # Example
+//!
+//! ```
+//! use portcullis_router::{RequestInfo, RouteSpec, Router};
+//!
+//! let routes = vec![
+//!     RouteSpec { paths: vec!["/users".into()], ..Default::default() },
+//!     RouteSpec { paths: vec![r"~/users/(?<id>\d+)".into()], ..Default::default() },
+//! ];
+//! let router = Router::build(&routes)?;
+//! let headers: Vec<(&str, &str)> = vec![("accept", "*/*")];
+//! let req = RequestInfo {
+//!     method: "GET",
+//!     host: "example.com",
+//!     port: 80,
+//!     path: "/users/42/posts",
+//!     sni: None,
+//!     headers: &headers,
+//! };
+//! let m = router.find(&req).expect("a route matches");
+//! assert_eq!(m.route, 1); // a regex path beats a prefix
+//! assert_eq!(m.matched_path, Some(0..9));
+//! assert_eq!(m.captures, vec![(Some("id".to_string()), "42".to_string())]);
+//! # Ok::<(), portcullis_router::RouterError>(())
+//! ```
 
 mod criteria;
 mod hash;
 mod host;
 mod index;
 mod priority;
+mod tables;
 mod trie;
 
 #[cfg(test)]
@@ -136,6 +163,18 @@ pub struct RequestInfo<'a> {
     pub headers: &'a dyn Headers,
 }
 
+impl std::fmt::Debug for RequestInfo<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RequestInfo")
+            .field("method", &self.method)
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("path", &self.path)
+            .field("sni", &self.sni)
+            .finish_non_exhaustive()
+    }
+}
+
 /// The winning route of a lookup.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Match {
@@ -156,36 +195,54 @@ pub enum RouterError {
     /// A `~regex` path does not compile.
     #[error("route {route}: invalid regex path {path:?}: {message}")]
     InvalidRegex {
+        /// Index of the route.
         route: usize,
+        /// The configured path, with its `~`.
         path: String,
+        /// The regex compiler's message.
         message: String,
     },
     /// A `~*regex` header value does not compile.
     #[error("route {route}: invalid regex {value:?} for header {header:?}: {message}")]
     InvalidHeaderRegex {
+        /// Index of the route.
         route: usize,
+        /// Header name.
         header: String,
+        /// The configured value, with its `~*`.
         value: String,
+        /// The regex compiler's message.
         message: String,
     },
     /// A host is malformed (bad port, misplaced wildcard, empty).
     #[error("route {route}: invalid host {host:?}: {message}")]
     InvalidHost {
+        /// Index of the route.
         route: usize,
+        /// The configured host.
         host: String,
+        /// What is wrong with it.
         message: String,
     },
     /// An SNI is malformed (misplaced wildcard, empty).
     #[error("route {route}: invalid sni {sni:?}: {message}")]
     InvalidSni {
+        /// Index of the route.
         route: usize,
+        /// The configured SNI.
         sni: String,
+        /// What is wrong with it.
         message: String,
     },
     /// The route set is too large to index (about 2^31 paths, counting a
     /// route once per distinct host name, plus their bytes).
     #[error("route set too large to index: size {size} exceeds {max}")]
-    TooLarge { size: usize, max: usize },
+    TooLarge {
+        /// Estimated index size.
+        size: usize,
+        /// Largest size supported.
+        max: usize,
+    },
 }
 
 /// A compiled set of routes. Cheap to share behind an `Arc`.
@@ -218,8 +275,8 @@ impl Router {
     }
 }
 
-#[allow(dead_code)]
-fn assert_send_sync() {
-    fn is<T: Send + Sync>() {}
-    is::<Router>();
-}
+// Compile-time check: a `Router` can be shared across threads behind an `Arc`.
+const _: fn() = || {
+    fn is_send_sync<T: Send + Sync>() {}
+    is_send_sync::<Router>();
+};

@@ -117,7 +117,16 @@ impl TrieArena {
         if trie.nodes.is_empty() {
             return None;
         }
-        let mut order = vec![0usize];
+        // A root without entries and with one child only forwards to it:
+        // start at the child (whose label is then the whole prefix) instead.
+        let root = match (
+            trie.nodes[0].entries.as_slice(),
+            trie.nodes[0].children.as_slice(),
+        ) {
+            ([], [(_, only)]) => *only,
+            _ => 0,
+        };
+        let mut order = vec![root];
         let mut i = 0;
         while let Some(&n) = order.get(i) {
             order.extend(trie.nodes[n].children.iter().map(|&(_, c)| c));
@@ -168,7 +177,11 @@ impl TrieArena {
     #[inline]
     pub(crate) fn for_each_prefix_of(&self, root: u32, path: &[u8], mut visit: impl FnMut(&[u32])) {
         let mut node = &self.nodes[root as usize];
-        let mut pos = 0usize;
+        // The root's label is empty unless `add` collapsed a forwarding root.
+        let root_label = node.data(&self.bytes).get(..node.label_len as usize);
+        let Some(mut pos) = root_label.filter(|l| path.starts_with(l)).map(<[u8]>::len) else {
+            return;
+        };
         loop {
             match node.entry_count {
                 0 => {}
@@ -176,19 +189,34 @@ impl TrieArena {
                 n => visit(&self.entries[node.entries as usize..][..n as usize]),
             }
             let Some(&b) = path.get(pos) else { return };
-            let kids = &node.data(&self.bytes)[node.label_len as usize..];
-            let Ok(i) = kids.binary_search(&b) else {
+            let data = node.data(&self.bytes);
+            let kids = data.get(node.label_len as usize..).unwrap_or_default();
+            // Few children in practice: a linear scan beats binary search.
+            let Some(i) = kids.iter().position(|&k| k == b) else {
                 return;
             };
             let child = &self.nodes[node.first_child as usize + i];
-            let label = &child.data(&self.bytes)[..child.label_len as usize];
-            if !path[pos..].starts_with(label) {
-                return;
+            // The label's first byte is `b`, already matched.
+            let label = child.data(&self.bytes).get(1..child.label_len as usize);
+            let rest = &path[pos + 1..];
+            match label {
+                Some(label) if rest.len() >= label.len() && eq(label, &rest[..label.len()]) => {
+                    pos += 1 + label.len();
+                }
+                _ => return,
             }
-            pos += label.len();
             node = child;
         }
     }
+}
+
+/// Slice equality without a `memcmp` call for the usual short labels.
+#[inline]
+fn eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() > 16 {
+        return a == b;
+    }
+    a.iter().zip(b).all(|(x, y)| x == y)
 }
 
 #[cfg(test)]
@@ -225,5 +253,6 @@ mod unit {
         assert_eq!(collect(&arena, root, ""), vec![3]);
         assert_eq!(collect(&arena, other_root, "/zzz"), vec![9]);
         assert_eq!(collect(&arena, other_root, "/foo"), Vec::<u32>::new());
+        assert_eq!(collect(&arena, other_root, "/z"), Vec::<u32>::new());
     }
 }

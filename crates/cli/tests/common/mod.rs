@@ -1,7 +1,9 @@
 //! Test harness: a real origin server, the real `portcullis` binary on ephemeral ports, and a
 //! small HTTP client. Nothing is mocked: every test talks over sockets.
 
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used)]
+
+pub mod tls;
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
