@@ -199,3 +199,34 @@ async fn keepalive_connections_to_upstream_are_reused() {
         "20 sequential requests opened {conns} upstream connections"
     );
 }
+
+#[tokio::test]
+async fn cookie_hashing_sets_a_cookie_and_sticks_to_it() {
+    let a = Origin::start("a").await;
+    let b = Origin::start("b").await;
+    let gw = Gw::start(&upstream_config(&format!(
+        "  - name: backend\n    algorithm: consistent-hashing\n    hash_on: cookie\n    hash_on_cookie: sticky\n    hash_on_cookie_path: /app\n    targets:\n      - target: 127.0.0.1:{}\n      - target: 127.0.0.1:{}\n",
+        a.port(),
+        b.port()
+    )))
+    .await;
+    let first = gw.get("/").await;
+    assert_status(&first, 200);
+    let cookie = first
+        .header("set-cookie")
+        .expect("a fresh client gets the hash cookie");
+    assert!(
+        cookie.starts_with("sticky=") && cookie.ends_with("; Path=/app"),
+        "{cookie}"
+    );
+    let pair = cookie.split(';').next().unwrap().to_string();
+    let owner = first.json()["origin"].as_str().unwrap().to_string();
+    for _ in 0..10 {
+        let r = get(gw.proxy, "/", &[("cookie", &pair)]).await.unwrap();
+        assert_eq!(r.json()["origin"], owner.as_str());
+        assert!(
+            r.header("set-cookie").is_none(),
+            "no new cookie once the client has one"
+        );
+    }
+}

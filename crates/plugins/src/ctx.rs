@@ -20,6 +20,8 @@ pub struct Ctx {
     pub headers: HeaderMap,
     /// Client address: the socket peer, or the forwarded address when the peer is trusted.
     pub client_ip: IpAddr,
+    /// The socket peer (a trusted proxy, or the client itself).
+    pub peer_ip: IpAddr,
     /// `http` or `https`: how the client reached the gateway.
     pub scheme: &'static str,
     /// Request host (lower case, no port).
@@ -53,6 +55,7 @@ impl Ctx {
             query,
             headers,
             client_ip,
+            peer_ip: client_ip,
             scheme: "http",
             host: String::new(),
             route_id: None,

@@ -219,7 +219,7 @@ async fn proxy(
         client,
     );
     ctx.scheme = if conn.tls { "https" } else { "http" };
-    ctx.state.insert(PeerAddr(canonical(conn.peer.ip())));
+    ctx.peer_ip = canonical(conn.peer.ip());
     ctx.host = host;
     ctx.route_id = Some(route.id.clone());
     ctx.route_name = route.name.clone();
@@ -275,7 +275,15 @@ async fn proxy(
             .filter(|r| route.route.strip_path && r.end > 1)
             .map(|r| ctx.path[r.clone()].to_string()),
     };
-    let hash_key = hash_key(&service, &ctx, &found.captures);
+    let mut hash_key = hash_key(&service, &ctx, &found.captures);
+    // Kong's cookie hashing: a client without the cookie gets a fresh value, used for this
+    // request and set on the response so its next requests land on the same target.
+    let mut set_cookie = None;
+    if let (None, HashOn::Cookie { name, path }) = (&hash_key, &service.balancer.hash_on) {
+        let value = format!("{:032x}", rand::random::<u128>());
+        hash_key = Some(value.clone().into_bytes());
+        set_cookie = HeaderValue::from_str(&format!("{name}={value}; Path={path}")).ok();
+    }
     let body = match prepare_body(gw, route, body, &ctx.headers).await {
         Ok(b) => b,
         Err(resp) => return resp,
@@ -316,6 +324,9 @@ async fn proxy(
     };
     strip_hop_by_hop(&mut head.headers, false);
     set_latency(&mut head.headers, &UPSTREAM_LATENCY, upstream_latency);
+    if let Some(c) = set_cookie {
+        head.headers.append(header::SET_COOKIE, c);
+    }
     set_latency(
         &mut head.headers,
         &PROXY_LATENCY,
@@ -564,7 +575,7 @@ fn upstream_request(
             .get(&X_FORWARDED_FOR)
             .and_then(|v| v.to_str().ok()),
     ) {
-        (true, Some(prev)) => format!("{prev}, {}", canonical_peer(ctx, fwd)),
+        (true, Some(prev)) => format!("{prev}, {}", ctx.peer_ip),
         _ => client.clone(),
     };
     let set = |h: &mut HeaderMap, name: &HeaderName, own: String| {
@@ -611,18 +622,6 @@ fn upstream_request(
     }
     Some(req)
 }
-
-/// The peer address as seen by us; used when appending to a trusted X-Forwarded-For.
-fn canonical_peer(ctx: &Ctx, _fwd: &Plan) -> String {
-    ctx.state
-        .get::<PeerAddr>()
-        .map(|p| p.0.to_string())
-        .unwrap_or_else(|| ctx.client_ip.to_string())
-}
-
-/// The socket peer, stored in the context for header building.
-#[derive(Clone, Copy)]
-pub struct PeerAddr(pub IpAddr);
 
 async fn send_with_retries(
     gw: &Gateway,

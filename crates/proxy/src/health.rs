@@ -14,6 +14,9 @@ use tokio::time::Instant;
 use crate::balancer::{Balancer, Outcome, Thresholds};
 use crate::settings::secs;
 use crate::snapshot::Snapshot;
+use crate::tls;
+use portcullis_config::ActiveHealthcheck;
+use rustls_pki_types::ServerName;
 
 /// Starts probing tasks for every balancer of `snap` that has active checks on.
 pub fn spawn_for(snap: &Snapshot) {
@@ -51,15 +54,7 @@ async fn run(weak: Weak<Balancer>) {
             }
             if *due_i <= now {
                 let t = &b.targets()[i];
-                let outcome = probe(
-                    &t.host,
-                    t.port,
-                    &hc.active.kind,
-                    &hc.active.http_path,
-                    &hc.active.headers,
-                    secs(hc.active.timeout),
-                )
-                .await;
+                let outcome = probe(&t.host, t.port, &hc.active).await;
                 tracing::debug!(upstream = %b.name, target = %format!("{}:{}", t.host, t.port), ?outcome, "active health probe");
                 b.report_active(i, outcome, &thresholds);
                 *due_i = Instant::now() + secs(interval);
@@ -71,56 +66,74 @@ async fn run(weak: Weak<Balancer>) {
     }
 }
 
-/// One probe of one target.
-pub async fn probe(
-    host: &str,
-    port: u16,
-    kind: &str,
-    path: &str,
-    headers: &[(String, String)],
-    timeout: Duration,
-) -> Outcome {
+/// One probe of one target: TCP connect, or an HTTP(S) GET of `http_path`.
+pub async fn probe(host: &str, port: u16, check: &ActiveHealthcheck) -> Outcome {
     let attempt = async {
         let tcp = match TcpStream::connect((host, port)).await {
             Ok(s) => s,
             Err(_) => return Outcome::TcpFailure,
         };
-        if kind == "tcp" {
-            return Outcome::Status(200);
-        }
-        let (mut sender, conn) = match http1::handshake(TokioIo::new(tcp)).await {
-            Ok(x) => x,
-            Err(_) => return Outcome::TcpFailure,
-        };
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
-        let mut req = http::Request::new(Empty::<bytes::Bytes>::new());
-        *req.uri_mut() = match path.parse() {
-            Ok(u) => u,
-            Err(_) => return Outcome::TcpFailure,
-        };
-        if let Ok(v) = http::HeaderValue::from_str(&format!("{host}:{port}")) {
-            req.headers_mut().insert(http::header::HOST, v);
-        }
-        req.headers_mut().insert(
-            http::header::USER_AGENT,
-            http::HeaderValue::from_static("portcullis-health-check"),
-        );
-        for (k, v) in headers {
-            if let (Ok(k), Ok(v)) = (
-                http::HeaderName::from_bytes(k.as_bytes()),
-                http::HeaderValue::from_str(v),
-            ) {
-                req.headers_mut().append(k, v);
+        match check.kind.as_str() {
+            "tcp" => Outcome::Status(200),
+            "https" | "grpcs" => {
+                let Ok(cfg) = tls::client_config(&[], check.https_verify_certificate, None, false)
+                else {
+                    return Outcome::TcpFailure;
+                };
+                let sni = check.https_sni.clone().unwrap_or_else(|| host.to_string());
+                let Ok(name) = ServerName::try_from(sni) else {
+                    return Outcome::TcpFailure;
+                };
+                match tokio_rustls::TlsConnector::from(Arc::new(cfg))
+                    .connect(name, tcp)
+                    .await
+                {
+                    Ok(stream) => http_probe(stream, host, port, check).await,
+                    Err(_) => Outcome::TcpFailure,
+                }
             }
-        }
-        match sender.send_request(req).await {
-            Ok(resp) => Outcome::Status(resp.status().as_u16()),
-            Err(_) => Outcome::TcpFailure,
+            _ => http_probe(tcp, host, port, check).await,
         }
     };
-    tokio::time::timeout(timeout, attempt)
+    tokio::time::timeout(secs(check.timeout), attempt)
         .await
         .unwrap_or(Outcome::Timeout)
+}
+
+async fn http_probe<I>(io: I, host: &str, port: u16, check: &ActiveHealthcheck) -> Outcome
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sender, conn) = match http1::handshake(TokioIo::new(io)).await {
+        Ok(x) => x,
+        Err(_) => return Outcome::TcpFailure,
+    };
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let mut req = http::Request::new(Empty::<bytes::Bytes>::new());
+    *req.uri_mut() = match check.http_path.parse() {
+        Ok(u) => u,
+        Err(_) => return Outcome::TcpFailure,
+    };
+    let h = req.headers_mut();
+    if let Ok(v) = http::HeaderValue::from_str(&format!("{host}:{port}")) {
+        h.insert(http::header::HOST, v);
+    }
+    h.insert(
+        http::header::USER_AGENT,
+        http::HeaderValue::from_static("portcullis-health-check"),
+    );
+    for (k, v) in &check.headers {
+        if let (Ok(k), Ok(v)) = (
+            http::HeaderName::from_bytes(k.as_bytes()),
+            http::HeaderValue::from_str(v),
+        ) {
+            h.append(k, v);
+        }
+    }
+    match sender.send_request(req).await {
+        Ok(resp) => Outcome::Status(resp.status().as_u16()),
+        Err(_) => Outcome::TcpFailure,
+    }
 }
