@@ -96,18 +96,28 @@ for _ in $(seq 1 100); do curl -sf -o /dev/null http://127.0.0.1:18001/status &&
 curl -sf -o /dev/null "http://127.0.0.1:$NGINX_PORT/" || { echo "nginx proxy not answering" >&2; exit 1; }
 curl -sf -o /dev/null "http://127.0.0.1:$PC_PORT/" || { echo "portcullis not answering" >&2; cat "$OUT/portcullis.log"; exit 1; }
 
+# CPU time (user+system, in clock ticks) used so far by a process and all its threads.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+TICK_HZ=$(getconf CLK_TCK)
+NGINX_WORKER=$(pgrep -P "$(cat "$OUT/nginx-proxy.pid")" | head -1)
+
 # wrk prints latency percentiles with units; normalise to milliseconds.
 to_ms() { awk '{v=$1; if (v ~ /us$/) {sub(/us$/,"",v); v=v/1000} else if (v ~ /ms$/) {sub(/ms$/,"",v)} else if (v ~ /s$/) {sub(/s$/,"",v); v=v*1000}; printf "%.3f", v}'; }
-run() { # name port
-  local out
+run() { # name port pid
+  local out c0 c1
+  c0=$(cpu_ticks "$3")
   out=$(taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d"${DUR}s" --latency "http://127.0.0.1:$2/" 2>&1)
+  c1=$(cpu_ticks "$3")
   local rps p50 p99 errs
   rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
   p50=$(echo "$out" | awk '$1=="50%" {print $2}' | to_ms)
   p99=$(echo "$out" | awk '$1=="99%" {print $2}' | to_ms)
   errs=$(echo "$out" | awk '/Non-2xx|Socket errors/ {print}' | tr '\n' ' ')
-  printf "%-11s round %d  %10.0f req/s  p50 %7s ms  p99 %7s ms  %s\n" "$1" "$ROUND" "$rps" "$p50" "$p99" "$errs" >&2
-  echo "$1 $rps $p50 $p99" >> "$OUT/results.txt"
+  local reqs cpu_us
+  reqs=$(echo "$out" | awk '/requests in/ {print $1}')
+  cpu_us=$(awk -v c="$((c1 - c0))" -v hz="$TICK_HZ" -v n="$reqs" 'BEGIN { printf "%.1f", c * 1e6 / hz / n }')
+  printf "%-11s round %d  %10.0f req/s  p50 %7s ms  p99 %7s ms  cpu %6s us/req  %s\n" "$1" "$ROUND" "$rps" "$p50" "$p99" "$cpu_us" "$errs" >&2
+  echo "$1 $rps $p50 $p99 $cpu_us" >> "$OUT/results.txt"
 }
 
 : > "$OUT/results.txt"
@@ -115,16 +125,17 @@ echo "warm-up..." >&2
 taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d2s "http://127.0.0.1:$NGINX_PORT/" >/dev/null
 taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d2s "http://127.0.0.1:$PC_PORT/" >/dev/null
 for ROUND in $(seq 1 "$ROUNDS"); do
-  run nginx $NGINX_PORT
-  run portcullis $PC_PORT
+  run nginx $NGINX_PORT "$NGINX_WORKER"
+  run portcullis $PC_PORT "$PC_PID"
 done
 
 awk '
-  { rps[$1]+=$2; p50[$1]+=$3; p99[$1]+=$4; n[$1]++ }
+  { rps[$1]+=$2; p50[$1]+=$3; p99[$1]+=$4; cpu[$1]+=$5; n[$1]++ }
   END {
-    printf "\n%-11s %12s %10s %10s\n", "proxy", "req/s(avg)", "p50 ms", "p99 ms"
-    for (k in n) printf "%-11s %12.0f %10.3f %10.3f\n", k, rps[k]/n[k], p50[k]/n[k], p99[k]/n[k]
-    printf "\nratio portcullis/nginx: throughput %.2fx, p99 difference %+.3f ms\n",
+    printf "\n%-11s %12s %10s %10s %12s\n", "proxy", "req/s(avg)", "p50 ms", "p99 ms", "cpu us/req"
+    for (k in n) printf "%-11s %12.0f %10.3f %10.3f %12.1f\n", k, rps[k]/n[k], p50[k]/n[k], p99[k]/n[k], cpu[k]/n[k]
+    printf "\nratio portcullis/nginx: throughput %.2fx, p99 difference %+.3f ms, CPU per request %.2fx\n",
       (rps["portcullis"]/n["portcullis"])/(rps["nginx"]/n["nginx"]),
-      p99["portcullis"]/n["portcullis"] - p99["nginx"]/n["nginx"]
+      p99["portcullis"]/n["portcullis"] - p99["nginx"]/n["nginx"],
+      (cpu["portcullis"]/n["portcullis"])/(cpu["nginx"]/n["nginx"])
   }' "$OUT/results.txt"
