@@ -19,7 +19,8 @@ NCPU=$(nproc)
 PROXY_CPU=0
 LOAD_CPU=$(( NCPU > 1 ? 1 : 0 ))
 
-cargo build --release -q -p portcullis
+[ -n "${BIN:-}" ] || cargo build --release -q -p portcullis
+BIN=${BIN:-./target/release/portcullis}
 OUT=bench/out
 mkdir -p "$OUT"
 rm -f "$OUT"/*.pid
@@ -88,7 +89,7 @@ trap cleanup EXIT
 
 taskset -c "$LOAD_CPU" nginx -c "$PWD/$OUT/origin.conf" -p "$PWD/$OUT"
 taskset -c "$PROXY_CPU" nginx -c "$PWD/$OUT/nginx-proxy.conf" -p "$PWD/$OUT"
-taskset -c "$PROXY_CPU" ./target/release/portcullis start --config "$OUT/kong.yml" --settings "$OUT/portcullis.toml" \
+taskset -c "$PROXY_CPU" "$BIN" start --config "$OUT/kong.yml" --settings "$OUT/portcullis.toml" \
   --proxy-listen 127.0.0.1:$PC_PORT --proxy-tls-listen 127.0.0.1:18443 --admin-listen 127.0.0.1:18001 --workers 1 \
   2> "$OUT/portcullis.log" &
 PC_PID=$!

@@ -189,11 +189,18 @@ fn start(args: StartArgs) -> anyhow::Result<()> {
         }
         None => (portcullis_config::Config::default(), String::new()),
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(workers)
-        .enable_all()
-        .build()
-        .context("cannot start the runtime")?;
+    // One worker: a current-thread runtime skips the work-stealing machinery entirely.
+    let runtime = if workers == 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(workers)
+            .enable_all()
+            .build()
+    }
+    .context("cannot start the runtime")?;
     runtime.block_on(run(settings, config, hash, args.config))
 }
 

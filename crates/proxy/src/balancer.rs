@@ -144,7 +144,7 @@ impl Thresholds {
 #[derive(Debug)]
 pub struct TargetEntry {
     /// Host name or IP.
-    pub host: String,
+    pub host: Arc<str>,
     /// Port.
     pub port: u16,
     /// Weight.
@@ -196,7 +196,7 @@ impl Balancer {
                 let key = (u.name.clone(), format!("{host}:{port}"));
                 TargetEntry {
                     health: previous.get(&key).cloned().unwrap_or_default(),
-                    host,
+                    host: Arc::from(host.as_str()),
                     port,
                     weight,
                     in_flight: AtomicUsize::new(0),
@@ -222,7 +222,7 @@ impl Balancer {
     /// A balancer with one target: a service pointing at a host directly.
     pub fn single(host: &str, port: u16) -> Balancer {
         let entries = vec![TargetEntry {
-            host: host.to_string(),
+            host: Arc::from(host),
             port,
             weight: 100,
             health: Arc::default(),

@@ -88,7 +88,11 @@ pub struct GuardedIo<T> {
     ended: bool,
     /// Mid-body fault: report one error to hyper.
     fail_next_read: bool,
-    deadline: Option<Pin<Box<Sleep>>>,
+    /// When the current state times out; `None` until first needed in this state.
+    deadline: Option<Instant>,
+    /// One timer per connection, never earlier than needed: it is only re-armed when it
+    /// fires before `deadline`, so a request costs no timer registration.
+    timer: Option<Pin<Box<Sleep>>>,
     requests: u64,
     /// After a mid-body fault our answer is final: hyper may not write another response.
     writes_closed: bool,
@@ -108,16 +112,31 @@ impl<T> GuardedIo<T> {
             ended: false,
             fail_next_read: false,
             deadline: None,
+            timer: None,
             requests: 0,
             writes_closed: false,
         }
     }
 
-    fn arm(&mut self, after: Duration) {
-        let at = Instant::now() + after;
-        match &mut self.deadline {
-            Some(d) => d.as_mut().reset(at),
-            None => self.deadline = Some(Box::pin(tokio::time::sleep_until(at))),
+    /// True when the current state's deadline has passed; otherwise makes sure the timer
+    /// will wake the task by then.
+    fn timed_out(&mut self, after: Duration, cx: &mut Context<'_>) -> bool {
+        let deadline = *self.deadline.get_or_insert_with(|| Instant::now() + after);
+        let timer = self
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        if timer.deadline() > deadline {
+            timer.as_mut().reset(deadline);
+        }
+        loop {
+            if timer.as_mut().poll(cx).is_pending() {
+                return false;
+            }
+            if Instant::now() >= deadline {
+                return true;
+            }
+            // Fired for an earlier state's deadline: wait for this one.
+            timer.as_mut().reset(deadline);
         }
     }
 
@@ -145,7 +164,11 @@ impl<T> GuardedIo<T> {
             }
             match &mut self.state {
                 State::Head { started } => {
-                    *started = true;
+                    if !*started {
+                        // The head's own timeout runs from its first byte.
+                        *started = true;
+                        self.deadline = None;
+                    }
                     match head::check(pending, &self.limits) {
                         Ok(None) => return,
                         Ok(Some((len, framing))) => {
@@ -292,14 +315,10 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for GuardedIo<T> {
                 _ => {}
             }
             if let Some(after) = this.timeout_for_state() {
-                if this.deadline.is_none() {
-                    this.arm(after);
-                }
-                if let Some(d) = &mut this.deadline {
-                    if d.as_mut().poll(cx).is_ready() {
-                        this.on_timeout();
-                        continue;
-                    }
+                if this.timed_out(after, cx) {
+                    this.deadline = None;
+                    this.on_timeout();
+                    continue;
                 }
             }
             if this.stash.capacity() - this.stash.len() < 4096 {

@@ -340,9 +340,7 @@ async fn proxy(
 }
 
 fn set_latency(h: &mut HeaderMap, name: &HeaderName, d: Duration) {
-    if let Ok(v) = HeaderValue::from_str(&d.as_millis().to_string()) {
-        h.insert(name.clone(), v);
-    }
+    h.insert(name.clone(), HeaderValue::from(d.as_millis() as u64));
 }
 
 fn run_response_phase(
@@ -578,14 +576,11 @@ fn upstream_request(
         (true, Some(prev)) => format!("{prev}, {}", ctx.peer_ip),
         _ => client.clone(),
     };
-    let set = |h: &mut HeaderMap, name: &HeaderName, own: String| {
-        let value = if fwd.trusted {
-            ctx.headers
-                .get(name)
-                .cloned()
-                .or_else(|| HeaderValue::from_str(&own).ok())
-        } else {
-            HeaderValue::from_str(&own).ok()
+    // The gateway's own value is only built when the client's is not kept.
+    let set = |h: &mut HeaderMap, name: &HeaderName, own: &dyn Fn() -> Option<HeaderValue>| {
+        let value = match (fwd.trusted, ctx.headers.get(name)) {
+            (true, Some(v)) => Some(v.clone()),
+            _ => own(),
         };
         match value {
             Some(v) => {
@@ -602,12 +597,26 @@ fn upstream_request(
     if let Ok(v) = HeaderValue::from_str(&client) {
         headers.insert(X_REAL_IP.clone(), v);
     }
-    set(&mut headers, &X_FORWARDED_PROTO, ctx.scheme.to_string());
-    set(&mut headers, &X_FORWARDED_HOST, ctx.host.clone());
-    set(&mut headers, &X_FORWARDED_PORT, fwd.port.to_string());
-    set(&mut headers, &X_FORWARDED_PATH, fwd.original_path.clone());
+    set(&mut headers, &X_FORWARDED_PROTO, &|| {
+        Some(HeaderValue::from_static(if ctx.scheme == "https" {
+            "https"
+        } else {
+            "http"
+        }))
+    });
+    set(&mut headers, &X_FORWARDED_HOST, &|| {
+        HeaderValue::from_str(&ctx.host).ok()
+    });
+    set(&mut headers, &X_FORWARDED_PORT, &|| {
+        Some(HeaderValue::from(fwd.port))
+    });
+    set(&mut headers, &X_FORWARDED_PATH, &|| {
+        HeaderValue::from_str(&fwd.original_path).ok()
+    });
     match &fwd.prefix {
-        Some(p) => set(&mut headers, &X_FORWARDED_PREFIX, p.clone()),
+        Some(p) => set(&mut headers, &X_FORWARDED_PREFIX, &|| {
+            HeaderValue::from_str(p).ok()
+        }),
         None if !fwd.trusted => {
             headers.remove(&X_FORWARDED_PREFIX);
         }

@@ -34,7 +34,7 @@ pub struct CompiledService {
     /// Host header value (without port) unless preserve_host.
     pub host_header: String,
     /// Name sent as SNI.
-    pub sni: String,
+    pub sni: Arc<str>,
 }
 
 /// A plugin in a route's chain, with the protocols it runs on.
@@ -170,7 +170,7 @@ pub fn compile(
                 balancer,
                 tls,
                 h2,
-                sni: host_header.clone(),
+                sni: Arc::from(host_header.as_str()),
                 host_header,
             }),
         );

@@ -20,13 +20,13 @@ pub type UpBody = ProxyBody;
 #[derive(Clone)]
 pub struct Endpoint {
     /// Host name or IP.
-    pub host: String,
+    pub host: Arc<str>,
     /// Port.
     pub port: u16,
     /// TLS settings when the service is https/grpcs/wss.
     pub tls: Option<Arc<TlsClient>>,
     /// Server name for SNI and verification.
-    pub sni: String,
+    pub sni: Arc<str>,
     /// Speak HTTP/2 (gRPC services).
     pub h2: bool,
 }
@@ -41,9 +41,9 @@ pub struct TlsClient {
 
 #[derive(Clone, PartialEq, Eq, Hash)]
 struct PoolKey {
-    host: String,
+    host: Arc<str>,
     port: u16,
-    sni: String,
+    sni: Arc<str>,
     tls: u64,
     h2: bool,
 }
@@ -227,7 +227,7 @@ impl Pool {
 }
 
 async fn connect(ep: &Endpoint) -> Result<Sender, ConnectError> {
-    let addrs = tokio::net::lookup_host((ep.host.as_str(), ep.port))
+    let addrs = tokio::net::lookup_host((&*ep.host, ep.port))
         .await
         .map_err(|e| ConnectError::Failed(format!("name resolution failed: {e}")))?;
     let mut last = String::from("no address");
@@ -246,7 +246,7 @@ async fn connect(ep: &Endpoint) -> Result<Sender, ConnectError> {
     match &ep.tls {
         None => handshake(tcp, ep.h2).await,
         Some(tls) => {
-            let name = ServerName::try_from(ep.sni.clone())
+            let name = ServerName::try_from(ep.sni.to_string())
                 .map_err(|_| ConnectError::Failed("invalid server name".into()))?;
             let stream = tokio_rustls::TlsConnector::from(tls.config.clone())
                 .connect(name, tcp)
