@@ -5,6 +5,8 @@ use std::sync::Arc;
 
 use http::{Extensions, HeaderMap, Method, StatusCode};
 
+use crate::auth::Identity;
+
 /// What plugins see of a request, and where they leave per-request state.
 ///
 /// Header edits made during `access` are what the upstream receives.
@@ -36,6 +38,8 @@ pub struct Ctx {
     pub service_name: Option<Arc<str>>,
     /// Request id (also sent upstream and to the client).
     pub request_id: String,
+    /// The authenticated (or anonymous) consumer, once an auth plugin decided.
+    pub identity: Option<Identity>,
     /// Per-request state, one slot per type; plugins keep their own types here.
     pub state: Extensions,
 }
@@ -63,7 +67,23 @@ impl Ctx {
             service_id: None,
             service_name: None,
             request_id: String::new(),
+            identity: None,
             state: Extensions::new(),
+        }
+    }
+
+    /// Removes every occurrence of a query argument (e.g. a credential with hide_credentials).
+    pub fn remove_query_arg(&mut self, name: &str) {
+        if let Some(q) = &self.query {
+            let kept: Vec<&str> = q
+                .split('&')
+                .filter(|pair| pair.split_once('=').map_or(*pair, |(k, _)| k) != name)
+                .collect();
+            self.query = if kept.is_empty() {
+                None
+            } else {
+                Some(kept.join("&"))
+            };
         }
     }
 

@@ -12,10 +12,15 @@
 //! Plugins never see the proxy engine's types: they get a [`Ctx`] holding the request head
 //! (`http` crate types), the matched route and service names, and per-request state.
 
+pub mod acl;
+pub mod auth;
+pub mod catalog;
 mod ctx;
+pub mod key_auth;
 mod registry;
 pub mod request_termination;
 
+pub use catalog::{Catalog, ConsumerInfo};
 pub use ctx::{Ctx, ResponseHead};
 pub use registry::{build_plugin, known_plugins, priority_of, validate};
 

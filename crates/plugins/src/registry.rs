@@ -5,10 +5,11 @@ use std::sync::Arc;
 use portcullis_config::Errors;
 use serde_json::Value;
 
-use crate::{request_termination, Plugin};
+use crate::catalog::Catalog;
+use crate::{acl, key_auth, request_termination, Plugin};
 
 /// Plugin names this build knows, with Kong's execution priority (higher runs first).
-const PLUGINS: &[(&str, i32)] = &[("request-termination", 2)];
+const PLUGINS: &[(&str, i32)] = &[("key-auth", 1250), ("acl", 950), ("request-termination", 2)];
 
 /// Names of all bundled plugins.
 pub fn known_plugins() -> impl Iterator<Item = &'static str> {
@@ -27,9 +28,15 @@ pub fn build_plugin(
     config: &Value,
     path: &str,
     errs: &mut Errors,
+    catalog: &Arc<Catalog>,
 ) -> Option<Arc<dyn Plugin>> {
     let cpath = portcullis_config::reader::join(path, "config");
     match name {
+        "key-auth" => key_auth::KeyAuth::build(config, &cpath, errs, catalog)
+            .map(|p| Arc::new(p) as Arc<dyn Plugin>),
+        "acl" => {
+            acl::Acl::build(config, &cpath, errs, catalog).map(|p| Arc::new(p) as Arc<dyn Plugin>)
+        }
         "request-termination" => {
             request_termination::RequestTermination::build(config, &cpath, errs)
                 .map(|p| Arc::new(p) as Arc<dyn Plugin>)
@@ -46,5 +53,7 @@ pub fn build_plugin(
 
 /// Checks a plugin config without keeping the instance (for `config validate` and reloads).
 pub fn validate(name: &str, config: &Value, path: &str, errs: &mut Errors) {
-    let _ = build_plugin(name, config, path, errs);
+    static EMPTY: std::sync::OnceLock<Arc<Catalog>> = std::sync::OnceLock::new();
+    let catalog = EMPTY.get_or_init(|| Arc::new(Catalog::schema_only()));
+    let _ = build_plugin(name, config, path, errs, catalog);
 }

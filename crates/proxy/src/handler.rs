@@ -226,6 +226,8 @@ async fn proxy(
     ctx.service_id = route.service.as_ref().map(|s| s.id.clone());
     ctx.service_name = route.service.as_ref().and_then(|s| s.name.clone());
 
+    // No client may claim an identity: only auth plugins set these headers.
+    portcullis_plugins::auth::strip_identity_headers(&mut ctx.headers);
     // Access phase.
     for entry in &route.plugins {
         if !(if conn.tls {
@@ -249,6 +251,7 @@ async fn proxy(
         }
     }
 
+    portcullis_plugins::auth::set_identity_headers(&mut ctx);
     let Some(service) = route.service.clone() else {
         return kong_error(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -479,7 +482,11 @@ fn hash_key(
 ) -> Option<Vec<u8>> {
     let get = |h: &HashOn| -> Option<Vec<u8>> {
         match h {
-            HashOn::None | HashOn::Consumer => None,
+            HashOn::None => None,
+            HashOn::Consumer => ctx
+                .identity
+                .as_ref()
+                .map(|i| i.consumer.id.as_bytes().to_vec()),
             HashOn::Ip => Some(ctx.client_ip.to_string().into_bytes()),
             HashOn::Header(name) => ctx
                 .headers

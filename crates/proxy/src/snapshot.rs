@@ -9,7 +9,7 @@ use portcullis_config::{
     reader::join, Config, Errors, FieldError, PathHandling, Plugin as PluginEntity, Protocol,
     Route, Service,
 };
-use portcullis_plugins::{build_plugin, priority_of, Plugin};
+use portcullis_plugins::{build_plugin, priority_of, Catalog, Plugin};
 use portcullis_router::{RouteSpec, Router};
 
 use crate::balancer::{Balancer, HealthRegistry};
@@ -104,9 +104,10 @@ pub fn compile(
     let mut errs = Errors::default();
 
     // Plugins: validate every config (enabled or not) against its schema.
+    let catalog = Arc::new(Catalog::build(&config));
     let mut plugins: Vec<(usize, Arc<dyn Plugin>)> = Vec::new();
     for (i, p) in config.plugins.iter().enumerate() {
-        if let Some(inst) = build_plugin(&p.name, &p.config, &p.path, &mut errs) {
+        if let Some(inst) = build_plugin(&p.name, &p.config, &p.path, &mut errs, &catalog) {
             if p.enabled {
                 plugins.push((i, inst));
             }

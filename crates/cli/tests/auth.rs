@@ -1,0 +1,174 @@
+//! Consumers and authentication through the real binary: key-auth, acl, identity headers,
+//! anonymous chaining.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::*;
+
+fn auth_config(origin: &str, route_plugins: &str) -> String {
+    format!(
+        r#"_format_version: "3.0"
+consumers:
+  - username: alice
+    custom_id: alice-001
+    keyauth_credentials:
+      - key: alice-secret-key
+    acls:
+      - group: admins
+  - username: bob
+    keyauth_credentials:
+      - key: bob-secret-key
+    acls:
+      - group: users
+  - username: guest
+services:
+  - name: svc
+    url: {origin}
+    routes:
+      - name: r
+        paths: [/]
+        plugins:
+{route_plugins}"#
+    )
+}
+
+#[tokio::test]
+async fn key_auth_identifies_consumers_and_challenges_strangers() {
+    let origin = Origin::start("a").await;
+    let gw = Gw::start(&auth_config(&origin.url(), "          - name: key-auth\n")).await;
+
+    let r = gw.get("/").await;
+    assert_status(&r, 401);
+    assert_eq!(r.json(), serde_json::json!({"message": "No API key found in request"}));
+    assert_eq!(r.header("www-authenticate").unwrap(), "Key");
+
+    let r = get(gw.proxy, "/", &[("apikey", "wrong")]).await.unwrap();
+    assert_status(&r, 401);
+    assert_eq!(r.json()["message"], "Unauthorized");
+
+    let r = get(gw.proxy, "/", &[("apikey", "alice-secret-key")]).await.unwrap();
+    assert_status(&r, 200);
+    assert_eq!(r.upstream_header("x-consumer-username").unwrap(), "alice");
+    assert_eq!(r.upstream_header("x-consumer-custom-id").unwrap(), "alice-001");
+    assert_eq!(r.upstream_header("x-consumer-id").unwrap().len(), 36);
+    assert!(r.upstream_header("x-credential-identifier").is_some());
+    assert!(r.upstream_header("x-anonymous-consumer").is_none());
+    // The key is forwarded unless hide_credentials.
+    assert_eq!(r.upstream_header("apikey").unwrap(), "alice-secret-key");
+
+    let r = gw.get("/?apikey=bob-secret-key&x=1").await;
+    assert_status(&r, 200);
+    assert_eq!(r.upstream_header("x-consumer-username").unwrap(), "bob");
+    assert_eq!(origin.hits(), 2);
+
+    // Keys never show up in the gateway's logs.
+    let logs = gw.logs();
+    assert!(!logs.contains("alice-secret-key") && !logs.contains("bob-secret-key"), "{logs}");
+}
+
+#[tokio::test]
+async fn forged_identity_headers_are_stripped() {
+    let origin = Origin::start("a").await;
+    let gw = Gw::start(&auth_config(&origin.url(), "          - name: key-auth\n")).await;
+    let r = get(
+        gw.proxy,
+        "/",
+        &[
+            ("apikey", "bob-secret-key"),
+            ("x-consumer-username", "alice"),
+            ("x-consumer-groups", "admins"),
+            ("x-anonymous-consumer", "false"),
+            ("x-credential-identifier", "forged"),
+        ],
+    )
+    .await
+    .unwrap();
+    assert_status(&r, 200);
+    assert_eq!(r.upstream_header("x-consumer-username").unwrap(), "bob");
+    assert!(r.upstream_header("x-consumer-groups").is_none());
+    assert!(r.upstream_header("x-anonymous-consumer").is_none());
+    assert_ne!(r.upstream_header("x-credential-identifier").unwrap(), "forged");
+}
+
+#[tokio::test]
+async fn hide_credentials_and_custom_key_names() {
+    let origin = Origin::start("a").await;
+    let gw = Gw::start(&auth_config(
+        &origin.url(),
+        "          - name: key-auth\n            config: {key_names: [x-api-key, token], hide_credentials: true, realm: portcullis}\n",
+    ))
+    .await;
+    let r = get(gw.proxy, "/", &[("x-api-key", "alice-secret-key")]).await.unwrap();
+    assert_status(&r, 200);
+    assert!(r.upstream_header("x-api-key").is_none());
+    let r = gw.get("/p?a=1&token=alice-secret-key&b=2").await;
+    assert_status(&r, 200);
+    assert_eq!(r.json()["uri"], "/p?a=1&b=2");
+    let r = gw.get("/").await;
+    assert_eq!(r.header("www-authenticate").unwrap(), "Key realm=\"portcullis\"");
+    let r = get(gw.proxy, "/", &[("apikey", "alice-secret-key")]).await.unwrap();
+    assert_status(&r, 401);
+}
+
+#[tokio::test]
+async fn acl_allows_and_denies_by_group() {
+    let origin = Origin::start("a").await;
+    let gw = Gw::start(&auth_config(
+        &origin.url(),
+        "          - name: key-auth\n          - name: acl\n            config: {allow: [admins]}\n",
+    ))
+    .await;
+    let r = get(gw.proxy, "/", &[("apikey", "alice-secret-key")]).await.unwrap();
+    assert_status(&r, 200);
+    assert_eq!(r.upstream_header("x-consumer-groups").unwrap(), "admins");
+    let r = get(gw.proxy, "/", &[("apikey", "bob-secret-key")]).await.unwrap();
+    assert_status(&r, 403);
+    assert_eq!(r.json(), serde_json::json!({"message": "You cannot consume this service"}));
+    // ACL runs after authentication: no key is still a 401, not a 403.
+    assert_status(&gw.get("/").await, 401);
+
+    let gw2 = Gw::start(&auth_config(
+        &origin.url(),
+        "          - name: key-auth\n          - name: acl\n            config: {deny: [users], hide_groups_header: true}\n",
+    ))
+    .await;
+    let r = get(gw2.proxy, "/", &[("apikey", "alice-secret-key")]).await.unwrap();
+    assert_status(&r, 200);
+    assert!(r.upstream_header("x-consumer-groups").is_none());
+    assert_status(&get(gw2.proxy, "/", &[("apikey", "bob-secret-key")]).await.unwrap(), 403);
+}
+
+#[tokio::test]
+async fn anonymous_fallback() {
+    let origin = Origin::start("a").await;
+    let gw = Gw::start(&auth_config(&origin.url(), "          - name: key-auth\n            config: {anonymous: guest}\n")).await;
+    let r = gw.get("/").await;
+    assert_status(&r, 200);
+    assert_eq!(r.upstream_header("x-consumer-username").unwrap(), "guest");
+    assert_eq!(r.upstream_header("x-anonymous-consumer").unwrap(), "true");
+    let r = get(gw.proxy, "/", &[("apikey", "nope")]).await.unwrap();
+    assert_eq!(r.upstream_header("x-anonymous-consumer").unwrap(), "true");
+    let r = get(gw.proxy, "/", &[("apikey", "alice-secret-key")]).await.unwrap();
+    assert_eq!(r.upstream_header("x-consumer-username").unwrap(), "alice");
+    assert!(r.upstream_header("x-anonymous-consumer").is_none());
+}
+
+#[test]
+fn anonymous_consumer_must_exist() {
+    let dir = temp_dir();
+    let f = dir.join("kong.yml");
+    std::fs::write(&f, auth_config("http://127.0.0.1:1", "          - name: key-auth\n            config: {anonymous: nobody}\n")).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(["config", "validate"])
+        .arg(&f)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("services[0].routes[0].plugins[0].config.anonymous: anonymous consumer 'nobody' is configured but doesn't exist"),
+        "{stdout}"
+    );
+}

@@ -1,0 +1,102 @@
+//! Consumers, their credentials and groups, indexed once per config for the auth plugins.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use portcullis_config::{Config, Credential};
+
+/// What plugins and upstream headers know of a consumer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsumerInfo {
+    /// Consumer id.
+    pub id: Arc<str>,
+    /// Username, if set.
+    pub username: Option<Arc<str>>,
+    /// Custom id, if set.
+    pub custom_id: Option<Arc<str>>,
+}
+
+/// Consumers and credentials of one config.
+#[derive(Debug, Default)]
+pub struct Catalog {
+    by_id: HashMap<String, Arc<ConsumerInfo>>,
+    by_name: HashMap<String, Arc<ConsumerInfo>>,
+    credentials: Vec<Credential>,
+    groups: HashMap<String, Vec<String>>,
+    /// False for the empty catalog used when a plugin config is checked on its own:
+    /// references to consumers are then checked later, when the whole config compiles.
+    complete: bool,
+}
+
+impl Catalog {
+    /// An empty catalog for schema-only checks.
+    pub fn schema_only() -> Catalog {
+        Catalog::default()
+    }
+
+    /// Indexes a config's consumers, credentials, ACL groups and consumer groups.
+    pub fn build(config: &Config) -> Catalog {
+        let mut c = Catalog {
+            complete: true,
+            ..Catalog::default()
+        };
+        for k in &config.consumers {
+            let info = Arc::new(ConsumerInfo {
+                id: Arc::from(k.id.as_str()),
+                username: k.username.as_deref().map(Arc::from),
+                custom_id: k.custom_id.as_deref().map(Arc::from),
+            });
+            c.by_id.insert(k.id.clone(), info.clone());
+            if let Some(u) = &k.username {
+                c.by_name.insert(u.clone(), info.clone());
+            }
+            if let Some(cid) = &k.custom_id {
+                c.by_name.entry(cid.clone()).or_insert(info);
+            }
+        }
+        c.credentials = config.credentials.clone();
+        for cred in &config.credentials {
+            if cred.kind == "acls" {
+                if let Some(g) = cred.fields.get("group").and_then(|v| v.as_str()) {
+                    c.groups
+                        .entry(cred.consumer.clone())
+                        .or_default()
+                        .push(g.to_string());
+                }
+            }
+        }
+        for (group, members) in &config.consumer_groups {
+            for m in members {
+                let list = c.groups.entry(m.clone()).or_default();
+                if !list.contains(group) {
+                    list.push(group.clone());
+                }
+            }
+        }
+        c
+    }
+
+    /// True when built from a whole config (consumer references can be checked).
+    pub fn is_complete(&self) -> bool {
+        self.complete
+    }
+
+    /// A consumer by id, username or custom id.
+    pub fn consumer(&self, reference: &str) -> Option<Arc<ConsumerInfo>> {
+        self.by_id
+            .get(reference)
+            .or_else(|| self.by_id.get(&reference.to_ascii_lowercase()))
+            .or_else(|| self.by_name.get(reference))
+            .cloned()
+    }
+
+    /// Credentials of one kind (`keyauth_credentials`, `basicauth_credentials`, ...).
+    pub fn credentials<'a>(&'a self, kind: &'a str) -> impl Iterator<Item = &'a Credential> + 'a {
+        self.credentials.iter().filter(move |c| c.kind == kind)
+    }
+
+    /// ACL groups and consumer-group memberships of a consumer.
+    pub fn groups_of(&self, consumer_id: &str) -> &[String] {
+        self.groups.get(consumer_id).map_or(&[], Vec::as_slice)
+    }
+}
