@@ -22,6 +22,9 @@ consumers:
       - key: bob-secret-key
     acls:
       - group: users
+    basicauth_credentials:
+      - username: bob
+        password: "b0b-p@ss:word"
   - username: guest
 services:
   - name: svc
@@ -41,17 +44,25 @@ async fn key_auth_identifies_consumers_and_challenges_strangers() {
 
     let r = gw.get("/").await;
     assert_status(&r, 401);
-    assert_eq!(r.json(), serde_json::json!({"message": "No API key found in request"}));
+    assert_eq!(
+        r.json(),
+        serde_json::json!({"message": "No API key found in request"})
+    );
     assert_eq!(r.header("www-authenticate").unwrap(), "Key");
 
     let r = get(gw.proxy, "/", &[("apikey", "wrong")]).await.unwrap();
     assert_status(&r, 401);
     assert_eq!(r.json()["message"], "Unauthorized");
 
-    let r = get(gw.proxy, "/", &[("apikey", "alice-secret-key")]).await.unwrap();
+    let r = get(gw.proxy, "/", &[("apikey", "alice-secret-key")])
+        .await
+        .unwrap();
     assert_status(&r, 200);
     assert_eq!(r.upstream_header("x-consumer-username").unwrap(), "alice");
-    assert_eq!(r.upstream_header("x-consumer-custom-id").unwrap(), "alice-001");
+    assert_eq!(
+        r.upstream_header("x-consumer-custom-id").unwrap(),
+        "alice-001"
+    );
     assert_eq!(r.upstream_header("x-consumer-id").unwrap().len(), 36);
     assert!(r.upstream_header("x-credential-identifier").is_some());
     assert!(r.upstream_header("x-anonymous-consumer").is_none());
@@ -65,7 +76,10 @@ async fn key_auth_identifies_consumers_and_challenges_strangers() {
 
     // Keys never show up in the gateway's logs.
     let logs = gw.logs();
-    assert!(!logs.contains("alice-secret-key") && !logs.contains("bob-secret-key"), "{logs}");
+    assert!(
+        !logs.contains("alice-secret-key") && !logs.contains("bob-secret-key"),
+        "{logs}"
+    );
 }
 
 #[tokio::test]
@@ -89,7 +103,10 @@ async fn forged_identity_headers_are_stripped() {
     assert_eq!(r.upstream_header("x-consumer-username").unwrap(), "bob");
     assert!(r.upstream_header("x-consumer-groups").is_none());
     assert!(r.upstream_header("x-anonymous-consumer").is_none());
-    assert_ne!(r.upstream_header("x-credential-identifier").unwrap(), "forged");
+    assert_ne!(
+        r.upstream_header("x-credential-identifier").unwrap(),
+        "forged"
+    );
 }
 
 #[tokio::test]
@@ -100,15 +117,22 @@ async fn hide_credentials_and_custom_key_names() {
         "          - name: key-auth\n            config: {key_names: [x-api-key, token], hide_credentials: true, realm: portcullis}\n",
     ))
     .await;
-    let r = get(gw.proxy, "/", &[("x-api-key", "alice-secret-key")]).await.unwrap();
+    let r = get(gw.proxy, "/", &[("x-api-key", "alice-secret-key")])
+        .await
+        .unwrap();
     assert_status(&r, 200);
     assert!(r.upstream_header("x-api-key").is_none());
     let r = gw.get("/p?a=1&token=alice-secret-key&b=2").await;
     assert_status(&r, 200);
     assert_eq!(r.json()["uri"], "/p?a=1&b=2");
     let r = gw.get("/").await;
-    assert_eq!(r.header("www-authenticate").unwrap(), "Key realm=\"portcullis\"");
-    let r = get(gw.proxy, "/", &[("apikey", "alice-secret-key")]).await.unwrap();
+    assert_eq!(
+        r.header("www-authenticate").unwrap(),
+        "Key realm=\"portcullis\""
+    );
+    let r = get(gw.proxy, "/", &[("apikey", "alice-secret-key")])
+        .await
+        .unwrap();
     assert_status(&r, 401);
 }
 
@@ -120,12 +144,19 @@ async fn acl_allows_and_denies_by_group() {
         "          - name: key-auth\n          - name: acl\n            config: {allow: [admins]}\n",
     ))
     .await;
-    let r = get(gw.proxy, "/", &[("apikey", "alice-secret-key")]).await.unwrap();
+    let r = get(gw.proxy, "/", &[("apikey", "alice-secret-key")])
+        .await
+        .unwrap();
     assert_status(&r, 200);
     assert_eq!(r.upstream_header("x-consumer-groups").unwrap(), "admins");
-    let r = get(gw.proxy, "/", &[("apikey", "bob-secret-key")]).await.unwrap();
+    let r = get(gw.proxy, "/", &[("apikey", "bob-secret-key")])
+        .await
+        .unwrap();
     assert_status(&r, 403);
-    assert_eq!(r.json(), serde_json::json!({"message": "You cannot consume this service"}));
+    assert_eq!(
+        r.json(),
+        serde_json::json!({"message": "You cannot consume this service"})
+    );
     // ACL runs after authentication: no key is still a 401, not a 403.
     assert_status(&gw.get("/").await, 401);
 
@@ -134,23 +165,36 @@ async fn acl_allows_and_denies_by_group() {
         "          - name: key-auth\n          - name: acl\n            config: {deny: [users], hide_groups_header: true}\n",
     ))
     .await;
-    let r = get(gw2.proxy, "/", &[("apikey", "alice-secret-key")]).await.unwrap();
+    let r = get(gw2.proxy, "/", &[("apikey", "alice-secret-key")])
+        .await
+        .unwrap();
     assert_status(&r, 200);
     assert!(r.upstream_header("x-consumer-groups").is_none());
-    assert_status(&get(gw2.proxy, "/", &[("apikey", "bob-secret-key")]).await.unwrap(), 403);
+    assert_status(
+        &get(gw2.proxy, "/", &[("apikey", "bob-secret-key")])
+            .await
+            .unwrap(),
+        403,
+    );
 }
 
 #[tokio::test]
 async fn anonymous_fallback() {
     let origin = Origin::start("a").await;
-    let gw = Gw::start(&auth_config(&origin.url(), "          - name: key-auth\n            config: {anonymous: guest}\n")).await;
+    let gw = Gw::start(&auth_config(
+        &origin.url(),
+        "          - name: key-auth\n            config: {anonymous: guest}\n",
+    ))
+    .await;
     let r = gw.get("/").await;
     assert_status(&r, 200);
     assert_eq!(r.upstream_header("x-consumer-username").unwrap(), "guest");
     assert_eq!(r.upstream_header("x-anonymous-consumer").unwrap(), "true");
     let r = get(gw.proxy, "/", &[("apikey", "nope")]).await.unwrap();
     assert_eq!(r.upstream_header("x-anonymous-consumer").unwrap(), "true");
-    let r = get(gw.proxy, "/", &[("apikey", "alice-secret-key")]).await.unwrap();
+    let r = get(gw.proxy, "/", &[("apikey", "alice-secret-key")])
+        .await
+        .unwrap();
     assert_eq!(r.upstream_header("x-consumer-username").unwrap(), "alice");
     assert!(r.upstream_header("x-anonymous-consumer").is_none());
 }
@@ -159,7 +203,14 @@ async fn anonymous_fallback() {
 fn anonymous_consumer_must_exist() {
     let dir = temp_dir();
     let f = dir.join("kong.yml");
-    std::fs::write(&f, auth_config("http://127.0.0.1:1", "          - name: key-auth\n            config: {anonymous: nobody}\n")).unwrap();
+    std::fs::write(
+        &f,
+        auth_config(
+            "http://127.0.0.1:1",
+            "          - name: key-auth\n            config: {anonymous: nobody}\n",
+        ),
+    )
+    .unwrap();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
         .args(["config", "validate"])
         .arg(&f)
@@ -171,4 +222,119 @@ fn anonymous_consumer_must_exist() {
         stdout.contains("services[0].routes[0].plugins[0].config.anonymous: anonymous consumer 'nobody' is configured but doesn't exist"),
         "{stdout}"
     );
+}
+
+fn basic(user: &str, pass: &str) -> String {
+    use base64::Engine;
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"))
+    )
+}
+
+#[tokio::test]
+async fn basic_auth_verifies_hashed_passwords() {
+    let origin = Origin::start("a").await;
+    let gw = Gw::start(&auth_config(
+        &origin.url(),
+        "          - name: basic-auth\n            config: {hide_credentials: true}\n",
+    ))
+    .await;
+    let r = gw.get("/").await;
+    assert_status(&r, 401);
+    assert_eq!(r.json()["message"], "Unauthorized");
+    assert_eq!(
+        r.header("www-authenticate").unwrap(),
+        "Basic realm=\"service\""
+    );
+    let r = get(gw.proxy, "/", &[("authorization", &basic("bob", "wrong"))])
+        .await
+        .unwrap();
+    assert_status(&r, 401);
+    let r = get(
+        gw.proxy,
+        "/",
+        &[("authorization", &basic("nobody", "b0b-p@ss:word"))],
+    )
+    .await
+    .unwrap();
+    assert_status(&r, 401);
+    for _ in 0..3 {
+        let r = get(
+            gw.proxy,
+            "/",
+            &[("authorization", &basic("bob", "b0b-p@ss:word"))],
+        )
+        .await
+        .unwrap();
+        assert_status(&r, 200);
+        assert_eq!(r.upstream_header("x-consumer-username").unwrap(), "bob");
+        assert_eq!(r.upstream_header("x-credential-identifier").unwrap(), "bob");
+        assert!(
+            r.upstream_header("authorization").is_none(),
+            "hide_credentials"
+        );
+    }
+    // Proxy-Authorization is read first.
+    let r = get(
+        gw.proxy,
+        "/",
+        &[
+            ("proxy-authorization", &basic("bob", "b0b-p@ss:word")),
+            ("authorization", "Bearer x"),
+        ],
+    )
+    .await
+    .unwrap();
+    assert_status(&r, 200);
+    assert!(!gw.logs().contains("b0b-p@ss"));
+}
+
+#[tokio::test]
+async fn several_auth_plugins_combine_like_kong() {
+    let origin = Origin::start("a").await;
+    // Without anonymous: every plugin must pass.
+    let gw = Gw::start(&auth_config(
+        &origin.url(),
+        "          - name: key-auth\n          - name: basic-auth\n",
+    ))
+    .await;
+    let both = get(
+        gw.proxy,
+        "/",
+        &[
+            ("apikey", "bob-secret-key"),
+            ("authorization", &basic("bob", "b0b-p@ss:word")),
+        ],
+    )
+    .await
+    .unwrap();
+    assert_status(&both, 200);
+    let key_only = get(gw.proxy, "/", &[("apikey", "bob-secret-key")])
+        .await
+        .unwrap();
+    assert_status(&key_only, 401);
+    // With anonymous on each: any one is enough, none maps to the anonymous consumer.
+    let gw2 = Gw::start(&auth_config(
+        &origin.url(),
+        "          - name: key-auth\n            config: {anonymous: guest}\n          - name: basic-auth\n            config: {anonymous: guest}\n",
+    ))
+    .await;
+    let r = get(
+        gw2.proxy,
+        "/",
+        &[("authorization", &basic("bob", "b0b-p@ss:word"))],
+    )
+    .await
+    .unwrap();
+    assert_status(&r, 200);
+    assert_eq!(r.upstream_header("x-consumer-username").unwrap(), "bob");
+    assert!(r.upstream_header("x-anonymous-consumer").is_none());
+    let r = get(gw2.proxy, "/", &[("apikey", "alice-secret-key")])
+        .await
+        .unwrap();
+    assert_eq!(r.upstream_header("x-consumer-username").unwrap(), "alice");
+    let r = gw2.get("/").await;
+    assert_status(&r, 200);
+    assert_eq!(r.upstream_header("x-anonymous-consumer").unwrap(), "true");
 }

@@ -16,12 +16,25 @@ pub struct ConsumerInfo {
     pub custom_id: Option<Arc<str>>,
 }
 
+/// A basic-auth user: the consumer and an argon2id PHC hash of the password.
+#[derive(Debug)]
+pub struct BasicUser {
+    /// The consumer.
+    pub consumer: Arc<ConsumerInfo>,
+    /// PHC string.
+    pub hash: String,
+}
+
 /// Consumers and credentials of one config.
 #[derive(Debug, Default)]
 pub struct Catalog {
+    /// basic-auth users, hashed once per config however many plugin instances use them.
+    pub(crate) basic_users: std::sync::OnceLock<Arc<HashMap<String, BasicUser>>>,
     by_id: HashMap<String, Arc<ConsumerInfo>>,
     by_name: HashMap<String, Arc<ConsumerInfo>>,
-    credentials: Vec<Credential>,
+    /// Raw credentials: needed only while plugins are built, then dropped (see
+    /// [`Catalog::forget_credentials`]) so no plaintext secret outlives the load.
+    credentials: std::sync::Mutex<Vec<Credential>>,
     groups: HashMap<String, Vec<String>>,
     /// False for the empty catalog used when a plugin config is checked on its own:
     /// references to consumers are then checked later, when the whole config compiles.
@@ -54,7 +67,7 @@ impl Catalog {
                 c.by_name.entry(cid.clone()).or_insert(info);
             }
         }
-        c.credentials = config.credentials.clone();
+        c.credentials = std::sync::Mutex::new(config.credentials.clone());
         for cred in &config.credentials {
             if cred.kind == "acls" {
                 if let Some(g) = cred.fields.get("group").and_then(|v| v.as_str()) {
@@ -91,8 +104,19 @@ impl Catalog {
     }
 
     /// Credentials of one kind (`keyauth_credentials`, `basicauth_credentials`, ...).
-    pub fn credentials<'a>(&'a self, kind: &'a str) -> impl Iterator<Item = &'a Credential> + 'a {
-        self.credentials.iter().filter(move |c| c.kind == kind)
+    pub fn credentials(&self, kind: &str) -> Vec<Credential> {
+        self.credentials
+            .lock()
+            .map(|list| list.iter().filter(|c| c.kind == kind).cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Drops the raw credentials once every plugin holds what it needs (digests, hashes).
+    pub fn forget_credentials(&self) {
+        if let Ok(mut list) = self.credentials.lock() {
+            list.clear();
+            list.shrink_to_fit();
+        }
     }
 
     /// ACL groups and consumer-group memberships of a consumer.

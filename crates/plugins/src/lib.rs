@@ -14,6 +14,7 @@
 
 pub mod acl;
 pub mod auth;
+pub mod basic_auth;
 pub mod catalog;
 mod ctx;
 pub mod key_auth;

@@ -6,10 +6,15 @@ use portcullis_config::Errors;
 use serde_json::Value;
 
 use crate::catalog::Catalog;
-use crate::{acl, key_auth, request_termination, Plugin};
+use crate::{acl, basic_auth, key_auth, request_termination, Plugin};
 
 /// Plugin names this build knows, with Kong's execution priority (higher runs first).
-const PLUGINS: &[(&str, i32)] = &[("key-auth", 1250), ("acl", 950), ("request-termination", 2)];
+const PLUGINS: &[(&str, i32)] = &[
+    ("key-auth", 1250),
+    ("basic-auth", 1100),
+    ("acl", 950),
+    ("request-termination", 2),
+];
 
 /// Names of all bundled plugins.
 pub fn known_plugins() -> impl Iterator<Item = &'static str> {
@@ -33,6 +38,8 @@ pub fn build_plugin(
     let cpath = portcullis_config::reader::join(path, "config");
     match name {
         "key-auth" => key_auth::KeyAuth::build(config, &cpath, errs, catalog)
+            .map(|p| Arc::new(p) as Arc<dyn Plugin>),
+        "basic-auth" => basic_auth::BasicAuth::build(config, &cpath, errs, catalog)
             .map(|p| Arc::new(p) as Arc<dyn Plugin>),
         "acl" => {
             acl::Acl::build(config, &cpath, errs, catalog).map(|p| Arc::new(p) as Arc<dyn Plugin>)

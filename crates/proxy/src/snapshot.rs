@@ -114,6 +114,17 @@ pub fn compile(
         }
     }
 
+    // Plugins now hold digests and hashes; no plaintext secret stays in the snapshot.
+    catalog.forget_credentials();
+    let mut config = config;
+    for cred in &mut config.credentials {
+        for field in ["key", "password", "secret", "client_secret"] {
+            if let Some(v) = cred.fields.get_mut(field) {
+                *v = serde_json::Value::String("<redacted>".into());
+            }
+        }
+    }
+
     // Balancers: one per upstream entity, shared by the services that name it.
     let mut by_upstream: HashMap<&str, Arc<Balancer>> = HashMap::new();
     let mut balancers = Vec::new();
