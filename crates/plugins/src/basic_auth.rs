@@ -27,6 +27,9 @@ const CACHE_TTL: Duration = Duration::from_secs(300);
 /// Most remembered pairs; the cache is cleared when full.
 const CACHE_MAX: usize = 10_000;
 
+/// Keyed digest of (username, password) → consumer and when it was verified.
+type VerifiedCache = HashMap<[u8; 32], (Arc<ConsumerInfo>, Instant)>;
+
 /// A compiled `basic-auth` instance.
 pub struct BasicAuth {
     hide_credentials: bool,
@@ -34,7 +37,7 @@ pub struct BasicAuth {
     challenge: String,
     users: Arc<HashMap<String, BasicUser>>,
     salt: [u8; 32],
-    verified: Mutex<HashMap<[u8; 32], (Arc<ConsumerInfo>, Instant)>>,
+    verified: Mutex<VerifiedCache>,
     verifiers: Arc<Semaphore>,
 }
 
