@@ -6,10 +6,11 @@ use portcullis_config::Errors;
 use serde_json::Value;
 
 use crate::catalog::Catalog;
-use crate::{acl, basic_auth, key_auth, request_termination, Plugin};
+use crate::{acl, basic_auth, jwt, key_auth, request_termination, Plugin};
 
 /// Plugin names this build knows, with Kong's execution priority (higher runs first).
 const PLUGINS: &[(&str, i32)] = &[
+    ("jwt", 1450),
     ("key-auth", 1250),
     ("basic-auth", 1100),
     ("acl", 950),
@@ -41,6 +42,9 @@ pub fn build_plugin(
             .map(|p| Arc::new(p) as Arc<dyn Plugin>),
         "basic-auth" => basic_auth::BasicAuth::build(config, &cpath, errs, catalog)
             .map(|p| Arc::new(p) as Arc<dyn Plugin>),
+        "jwt" => {
+            jwt::Jwt::build(config, &cpath, errs, catalog).map(|p| Arc::new(p) as Arc<dyn Plugin>)
+        }
         "acl" => {
             acl::Acl::build(config, &cpath, errs, catalog).map(|p| Arc::new(p) as Arc<dyn Plugin>)
         }
