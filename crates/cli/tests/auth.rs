@@ -338,3 +338,26 @@ async fn several_auth_plugins_combine_like_kong() {
     assert_status(&r, 200);
     assert_eq!(r.upstream_header("x-anonymous-consumer").unwrap(), "true");
 }
+
+#[tokio::test]
+async fn consumer_scoped_plugins_apply_once_the_consumer_is_known() {
+    let origin = Origin::start("a").await;
+    let mut cfg = auth_config(
+        &origin.url(),
+        "          - name: key-auth\n          - name: request-termination\n            config: {status_code: 418, message: route-level}\n            enabled: false\n",
+    );
+    cfg.push_str(
+        r#"plugins:
+  - name: request-termination
+    consumer: bob
+    config: {status_code: 403, message: "bob is suspended"}
+"#,
+    );
+    let gw = Gw::start(&cfg).await;
+    let r = get(gw.proxy, "/", &[("apikey", "bob-secret-key")]).await.unwrap();
+    assert_status(&r, 403);
+    assert_eq!(r.json()["message"], "bob is suspended");
+    let r = get(gw.proxy, "/", &[("apikey", "alice-secret-key")]).await.unwrap();
+    assert_status(&r, 200);
+    assert_eq!(origin.hits(), 1);
+}

@@ -20,7 +20,7 @@ use crate::gateway::Gateway;
 use crate::guard::UpgradeSignal;
 use crate::path;
 use crate::settings::canonical;
-use crate::snapshot::{upstream_path, CompiledRoute, CompiledService};
+use crate::snapshot::{upstream_path, ChainEntry, CompiledRoute, CompiledService};
 use crate::upstream::{ConnectError, Endpoint};
 
 /// Facts about the client connection a request arrived on.
@@ -228,13 +228,47 @@ async fn proxy(
 
     // No client may claim an identity: only auth plugins set these headers.
     portcullis_plugins::auth::strip_identity_headers(&mut ctx.headers);
-    // Access phase.
-    for entry in &route.plugins {
-        if !(if conn.tls {
-            entry.on_https
-        } else {
-            entry.on_http
-        }) {
+    // Access phase: the route's chain, merged by priority with the chain of the consumer once
+    // an auth plugin has identified one.
+    let mut consumer_chain: Option<&[ChainEntry]> = None;
+    let (mut ri, mut ci) = (0, 0);
+    loop {
+        if consumer_chain.is_none() {
+            consumer_chain = ctx
+                .identity
+                .as_ref()
+                .and_then(|id| route.consumer_plugins.get(&*id.consumer.id))
+                .map(Vec::as_slice);
+        }
+        let next_route = route.plugins.get(ri);
+        let next_consumer = consumer_chain.and_then(|c| c.get(ci));
+        let entry = match (next_route, next_consumer) {
+            (None, None) => break,
+            (Some(r), Some(c)) if r.priority > c.priority => {
+                ri += 1;
+                r
+            }
+            (_, Some(c)) => {
+                ci += 1;
+                c
+            }
+            (Some(r), None) => {
+                ri += 1;
+                r
+            }
+        };
+        // A consumer's own instance replaces the route's instance of the same plugin.
+        let overridden = consumer_chain.is_some_and(|c| {
+            !c.iter().any(|e| std::ptr::eq(e, entry))
+                && c.iter().any(|e| e.plugin.name() == entry.plugin.name())
+        });
+        if overridden
+            || !(if conn.tls {
+                entry.on_https
+            } else {
+                entry.on_http
+            })
+        {
             continue;
         }
         let flow = match entry.plugin.access(&mut ctx) {

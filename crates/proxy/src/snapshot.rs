@@ -41,6 +41,8 @@ pub struct CompiledService {
 pub struct ChainEntry {
     /// The instance.
     pub plugin: Arc<dyn Plugin>,
+    /// Kong priority (higher runs first).
+    pub priority: i32,
     /// Runs for plain-text requests.
     pub on_http: bool,
     /// Runs for TLS requests.
@@ -59,6 +61,10 @@ pub struct CompiledRoute {
     pub service: Option<Arc<CompiledService>>,
     /// Plugins in execution order (highest priority first).
     pub plugins: Vec<ChainEntry>,
+    /// Consumer-scoped instances for this route, by consumer id, in execution order. They
+    /// apply once authentication has identified the consumer and take precedence over the
+    /// route's instance of the same plugin.
+    pub consumer_plugins: HashMap<String, Vec<ChainEntry>>,
     /// Accepts plain-text requests.
     pub allows_http: bool,
     /// Accepts TLS requests.
@@ -188,6 +194,10 @@ pub fn compile(
         );
     }
 
+    let scoped_consumers: std::collections::BTreeSet<String> = plugins
+        .iter()
+        .filter_map(|(i, _)| config.plugins[*i].consumer.clone())
+        .collect();
     let mut specs = Vec::with_capacity(config.routes.len());
     let mut routes = Vec::with_capacity(config.routes.len());
     for r in &config.routes {
@@ -196,7 +206,14 @@ pub fn compile(
             .as_deref()
             .and_then(|id| services.get(id))
             .cloned();
-        let chain = plugin_chain(&config.plugins, &plugins, r);
+        let chain = plugin_chain(&config.plugins, &plugins, r, None);
+        let mut consumer_plugins = HashMap::new();
+        for consumer in &scoped_consumers {
+            let c = plugin_chain(&config.plugins, &plugins, r, Some(consumer));
+            if !c.is_empty() {
+                consumer_plugins.insert(consumer.to_string(), c);
+            }
+        }
         specs.push(RouteSpec {
             methods: r.methods.clone(),
             hosts: r.hosts.clone(),
@@ -223,6 +240,7 @@ pub fn compile(
             route: r.clone(),
             service,
             plugins: chain,
+            consumer_plugins,
         });
     }
     let router = match Router::build(&specs) {
@@ -260,20 +278,22 @@ pub fn compile(
 }
 
 /// Picks, for each plugin name, the most specific instance for this route (Kong's precedence:
-/// route+service, route, service, global), ordered by priority. Consumer-scoped instances are
-/// applied once authentication knows the consumer.
+/// route+service, route, service, global), ordered by priority. With `consumer`, picks among
+/// the instances scoped to that consumer instead (consumer+route+service, consumer+route,
+/// consumer+service, consumer).
 type Candidate<'a> = (u8, usize, &'a Arc<dyn Plugin>);
 
 fn plugin_chain(
     entities: &[PluginEntity],
     built: &[(usize, Arc<dyn Plugin>)],
     r: &Route,
+    consumer: Option<&str>,
 ) -> Vec<ChainEntry> {
     // Plugin name -> (scope rank, index of the entity, instance).
     let mut best: HashMap<&str, Candidate<'_>> = HashMap::new();
     for (idx, inst) in built {
         let p = &entities[*idx];
-        if p.consumer.is_some() {
+        if p.consumer.as_deref() != consumer {
             continue;
         }
         let on_route = p.route.as_deref() == Some(r.id.as_str());
@@ -299,6 +319,7 @@ fn plugin_chain(
             let p = &entities[idx];
             let entry = ChainEntry {
                 plugin: inst.clone(),
+                priority: priority_of(&p.name).unwrap_or(0),
                 on_http: p
                     .protocols
                     .iter()
