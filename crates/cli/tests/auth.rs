@@ -25,6 +25,9 @@ consumers:
     basicauth_credentials:
       - username: bob
         password: "b0b-p@ss:word"
+    hmacauth_credentials:
+      - username: bob-hmac
+        secret: bob-hmac-secret
   - username: guest
 services:
   - name: svc
@@ -354,10 +357,115 @@ async fn consumer_scoped_plugins_apply_once_the_consumer_is_known() {
 "#,
     );
     let gw = Gw::start(&cfg).await;
-    let r = get(gw.proxy, "/", &[("apikey", "bob-secret-key")]).await.unwrap();
+    let r = get(gw.proxy, "/", &[("apikey", "bob-secret-key")])
+        .await
+        .unwrap();
     assert_status(&r, 403);
     assert_eq!(r.json()["message"], "bob is suspended");
-    let r = get(gw.proxy, "/", &[("apikey", "alice-secret-key")]).await.unwrap();
+    let r = get(gw.proxy, "/", &[("apikey", "alice-secret-key")])
+        .await
+        .unwrap();
     assert_status(&r, 200);
+    assert_eq!(origin.hits(), 1);
+}
+
+fn http_date(offset_secs: i64) -> String {
+    let t = std::time::SystemTime::now() + std::time::Duration::from_secs(0);
+    let secs = t.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64 + offset_secs;
+    // Format an IMF-fixdate by hand (days-from-civil inverse).
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + if m <= 2 { 1 } else { 0 };
+    let wd = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"][days.rem_euclid(7) as usize];
+    let mon = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ][(m - 1) as usize];
+    format!(
+        "{wd}, {d:02} {mon} {y} {:02}:{:02}:{:02} GMT",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+fn hmac_header(secret: &[u8], signing: &str) -> String {
+    use base64::Engine;
+    use hmac::Mac;
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret).unwrap();
+    mac.update(signing.as_bytes());
+    let sig = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
+    format!(
+        r#"hmac username="bob-hmac", algorithm="hmac-sha256", headers="date request-line", signature="{sig}""#
+    )
+}
+
+#[tokio::test]
+async fn hmac_auth_verifies_signed_requests() {
+    let origin = Origin::start("a").await;
+    let gw = Gw::start(&auth_config(&origin.url(), "          - name: hmac-auth\n            config: {enforce_headers: [date], hide_credentials: true}\n")).await;
+    let date = http_date(0);
+    let signing = format!("date: {date}\nGET /res?q=1 HTTP/1.1");
+    let auth = hmac_header(b"bob-hmac-secret", &signing);
+    let r = get(
+        gw.proxy,
+        "/res?q=1",
+        &[("date", &date), ("authorization", &auth)],
+    )
+    .await
+    .unwrap();
+    assert_status(&r, 200);
+    assert_eq!(r.upstream_header("x-consumer-username").unwrap(), "bob");
+    assert_eq!(
+        r.upstream_header("x-credential-identifier").unwrap(),
+        "bob-hmac"
+    );
+    assert!(r.upstream_header("authorization").is_none());
+
+    // Same signature on another path: mismatch.
+    let r = get(
+        gw.proxy,
+        "/other",
+        &[("date", &date), ("authorization", &auth)],
+    )
+    .await
+    .unwrap();
+    assert_status(&r, 401);
+    assert_eq!(r.json()["message"], "HMAC signature does not match");
+    // Wrong secret.
+    let forged = hmac_header(b"guess", &signing);
+    let r = get(
+        gw.proxy,
+        "/res?q=1",
+        &[("date", &date), ("authorization", &forged)],
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.json()["message"], "HMAC signature does not match");
+    // Stale date (replay window is 300 s).
+    let old = http_date(-900);
+    let auth_old = hmac_header(
+        b"bob-hmac-secret",
+        &format!("date: {old}\nGET /res HTTP/1.1"),
+    );
+    let r = get(
+        gw.proxy,
+        "/res",
+        &[("date", &old), ("authorization", &auth_old)],
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.json()["message"], "HMAC signature cannot be verified, a valid date or x-date header is required for HMAC Authentication");
+    // No credentials.
+    let r = gw.get("/res").await;
+    assert_status(&r, 401);
+    assert_eq!(r.header("www-authenticate").unwrap(), "hmac");
     assert_eq!(origin.hits(), 1);
 }

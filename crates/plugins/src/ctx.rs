@@ -16,6 +16,10 @@ pub struct Ctx {
     pub method: Method,
     /// Normalised request path (what the router matched).
     pub path: String,
+    /// The request target exactly as the client sent it (signatures cover this).
+    pub uri: http::Uri,
+    /// HTTP version of the request.
+    pub version: http::Version,
     /// Raw query string, without `?`.
     pub query: Option<String>,
     /// Request headers; edits are forwarded upstream.
@@ -56,6 +60,8 @@ impl Ctx {
         Ctx {
             method,
             path,
+            uri: http::Uri::default(),
+            version: http::Version::HTTP_11,
             query,
             headers,
             client_ip,

@@ -17,6 +17,7 @@ pub mod auth;
 pub mod basic_auth;
 pub mod catalog;
 mod ctx;
+pub mod hmac_auth;
 pub mod jwt;
 pub mod key_auth;
 mod registry;

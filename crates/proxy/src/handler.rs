@@ -219,6 +219,8 @@ async fn proxy(
         client,
     );
     ctx.scheme = if conn.tls { "https" } else { "http" };
+    ctx.uri = parts.uri.clone();
+    ctx.version = parts.version;
     ctx.peer_ip = canonical(conn.peer.ip());
     ctx.host = host;
     ctx.route_id = Some(route.id.clone());
