@@ -9,6 +9,7 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
+use crate::access_log::AccessLog;
 use crate::balancer::Balancer;
 
 /// Counts a request against a target's in-flight total until the response body ends.
@@ -45,8 +46,9 @@ pub enum ProxyBody {
     Full(Option<Bytes>),
     /// Streamed from the peer.
     Stream(Incoming),
-    /// Streamed from an upstream, with its in-flight count.
-    Upstream(Incoming, InFlight),
+    /// Streamed from an upstream, with its in-flight count and the request's access-log
+    /// record (written when the body ends or the client goes away).
+    Upstream(Incoming, InFlight, Option<Box<AccessLog>>),
 }
 
 impl ProxyBody {
@@ -81,7 +83,16 @@ impl Body for ProxyBody {
         match self.get_mut() {
             ProxyBody::Empty => Poll::Ready(None),
             ProxyBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
-            ProxyBody::Stream(s) | ProxyBody::Upstream(s, _) => Pin::new(s).poll_frame(cx),
+            ProxyBody::Stream(s) => Pin::new(s).poll_frame(cx),
+            ProxyBody::Upstream(s, _, log) => {
+                let polled = Pin::new(s).poll_frame(cx);
+                if let (Some(log), Poll::Ready(Some(Ok(frame)))) = (log.as_mut(), &polled) {
+                    if let Some(d) = frame.data_ref() {
+                        log.response_bytes += d.len() as u64;
+                    }
+                }
+                polled
+            }
         }
     }
 
@@ -89,7 +100,7 @@ impl Body for ProxyBody {
         match self {
             ProxyBody::Empty => true,
             ProxyBody::Full(b) => b.is_none(),
-            ProxyBody::Stream(s) | ProxyBody::Upstream(s, _) => s.is_end_stream(),
+            ProxyBody::Stream(s) | ProxyBody::Upstream(s, _, _) => s.is_end_stream(),
         }
     }
 
@@ -97,7 +108,7 @@ impl Body for ProxyBody {
         match self {
             ProxyBody::Empty => SizeHint::with_exact(0),
             ProxyBody::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
-            ProxyBody::Stream(s) | ProxyBody::Upstream(s, _) => s.size_hint(),
+            ProxyBody::Stream(s) | ProxyBody::Upstream(s, _, _) => s.size_hint(),
         }
     }
 }

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use portcullis_config::{Config, FieldError};
 
+use crate::access_log::AccessLogSink;
 use crate::body::Stats;
 use crate::health;
 use crate::settings::{secs, Settings};
@@ -41,6 +42,10 @@ pub struct Gateway {
     pub ready: AtomicBool,
     /// Config file re-read on SIGHUP.
     pub config_path: Option<PathBuf>,
+    /// Access-log writer.
+    pub access_log: Arc<AccessLogSink>,
+    /// Header carrying the request id (lower case).
+    pub request_id_header: http::HeaderName,
     reload_lock: tokio::sync::Mutex<()>,
 }
 
@@ -69,6 +74,12 @@ impl Gateway {
             table: ArcSwap::new(snap.certs.clone()),
             default: default_cert,
         });
+        let access_log = AccessLogSink::open(&settings.access_log)
+            .map_err(|e| ReloadError::Io(format!("access_log: {e}")))?;
+        let request_id_header = http::HeaderName::from_bytes(
+            settings.request_id_header.to_ascii_lowercase().as_bytes(),
+        )
+        .map_err(|_| ReloadError::Io("request_id_header: not a valid header name".into()))?;
         let pool = Pool::new(
             settings.upstream_keepalive_pool_size,
             secs(settings.upstream_keepalive_idle_timeout),
@@ -82,6 +93,8 @@ impl Gateway {
             stats: Stats::default(),
             ready: AtomicBool::new(false),
             config_path,
+            access_log,
+            request_id_header,
             reload_lock: tokio::sync::Mutex::new(()),
         });
         Ok(gw)

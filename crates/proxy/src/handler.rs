@@ -13,6 +13,7 @@ use portcullis_config::HashOn;
 use portcullis_plugins::{Access, Ctx, Flow, ResponseHead};
 use portcullis_router::{Headers, RequestInfo};
 
+use crate::access_log::AccessLog;
 use crate::balancer::Outcome;
 use crate::body::{InFlight, ProxyBody};
 use crate::errors::{self, kong_error};
@@ -35,6 +36,8 @@ pub struct ConnInfo {
     pub sni: Option<String>,
     /// Upgrade decisions for the HTTP/1 guard of this connection.
     pub upgrade: Option<Arc<UpgradeSignal>>,
+    /// Negotiated TLS version (`TLSv1.3`), for the access log.
+    pub tls_version: Option<&'static str>,
 }
 
 struct HeaderView<'a>(&'a HeaderMap);
@@ -162,11 +165,46 @@ pub async fn handle(
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let websocket = conn.upgrade.is_some() && is_websocket(&req);
     let client_upgrade = websocket.then(|| hyper::upgrade::on(&mut req));
-    let resp = proxy(&gw, &conn, req, started, client_upgrade).await;
+    // Every request gets a fresh id (32 hex digits, like Kong's X-Kong-Request-Id); a client's
+    // copy of the header is replaced, so ids in logs are always the gateway's own.
+    let mut log = Box::new(AccessLog::new(gw.access_log.clone(), started));
+    log.request_id = format!("{:032x}", rand::random::<u128>());
+    if log.enabled() {
+        log.method = req.method().as_str().to_string();
+        log.protocol = match req.version() {
+            Version::HTTP_2 => "HTTP/2",
+            Version::HTTP_10 => "HTTP/1.0",
+            _ => "HTTP/1.1",
+        };
+        log.tls = conn.tls_version;
+        log.client_ip = Some(canonical(conn.peer.ip()));
+        log.request_bytes = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok());
+    }
+    let mut resp = proxy(&gw, &conn, req, started, client_upgrade, &mut log).await;
     if let Some(sig) = &conn.upgrade {
         if websocket && resp.status() != StatusCode::SWITCHING_PROTOCOLS {
             sig.refuse();
         }
+    }
+    if let Ok(v) = HeaderValue::from_str(&log.request_id) {
+        resp.headers_mut().insert(gw.request_id_header.clone(), v);
+    }
+    log.status = resp.status().as_u16();
+    match resp.body_mut() {
+        ProxyBody::Upstream(_, _, slot) => *slot = Some(log),
+        ProxyBody::Full(Some(b)) => {
+            log.response_bytes = b.len() as u64;
+            if log.reason.is_none() && log.status >= 400 && log.enabled() {
+                log.reason = serde_json::from_slice::<serde_json::Value>(b)
+                    .ok()
+                    .and_then(|v| v.get("message")?.as_str().map(str::to_string));
+            }
+        }
+        _ => {}
     }
     resp
 }
@@ -177,6 +215,7 @@ async fn proxy(
     req: Request<Incoming>,
     started: Instant,
     client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+    log: &mut AccessLog,
 ) -> Response<ProxyBody> {
     let snap = gw.snapshot();
     let (parts, body) = req.into_parts();
@@ -192,6 +231,10 @@ async fn proxy(
     } else {
         raw_path.to_string()
     };
+    if log.enabled() {
+        log.host.clone_from(&host);
+        log.path.clone_from(&norm);
+    }
     let found = snap.router.find(&RequestInfo {
         method: parts.method.as_str(),
         host: &host,
@@ -211,6 +254,12 @@ async fn proxy(
     }
 
     let (client, trusted) = client_ip(gw, conn.peer.ip(), &parts.headers);
+    log.client_ip = Some(client);
+    log.route = Some(route.name.clone().unwrap_or_else(|| route.id.clone()));
+    log.service = route
+        .service
+        .as_ref()
+        .map(|s| s.name.clone().unwrap_or_else(|| s.id.clone()));
     let mut ctx = Ctx::new(
         parts.method.clone(),
         norm,
@@ -227,9 +276,13 @@ async fn proxy(
     ctx.route_name = route.name.clone();
     ctx.service_id = route.service.as_ref().map(|s| s.id.clone());
     ctx.service_name = route.service.as_ref().and_then(|s| s.name.clone());
+    ctx.request_id.clone_from(&log.request_id);
 
     // No client may claim an identity: only auth plugins set these headers.
     portcullis_plugins::auth::strip_identity_headers(&mut ctx.headers);
+    if let Ok(v) = HeaderValue::from_str(&ctx.request_id) {
+        ctx.headers.insert(gw.request_id_header.clone(), v);
+    }
     // Access phase: the route's chain, merged by priority with the chain of the consumer once
     // an auth plugin has identified one.
     let mut consumer_chain: Option<&[ChainEntry]> = None;
@@ -278,6 +331,8 @@ async fn proxy(
             Access::Later(fut) => fut.await,
         };
         if let Flow::Respond(r) = flow {
+            log.refused_by = Some(entry.plugin.name());
+            note_consumer(log, &ctx);
             let mut head = ResponseHead {
                 status: r.status,
                 headers: r.headers,
@@ -288,6 +343,7 @@ async fn proxy(
     }
 
     portcullis_plugins::auth::set_identity_headers(&mut ctx);
+    note_consumer(log, &ctx);
     let Some(service) = route.service.clone() else {
         return kong_error(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -336,6 +392,7 @@ async fn proxy(
         body,
         route,
         hash_key.as_deref(),
+        log,
     )
     .await;
     let (mut resp, target) = match result {
@@ -343,6 +400,7 @@ async fn proxy(
         Err(resp) => return resp,
     };
     let upstream_latency = upstream_started.elapsed();
+    log.upstream_ms = Some(upstream_latency.as_millis() as u64);
 
     let status = resp.status();
     if status == StatusCode::SWITCHING_PROTOCOLS {
@@ -372,10 +430,24 @@ async fn proxy(
         upstream_started.saturating_duration_since(started),
     );
     run_response_phase(route, conn, &mut ctx, &mut head);
-    let body = ProxyBody::Upstream(incoming, target);
+    let body = ProxyBody::Upstream(incoming, target, None);
     let mut out = build_response(head, body);
     *out.version_mut() = Version::HTTP_11;
     out
+}
+
+/// Records who the request was, for the access log.
+fn note_consumer(log: &mut AccessLog, ctx: &Ctx) {
+    if let Some(id) = &ctx.identity {
+        log.consumer = Some(
+            id.consumer
+                .username
+                .as_deref()
+                .unwrap_or(&id.consumer.id)
+                .to_string(),
+        );
+        log.anonymous = id.anonymous;
+    }
 }
 
 fn set_latency(h: &mut HeaderMap, name: &HeaderName, d: Duration) {
@@ -683,6 +755,7 @@ async fn send_with_retries(
     body: ProxyBody,
     route: &CompiledRoute,
     hash_key: Option<&[u8]>,
+    log: &mut AccessLog,
 ) -> Result<(Response<Incoming>, InFlight), Response<ProxyBody>> {
     let svc = &service.service;
     let balancer = &service.balancer;
@@ -700,6 +773,9 @@ async fn send_with_retries(
             break;
         };
         let target = &balancer.targets()[ti];
+        if log.enabled() {
+            log.upstream = Some(format!("{}:{}", target.host, target.port));
+        }
         // Counted from selection, so least-connections sees requests still waiting upstream.
         let in_flight = InFlight::new(balancer.clone(), ti);
         let ep = Endpoint {

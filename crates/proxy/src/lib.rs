@@ -4,6 +4,7 @@
 //!
 //! hyper types stay inside this crate: config, router and plugins see only `http` types.
 
+pub mod access_log;
 pub mod balancer;
 pub mod body;
 pub mod errors;

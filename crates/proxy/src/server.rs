@@ -168,10 +168,11 @@ async fn serve_plain(
             tls: false,
             sni: None,
             upgrade: None,
+            tls_version: None,
         });
         serve_h2(gw, stream, info, watcher).await;
     } else {
-        serve_h1(gw, stream, peer, local, false, None, limits, watcher).await;
+        serve_h1(gw, stream, peer, local, None, limits, watcher).await;
     }
 }
 
@@ -195,6 +196,11 @@ async fn serve_tls(
     let (_, session) = tls.get_ref();
     let h2 = session.alpn_protocol() == Some(b"h2");
     let sni = session.server_name().map(|s| s.to_ascii_lowercase());
+    let version = match session.protocol_version() {
+        Some(rustls::ProtocolVersion::TLSv1_3) => Some("TLSv1.3"),
+        Some(rustls::ProtocolVersion::TLSv1_2) => Some("TLSv1.2"),
+        _ => None,
+    };
     if h2 {
         let info = Arc::new(ConnInfo {
             peer,
@@ -202,33 +208,43 @@ async fn serve_tls(
             tls: true,
             sni,
             upgrade: None,
+            tls_version: version,
         });
         serve_h2(gw, tls, info, watcher).await;
     } else {
-        serve_h1(gw, tls, peer, local, true, sni, limits, watcher).await;
+        let tls_conn = TlsFacts { sni, version };
+        serve_h1(gw, tls, peer, local, Some(tls_conn), limits, watcher).await;
     }
 }
 
-#[allow(clippy::too_many_arguments)]
+/// What the TLS handshake established.
+struct TlsFacts {
+    sni: Option<String>,
+    version: Option<&'static str>,
+}
+
 async fn serve_h1<I>(
     gw: Arc<Gateway>,
     io: I,
     peer: SocketAddr,
     local: SocketAddr,
-    tls: bool,
-    sni: Option<String>,
+    tls: Option<TlsFacts>,
     limits: Arc<Limits>,
     watcher: Shutdown,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let signal = Arc::new(UpgradeSignal::default());
+    let (sni, tls_version) = tls
+        .as_ref()
+        .map_or((None, None), |t| (t.sni.clone(), t.version));
     let info = Arc::new(ConnInfo {
         peer,
         local,
-        tls,
+        tls: tls.is_some(),
         sni,
         upgrade: Some(signal.clone()),
+        tls_version,
     });
     let guarded = GuardedIo::new(io, limits, signal);
     let svc = service_fn(move |req| {

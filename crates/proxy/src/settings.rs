@@ -55,6 +55,10 @@ pub struct Settings {
     pub log_format: String,
     /// Log level filter (tracing `EnvFilter` syntax).
     pub log_level: String,
+    /// Access log: `stdout` (default), `stderr`, `off`, or a file path (appended).
+    pub access_log: String,
+    /// Header carrying the request id upstream and back to the client.
+    pub request_id_header: String,
 }
 
 impl Default for Settings {
@@ -82,6 +86,8 @@ impl Default for Settings {
             ssl_cert_key: None,
             log_format: "json".into(),
             log_level: "info".into(),
+            access_log: "stdout".into(),
+            request_id_header: "x-request-id".into(),
         }
     }
 }
@@ -116,6 +122,9 @@ impl Settings {
         }
         if !["json", "text"].contains(&self.log_format.as_str()) {
             return Err("log_format: expected one of: json, text".into());
+        }
+        if http::HeaderName::from_bytes(self.request_id_header.as_bytes()).is_err() {
+            return Err("request_id_header: not a valid header name".into());
         }
         Ok(())
     }

@@ -219,7 +219,10 @@ impl Gw {
         let settings_path = dir.join("portcullis.toml");
         std::fs::write(
             &settings_path,
-            format!("log_format = \"json\"\nshutdown_timeout = 5.0\n{settings}"),
+            format!(
+                "log_format = \"json\"\nshutdown_timeout = 5.0\naccess_log = {:?}\n{settings}",
+                dir.join("access.log").display().to_string()
+            ),
         )
         .unwrap();
         let (proxy, tls, admin) = (free_port(), free_port(), free_port());
@@ -262,8 +265,34 @@ impl Gw {
         panic!("gateway did not become ready; log:\n{}", self.logs());
     }
 
+    /// Everything the gateway wrote: its log and its access log.
     pub fn logs(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        let mut all = std::fs::read_to_string(&self.log).unwrap_or_default();
+        all.push_str(&self.access_log_text());
+        all
+    }
+
+    pub fn access_log_text(&self) -> String {
+        std::fs::read_to_string(self.dir.join("access.log")).unwrap_or_default()
+    }
+
+    /// Access-log lines, parsed; waits briefly for at least `n` lines (the writer is async).
+    pub async fn access_lines(&self, n: usize) -> Vec<Value> {
+        for _ in 0..100 {
+            let lines: Vec<Value> = self
+                .access_log_text()
+                .lines()
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect();
+            if lines.len() >= n {
+                return lines;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!(
+            "fewer than {n} access-log lines:\n{}",
+            self.access_log_text()
+        );
     }
 
     pub fn signal(&self, sig: &str) {

@@ -1,0 +1,295 @@
+//! One structured (JSON) access-log line per request, written off the request path.
+//!
+//! The handler fills an [`AccessLog`] as the request moves through the pipeline; the line is
+//! emitted when the record is dropped, i.e. when the response body has been sent in full (or
+//! the client went away), so sizes and the total latency are the real ones. Lines go through a
+//! bounded queue to a writer thread: a slow disk or terminal never slows the proxy, and lines
+//! that do not fit in the queue are counted, not silently lost.
+//!
+//! Nothing that can carry a credential is written: no query string, no header values.
+
+use std::io::Write;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use serde::Serialize;
+
+/// Where access-log lines go.
+pub struct AccessLogSink {
+    tx: Option<SyncSender<String>>,
+    /// Lines dropped because the writer could not keep up.
+    pub dropped: AtomicU64,
+}
+
+impl AccessLogSink {
+    /// Opens the sink named by the `access_log` setting: `off`, `stdout`, `stderr` or a path.
+    pub fn open(target: &str) -> std::io::Result<Arc<AccessLogSink>> {
+        let out: Box<dyn Write + Send> = match target {
+            "off" => {
+                return Ok(Arc::new(AccessLogSink {
+                    tx: None,
+                    dropped: AtomicU64::new(0),
+                }))
+            }
+            "stdout" => Box::new(std::io::stdout()),
+            "stderr" => Box::new(std::io::stderr()),
+            path => Box::new(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)?,
+            ),
+        };
+        let (tx, rx) = sync_channel::<String>(16 * 1024);
+        std::thread::Builder::new()
+            .name("access-log".into())
+            .spawn(move || writer(rx, out))?;
+        Ok(Arc::new(AccessLogSink {
+            tx: Some(tx),
+            dropped: AtomicU64::new(0),
+        }))
+    }
+
+    /// A sink that writes nothing.
+    pub fn off() -> Arc<AccessLogSink> {
+        Arc::new(AccessLogSink {
+            tx: None,
+            dropped: AtomicU64::new(0),
+        })
+    }
+
+    /// Is anything written?
+    pub fn enabled(&self) -> bool {
+        self.tx.is_some()
+    }
+
+    fn send(&self, line: String) {
+        if let Some(tx) = &self.tx {
+            match tx.try_send(line) {
+                Ok(()) => {}
+                Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
+                    self.dropped.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+}
+
+fn writer(rx: Receiver<String>, out: Box<dyn Write + Send>) {
+    let mut out = std::io::BufWriter::with_capacity(64 * 1024, out);
+    while let Ok(line) = rx.recv() {
+        let _ = out.write_all(line.as_bytes());
+        let _ = out.write_all(b"\n");
+        // Write whatever else is queued, then flush once.
+        while let Ok(more) = rx.try_recv() {
+            let _ = out.write_all(more.as_bytes());
+            let _ = out.write_all(b"\n");
+        }
+        let _ = out.flush();
+    }
+}
+
+/// What is known about one request; written as one JSON line when dropped.
+pub struct AccessLog {
+    sink: Arc<AccessLogSink>,
+    started: Instant,
+    /// Request id.
+    pub request_id: String,
+    /// Client address (after trusted-proxy resolution).
+    pub client_ip: Option<IpAddr>,
+    /// Request method.
+    pub method: String,
+    /// Request host.
+    pub host: String,
+    /// Normalised path, without the query string.
+    pub path: String,
+    /// `HTTP/1.1`, `HTTP/2`.
+    pub protocol: &'static str,
+    /// TLS version of the client connection, if any.
+    pub tls: Option<&'static str>,
+    /// Request body size from Content-Length, if given.
+    pub request_bytes: Option<u64>,
+    /// Response status.
+    pub status: u16,
+    /// Response body bytes sent.
+    pub response_bytes: u64,
+    /// Route name or id.
+    pub route: Option<Arc<str>>,
+    /// Service name or id.
+    pub service: Option<Arc<str>>,
+    /// Consumer username or id.
+    pub consumer: Option<String>,
+    /// The anonymous consumer was used.
+    pub anonymous: bool,
+    /// Upstream target `host:port` of the last try.
+    pub upstream: Option<String>,
+    /// Upstream latency (request sent to response head), ms.
+    pub upstream_ms: Option<u64>,
+    /// The plugin that answered instead of the upstream.
+    pub refused_by: Option<&'static str>,
+    /// Why the gateway answered (the message of its JSON body).
+    pub reason: Option<String>,
+}
+
+#[derive(Serialize)]
+struct Line<'a> {
+    time: String,
+    kind: &'static str,
+    request_id: &'a str,
+    client_ip: Option<String>,
+    method: &'a str,
+    host: &'a str,
+    path: &'a str,
+    protocol: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tls: Option<&'static str>,
+    status: u16,
+    request_bytes: Option<u64>,
+    response_bytes: u64,
+    latencies: Latencies,
+    route: Option<&'a str>,
+    service: Option<&'a str>,
+    consumer: Option<&'a str>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    anonymous: bool,
+    upstream: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    refused_by: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct Latencies {
+    total_ms: u64,
+    upstream_ms: Option<u64>,
+    gateway_ms: u64,
+}
+
+impl AccessLog {
+    /// Starts a record for a request that arrived at `started`.
+    pub fn new(sink: Arc<AccessLogSink>, started: Instant) -> AccessLog {
+        AccessLog {
+            sink,
+            started,
+            request_id: String::new(),
+            client_ip: None,
+            method: String::new(),
+            host: String::new(),
+            path: String::new(),
+            protocol: "HTTP/1.1",
+            tls: None,
+            request_bytes: None,
+            status: 0,
+            response_bytes: 0,
+            route: None,
+            service: None,
+            consumer: None,
+            anonymous: false,
+            upstream: None,
+            upstream_ms: None,
+            refused_by: None,
+            reason: None,
+        }
+    }
+
+    /// Is the line going to be written at all?
+    pub fn enabled(&self) -> bool {
+        self.sink.enabled()
+    }
+
+    fn line(&self) -> String {
+        let total = self.started.elapsed().as_millis() as u64;
+        let line = Line {
+            time: rfc3339(SystemTime::now()),
+            kind: "access",
+            request_id: &self.request_id,
+            client_ip: self.client_ip.map(|ip| ip.to_string()),
+            method: &self.method,
+            host: &self.host,
+            path: &self.path,
+            protocol: self.protocol,
+            tls: self.tls,
+            status: self.status,
+            request_bytes: self.request_bytes,
+            response_bytes: self.response_bytes,
+            latencies: Latencies {
+                total_ms: total,
+                upstream_ms: self.upstream_ms,
+                gateway_ms: total.saturating_sub(self.upstream_ms.unwrap_or(0)),
+            },
+            route: self.route.as_deref(),
+            service: self.service.as_deref(),
+            consumer: self.consumer.as_deref(),
+            anonymous: self.anonymous,
+            upstream: self.upstream.as_deref(),
+            refused_by: self.refused_by,
+            reason: self.reason.as_deref(),
+        };
+        serde_json::to_string(&line).unwrap_or_default()
+    }
+}
+
+impl Drop for AccessLog {
+    fn drop(&mut self) {
+        if self.sink.enabled() {
+            let line = self.line();
+            self.sink.send(line);
+        }
+    }
+}
+
+/// UTC time as RFC 3339 with milliseconds, without pulling in a date crate.
+pub fn rfc3339(t: SystemTime) -> String {
+    let d = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+    let secs = d.as_secs() as i64;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Civil-from-days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        d.subsec_millis()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn rfc3339_formats_known_instants() {
+        assert_eq!(rfc3339(SystemTime::UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
+        let t = SystemTime::UNIX_EPOCH + Duration::from_millis(1_795_435_200_123);
+        assert_eq!(rfc3339(t), "2026-11-23T12:00:00.123Z");
+        let leap = SystemTime::UNIX_EPOCH + Duration::from_secs(951_782_400);
+        assert_eq!(rfc3339(leap), "2000-02-29T00:00:00.000Z");
+    }
+
+    #[test]
+    fn line_never_holds_a_query_string() {
+        let mut r = AccessLog::new(AccessLogSink::off(), Instant::now());
+        r.path = "/a".into();
+        r.status = 401;
+        r.reason = Some("No API key found in request".into());
+        let v: serde_json::Value = serde_json::from_str(&r.line()).unwrap();
+        assert_eq!(v["path"], "/a");
+        assert_eq!(v["status"], 401);
+        assert_eq!(v["kind"], "access");
+        assert!(v.get("query").is_none());
+    }
+}
