@@ -469,3 +469,138 @@ async fn hmac_auth_verifies_signed_requests() {
     assert_eq!(r.header("www-authenticate").unwrap(), "hmac");
     assert_eq!(origin.hits(), 1);
 }
+
+#[tokio::test]
+async fn key_auth_reads_keys_from_form_and_json_bodies() {
+    let origin = Origin::start("a").await;
+    let gw = Gw::start(&auth_config(
+        &origin.url(),
+        "          - name: key-auth\n            config: {key_in_body: true, key_in_query: false, hide_credentials: true}\n",
+    ))
+    .await;
+    let form = [("content-type", "application/x-www-form-urlencoded")];
+    let r = request(
+        gw.proxy,
+        "POST",
+        "/",
+        &form,
+        "a=1&apikey=alice-secret-key&b=two+words",
+    )
+    .await
+    .unwrap();
+    assert_status(&r, 200);
+    assert_eq!(r.upstream_header("x-consumer-username").unwrap(), "alice");
+    // hide_credentials removes the key from the body and the length follows.
+    assert_eq!(r.json()["body"], "a=1&b=two+words");
+    assert_eq!(r.upstream_header("content-length").unwrap(), "15");
+
+    let json_ct = [("content-type", "application/json; charset=utf-8")];
+    let r = request(
+        gw.proxy,
+        "POST",
+        "/",
+        &json_ct,
+        r#"{"apikey":"bob-secret-key","n":1}"#,
+    )
+    .await
+    .unwrap();
+    assert_status(&r, 200);
+    assert_eq!(r.upstream_header("x-consumer-username").unwrap(), "bob");
+    assert_eq!(r.json()["body"], r#"{"n":1}"#);
+
+    // Wrong key in the body, key in the (disabled) query, or a body type without keys: 401.
+    let r = request(gw.proxy, "POST", "/", &form, "apikey=nope")
+        .await
+        .unwrap();
+    assert_status(&r, 401);
+    assert_eq!(r.json()["message"], "Unauthorized");
+    let r = request(gw.proxy, "POST", "/?apikey=alice-secret-key", &form, "x=1")
+        .await
+        .unwrap();
+    assert_eq!(r.json()["message"], "No API key found in request");
+    let r = request(
+        gw.proxy,
+        "POST",
+        "/",
+        &[("content-type", "text/plain")],
+        "apikey=alice-secret-key",
+    )
+    .await
+    .unwrap();
+    assert_status(&r, 401);
+    assert_eq!(origin.hits(), 2);
+    assert!(!gw.logs().contains("alice-secret-key"));
+}
+
+fn hmac_header_with(secret: &[u8], signing: &str, headers: &str) -> String {
+    use base64::Engine;
+    use hmac::Mac;
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret).unwrap();
+    mac.update(signing.as_bytes());
+    let sig = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
+    format!(
+        r#"hmac username="bob-hmac", algorithm="hmac-sha256", headers="{headers}", signature="{sig}""#
+    )
+}
+
+fn sha256_digest(body: &str) -> String {
+    use base64::Engine;
+    use sha2::Digest;
+    format!(
+        "SHA-256={}",
+        base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(body.as_bytes()))
+    )
+}
+
+#[tokio::test]
+async fn hmac_auth_validates_the_body_digest() {
+    let origin = Origin::start("a").await;
+    let gw = Gw::start(&auth_config(
+        &origin.url(),
+        "          - name: hmac-auth\n            config: {validate_request_body: true}\n",
+    ))
+    .await;
+    let body = r#"{"amount":100}"#;
+    let date = http_date(0);
+    let digest = sha256_digest(body);
+    let signing = format!("date: {date}\ndigest: {digest}");
+    let auth = hmac_header_with(b"bob-hmac-secret", &signing, "date digest");
+    let headers = [
+        ("date", date.as_str()),
+        ("digest", digest.as_str()),
+        ("authorization", auth.as_str()),
+    ];
+    let r = request(gw.proxy, "POST", "/pay", &headers, body)
+        .await
+        .unwrap();
+    assert_status(&r, 200);
+    assert_eq!(r.json()["body"], body);
+
+    // The body swapped in transit: the digest no longer matches.
+    let r = request(gw.proxy, "POST", "/pay", &headers, r#"{"amount":999}"#)
+        .await
+        .unwrap();
+    assert_status(&r, 401);
+    assert_eq!(r.json()["message"], "HMAC signature does not match");
+
+    // Body and Digest swapped together, but Digest not signed: refused (Kong accepts this).
+    let evil = r#"{"amount":999}"#;
+    let evil_digest = sha256_digest(evil);
+    let signing = format!("date: {date}");
+    let auth = hmac_header_with(b"bob-hmac-secret", &signing, "date");
+    let h = [
+        ("date", date.as_str()),
+        ("digest", evil_digest.as_str()),
+        ("authorization", auth.as_str()),
+    ];
+    let r = request(gw.proxy, "POST", "/pay", &h, evil).await.unwrap();
+    assert_status(&r, 401);
+
+    // No body and no Digest: fine. A body without Digest: refused.
+    let h = [("date", date.as_str()), ("authorization", auth.as_str())];
+    let r = request(gw.proxy, "GET", "/pay", &h, "").await.unwrap();
+    assert_status(&r, 200);
+    let r = request(gw.proxy, "POST", "/pay", &h, "x=1").await.unwrap();
+    assert_status(&r, 401);
+    assert_eq!(origin.hits(), 2);
+}

@@ -44,6 +44,12 @@ pub struct Ctx {
     pub request_id: String,
     /// The authenticated (or anonymous) consumer, once an auth plugin decided.
     pub identity: Option<Identity>,
+    /// The request body, buffered for plugins that read it ([`crate::Plugin::reads_body`]);
+    /// `None` when no such plugin ran. A plugin may replace it; the upstream gets this copy.
+    pub body: Option<bytes::Bytes>,
+    /// Largest request body allowed upstream, set by `request-size-limiting`; a body without
+    /// a Content-Length that grows past it is refused with 413 rather than forwarded.
+    pub body_limit: Option<u64>,
     /// Per-request state, one slot per type; plugins keep their own types here.
     pub state: Extensions,
 }
@@ -74,6 +80,8 @@ impl Ctx {
             service_name: None,
             request_id: String::new(),
             identity: None,
+            body: None,
+            body_limit: None,
             state: Extensions::new(),
         }
     }
@@ -91,6 +99,16 @@ impl Ctx {
                 Some(kept.join("&"))
             };
         }
+    }
+
+    /// The request's media type (Content-Type without parameters), lower case.
+    pub fn media_type(&self) -> Option<String> {
+        let ct = self
+            .headers
+            .get(http::header::CONTENT_TYPE)?
+            .to_str()
+            .ok()?;
+        Some(ct.split(';').next()?.trim().to_ascii_lowercase())
     }
 
     /// First value of a query argument (raw, not percent-decoded).

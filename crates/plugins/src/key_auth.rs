@@ -23,6 +23,7 @@ pub struct KeyAuth {
     anonymous: Anonymous,
     key_in_header: bool,
     key_in_query: bool,
+    key_in_body: bool,
     run_on_preflight: bool,
     challenge: String,
     salt: [u8; 32],
@@ -60,12 +61,7 @@ impl KeyAuth {
         let anonymous = Anonymous::read(&mut o, catalog, errs);
         let key_in_header = o.bool_or("key_in_header", true, errs);
         let key_in_query = o.bool_or("key_in_query", true, errs);
-        if o.bool_or("key_in_body", false, errs) {
-            errs.push(
-                o.field_path("key_in_body"),
-                "key_in_body is not supported yet; send the key in a header or query argument",
-            );
-        }
+        let key_in_body = o.bool_or("key_in_body", false, errs);
         let run_on_preflight = o.bool_or("run_on_preflight", true, errs);
         let realm = o.opt_str("realm", errs);
         o.finish(errs);
@@ -91,6 +87,7 @@ impl KeyAuth {
             anonymous,
             key_in_header,
             key_in_query,
+            key_in_body,
             run_on_preflight,
             challenge: match realm {
                 Some(r) => format!("Key realm=\"{r}\""),
@@ -108,7 +105,7 @@ impl KeyAuth {
         if self.anonymous.skip(ctx) {
             return Flow::Continue;
         }
-        let mut found: Option<(String, &str, bool)> = None;
+        let mut found: Option<(String, &str, Place)> = None;
         for name in &self.key_names {
             if self.key_in_header {
                 let mut values = ctx.headers.get_all(name.as_str()).iter();
@@ -120,7 +117,7 @@ impl KeyAuth {
                         );
                     }
                     if let Ok(v) = v.to_str() {
-                        found = Some((v.to_string(), name, true));
+                        found = Some((v.to_string(), name, Place::Header));
                         break;
                     }
                 }
@@ -130,12 +127,18 @@ impl KeyAuth {
                     let decoded = percent_encoding::percent_decode_str(v)
                         .decode_utf8_lossy()
                         .into_owned();
-                    found = Some((decoded, name, false));
+                    found = Some((decoded, name, Place::Query));
+                    break;
+                }
+            }
+            if self.key_in_body {
+                if let Some(v) = body_arg(ctx, name) {
+                    found = Some((v, name, Place::Body));
                     break;
                 }
             }
         }
-        let Some((key, name, in_header)) = found else {
+        let Some((key, name, place)) = found else {
             return self.anonymous.fail(
                 ctx,
                 unauthorized("No API key found in request", &self.challenge),
@@ -147,15 +150,94 @@ impl KeyAuth {
                 .fail(ctx, unauthorized("Unauthorized", &self.challenge));
         };
         if self.hide_credentials {
-            if in_header {
-                ctx.headers.remove(name);
-            } else {
-                ctx.remove_query_arg(name);
+            match place {
+                Place::Header => {
+                    ctx.headers.remove(name);
+                }
+                Place::Query => ctx.remove_query_arg(name),
+                Place::Body => remove_body_arg(ctx, name),
             }
         }
         authenticate(ctx, consumer.clone(), cred_id.clone());
         Flow::Continue
     }
+}
+
+/// Where the key was found.
+#[derive(Clone, Copy)]
+enum Place {
+    Header,
+    Query,
+    Body,
+}
+
+/// A key in a form (`application/x-www-form-urlencoded`) or JSON object body.
+fn body_arg(ctx: &Ctx, name: &str) -> Option<String> {
+    let body = ctx.body.as_deref()?;
+    match ctx.media_type()?.as_str() {
+        "application/x-www-form-urlencoded" => form_urlencoded(body)
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v),
+        "application/json" => match serde_json::from_slice::<Value>(body).ok()?.get(name)? {
+            Value::String(s) => Some(s.clone()),
+            Value::Number(n) => Some(n.to_string()),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// Decoded `(name, value)` pairs of a form body.
+fn form_urlencoded(body: &[u8]) -> impl Iterator<Item = (String, String)> + '_ {
+    body.split(|b| *b == b'&')
+        .filter(|p| !p.is_empty())
+        .map(|pair| {
+            let (k, v) = match pair.iter().position(|b| *b == b'=') {
+                Some(i) => (&pair[..i], &pair[i + 1..]),
+                None => (pair, &[][..]),
+            };
+            (form_decode(k), form_decode(v))
+        })
+}
+
+fn form_decode(s: &[u8]) -> String {
+    let plus: Vec<u8> = s
+        .iter()
+        .map(|b| if *b == b'+' { b' ' } else { *b })
+        .collect();
+    percent_encoding::percent_decode(&plus)
+        .decode_utf8_lossy()
+        .into_owned()
+}
+
+/// Removes the key from the body (hide_credentials), keeping everything else as sent.
+fn remove_body_arg(ctx: &mut Ctx, name: &str) {
+    let Some(body) = ctx.body.take() else {
+        return;
+    };
+    let rewritten = match ctx.media_type().as_deref() {
+        Some("application/x-www-form-urlencoded") => {
+            let kept: Vec<&[u8]> = body
+                .split(|b| *b == b'&')
+                .filter(|pair| {
+                    let k = pair.split(|b| *b == b'=').next().unwrap_or_default();
+                    form_decode(k) != name
+                })
+                .collect();
+            Some(bytes::Bytes::from(kept.join(&b'&')))
+        }
+        Some("application/json") => match serde_json::from_slice::<Value>(&body) {
+            Ok(Value::Object(mut m)) => {
+                m.remove(name);
+                serde_json::to_vec(&Value::Object(m))
+                    .ok()
+                    .map(bytes::Bytes::from)
+            }
+            _ => None,
+        },
+        _ => None,
+    };
+    ctx.body = Some(rewritten.unwrap_or(body));
 }
 
 fn digest(salt: &[u8; 32], key: &str) -> [u8; 32] {
@@ -172,5 +254,9 @@ impl Plugin for KeyAuth {
 
     fn access<'a>(&'a self, ctx: &'a mut Ctx) -> Access<'a> {
         Access::Now(self.decide(ctx))
+    }
+
+    fn reads_body(&self) -> bool {
+        self.key_in_body
     }
 }

@@ -21,6 +21,7 @@ pub mod hmac_auth;
 pub mod jwt;
 pub mod key_auth;
 mod registry;
+pub mod request_size_limiting;
 pub mod request_termination;
 
 pub use catalog::{Catalog, ConsumerInfo};
@@ -103,6 +104,13 @@ pub trait Plugin: Send + Sync + 'static {
     fn access<'a>(&'a self, ctx: &'a mut Ctx) -> Access<'a> {
         let _ = ctx;
         Access::Now(Flow::Continue)
+    }
+
+    /// Does this instance read the request body in `access`? When it does, the proxy buffers
+    /// the body (up to the node's `request_buffer_bytes`, else 413) into [`Ctx::body`] before
+    /// calling it. Default: no, and bodies stream untouched.
+    fn reads_body(&self) -> bool {
+        false
     }
 
     /// Response-headers phase: may edit the status and headers sent to the client. Runs for

@@ -6,7 +6,9 @@ use portcullis_config::Errors;
 use serde_json::Value;
 
 use crate::catalog::Catalog;
-use crate::{acl, basic_auth, hmac_auth, jwt, key_auth, request_termination, Plugin};
+use crate::{
+    acl, basic_auth, hmac_auth, jwt, key_auth, request_size_limiting, request_termination, Plugin,
+};
 
 /// Plugin names this build knows, with Kong's execution priority (higher runs first).
 const PLUGINS: &[(&str, i32)] = &[
@@ -14,6 +16,7 @@ const PLUGINS: &[(&str, i32)] = &[
     ("key-auth", 1250),
     ("basic-auth", 1100),
     ("hmac-auth", 1030),
+    ("request-size-limiting", 951),
     ("acl", 950),
     ("request-termination", 2),
 ];
@@ -50,6 +53,10 @@ pub fn build_plugin(
             .map(|p| Arc::new(p) as Arc<dyn Plugin>),
         "acl" => {
             acl::Acl::build(config, &cpath, errs, catalog).map(|p| Arc::new(p) as Arc<dyn Plugin>)
+        }
+        "request-size-limiting" => {
+            request_size_limiting::RequestSizeLimiting::build(config, &cpath, errs)
+                .map(|p| Arc::new(p) as Arc<dyn Plugin>)
         }
         "request-termination" => {
             request_termination::RequestTermination::build(config, &cpath, errs)

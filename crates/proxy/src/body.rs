@@ -1,7 +1,7 @@
 //! One body type for both directions, so no request or response body is boxed.
 
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -46,6 +46,10 @@ pub enum ProxyBody {
     Full(Option<Bytes>),
     /// Streamed from the peer.
     Stream(Incoming),
+    /// Streamed from the client with a size limit (request-size-limiting on a body without a
+    /// Content-Length): past the limit the stream fails and the flag is set, so the handler
+    /// answers 413 instead of forwarding a truncated body.
+    Limited(Incoming, u64, Arc<AtomicBool>),
     /// Streamed from an upstream, with its in-flight count and the request's access-log
     /// record (written when the body ends or the client goes away).
     Upstream(Incoming, InFlight, Option<Box<AccessLog>>),
@@ -72,18 +76,43 @@ impl ProxyBody {
     }
 }
 
+/// Why a body stream failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    /// The peer's stream failed.
+    #[error(transparent)]
+    Hyper(#[from] hyper::Error),
+    /// The body grew past its limit.
+    #[error("body exceeds the size limit")]
+    TooLarge,
+}
+
 impl Body for ProxyBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BodyError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         match self.get_mut() {
             ProxyBody::Empty => Poll::Ready(None),
             ProxyBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
-            ProxyBody::Stream(s) => Pin::new(s).poll_frame(cx),
+            ProxyBody::Stream(s) => Pin::new(s).poll_frame(cx).map_err(BodyError::from),
+            ProxyBody::Limited(s, remaining, tripped) => {
+                let polled = Pin::new(s).poll_frame(cx);
+                if let Poll::Ready(Some(Ok(frame))) = &polled {
+                    if let Some(d) = frame.data_ref() {
+                        let n = d.len() as u64;
+                        if n > *remaining {
+                            tripped.store(true, Ordering::Relaxed);
+                            return Poll::Ready(Some(Err(BodyError::TooLarge)));
+                        }
+                        *remaining -= n;
+                    }
+                }
+                polled.map_err(BodyError::from)
+            }
             ProxyBody::Upstream(s, _, log) => {
                 let polled = Pin::new(s).poll_frame(cx);
                 if let (Some(log), Poll::Ready(Some(Ok(frame)))) = (log.as_mut(), &polled) {
@@ -91,7 +120,7 @@ impl Body for ProxyBody {
                         log.response_bytes += d.len() as u64;
                     }
                 }
-                polled
+                polled.map_err(BodyError::from)
             }
         }
     }
@@ -100,7 +129,9 @@ impl Body for ProxyBody {
         match self {
             ProxyBody::Empty => true,
             ProxyBody::Full(b) => b.is_none(),
-            ProxyBody::Stream(s) | ProxyBody::Upstream(s, _, _) => s.is_end_stream(),
+            ProxyBody::Stream(s) | ProxyBody::Upstream(s, _, _) | ProxyBody::Limited(s, _, _) => {
+                s.is_end_stream()
+            }
         }
     }
 
@@ -108,7 +139,9 @@ impl Body for ProxyBody {
         match self {
             ProxyBody::Empty => SizeHint::with_exact(0),
             ProxyBody::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
-            ProxyBody::Stream(s) | ProxyBody::Upstream(s, _, _) => s.size_hint(),
+            ProxyBody::Stream(s) | ProxyBody::Upstream(s, _, _) | ProxyBody::Limited(s, _, _) => {
+                s.size_hint()
+            }
         }
     }
 }

@@ -2,6 +2,7 @@
 //! target, proxy with retries, run the response phase.
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -286,6 +287,7 @@ async fn proxy(
     // Access phase: the route's chain, merged by priority with the chain of the consumer once
     // an auth plugin has identified one.
     let mut consumer_chain: Option<&[ChainEntry]> = None;
+    let mut pending_body = Some(body);
     let (mut ri, mut ci) = (0, 0);
     loop {
         if consumer_chain.is_none() {
@@ -325,6 +327,14 @@ async fn proxy(
             })
         {
             continue;
+        }
+        if entry.plugin.reads_body() && ctx.body.is_none() {
+            if let Some(b) = pending_body.take() {
+                match read_body(b, gw.settings.request_buffer_bytes as u64).await {
+                    Ok(bytes) => ctx.body = Some(bytes),
+                    Err(resp) => return resp,
+                }
+            }
         }
         let flow = match entry.plugin.access(&mut ctx) {
             Access::Now(f) => f,
@@ -379,9 +389,16 @@ async fn proxy(
         hash_key = Some(value.clone().into_bytes());
         set_cookie = HeaderValue::from_str(&format!("{name}={value}; Path={path}")).ok();
     }
-    let body = match prepare_body(gw, route, body, &ctx.headers).await {
-        Ok(b) => b,
-        Err(resp) => return resp,
+    let limit_tripped = Arc::new(AtomicBool::new(false));
+    let body = match (ctx.body.take(), pending_body) {
+        (Some(buffered), _) => buffered_body(&mut ctx, buffered),
+        (None, Some(incoming)) => {
+            match prepare_body(gw, route, incoming, &ctx, &limit_tripped).await {
+                Ok(b) => b,
+                Err(resp) => return resp,
+            }
+        }
+        (None, None) => ProxyBody::Empty,
     };
     let upstream_started = Instant::now();
     let result = send_with_retries(
@@ -397,6 +414,7 @@ async fn proxy(
     .await;
     let (mut resp, target) = match result {
         Ok(r) => r,
+        Err(_) if limit_tripped.load(Ordering::Relaxed) => return too_large(),
         Err(resp) => return resp,
     };
     let upstream_latency = upstream_started.elapsed();
@@ -539,30 +557,75 @@ fn protocol_mismatch(
     None
 }
 
-/// Buffers small bodies so a failed attempt can be replayed; streams the rest.
+/// Kong's request-size-limiting answer.
+fn too_large() -> Response<ProxyBody> {
+    kong_error(StatusCode::PAYLOAD_TOO_LARGE, "Request size limit exceeded")
+}
+
+/// Reads a whole request body into memory, refusing (413) one larger than `limit`.
+async fn read_body(body: Incoming, limit: u64) -> Result<bytes::Bytes, Response<ProxyBody>> {
+    use http_body::Body as _;
+    if body.is_end_stream() {
+        return Ok(bytes::Bytes::new());
+    }
+    if body.size_hint().lower() > limit {
+        return Err(too_large());
+    }
+    let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+    match http_body_util::Limited::new(body, limit).collect().await {
+        Ok(c) => Ok(c.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
+        Err(_) => Err(kong_error(StatusCode::BAD_REQUEST, "Bad request")),
+    }
+}
+
+/// The body plugins buffered (and may have rewritten), with a Content-Length to match.
+fn buffered_body(ctx: &mut Ctx, body: bytes::Bytes) -> ProxyBody {
+    let had_length = ctx.headers.contains_key(header::CONTENT_LENGTH)
+        || ctx.headers.contains_key(header::TRANSFER_ENCODING);
+    if had_length || !body.is_empty() {
+        ctx.headers.remove(header::TRANSFER_ENCODING);
+        ctx.headers
+            .insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+    }
+    ProxyBody::full(body)
+}
+
+/// Buffers small bodies so a failed attempt can be replayed; streams the rest. A body limit
+/// set by a plugin is enforced here for bodies without a Content-Length.
 async fn prepare_body(
     gw: &Gateway,
     route: &CompiledRoute,
     body: Incoming,
-    headers: &HeaderMap,
+    ctx: &Ctx,
+    tripped: &Arc<AtomicBool>,
 ) -> Result<ProxyBody, Response<ProxyBody>> {
     use http_body::Body as _;
     if body.is_end_stream() {
         return Ok(ProxyBody::Empty);
     }
-    let len = headers
+    let buffer_limit = gw.settings.request_buffer_bytes as u64;
+    let len = ctx
+        .headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    match len {
-        Some(n)
-            if route.route.request_buffering && n <= gw.settings.request_buffer_bytes as u64 =>
-        {
+    if let (Some(n), Some(max)) = (len, ctx.body_limit) {
+        if n > max {
+            return Err(too_large());
+        }
+    }
+    match (len, ctx.body_limit) {
+        (Some(n), _) if route.route.request_buffering && n <= buffer_limit => {
             match body.collect().await {
                 Ok(c) => Ok(ProxyBody::full(c.to_bytes())),
                 Err(_) => Err(kong_error(StatusCode::BAD_REQUEST, "Bad request")),
             }
         }
+        (None, Some(max)) if route.route.request_buffering && max <= buffer_limit => {
+            read_body(body, max).await.map(ProxyBody::full)
+        }
+        (None, Some(max)) => Ok(ProxyBody::Limited(body, max, tripped.clone())),
         _ => Ok(ProxyBody::Stream(body)),
     }
 }
