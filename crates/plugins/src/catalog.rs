@@ -36,6 +36,8 @@ pub struct Catalog {
     /// [`Catalog::forget_credentials`]) so no plaintext secret outlives the load.
     credentials: std::sync::Mutex<Vec<Credential>>,
     groups: HashMap<String, Vec<String>>,
+    /// CA certificates (PEM) by id, for mtls-auth.
+    ca_certs: HashMap<String, String>,
     /// False for the empty catalog used when a plugin config is checked on its own:
     /// references to consumers are then checked later, when the whole config compiles.
     complete: bool,
@@ -68,6 +70,9 @@ impl Catalog {
             }
         }
         c.credentials = std::sync::Mutex::new(config.credentials.clone());
+        for ca in &config.ca_certificates {
+            c.ca_certs.insert(ca.id.clone(), ca.cert.clone());
+        }
         for cred in &config.credentials {
             if cred.kind == "acls" {
                 if let Some(g) = cred.fields.get("group").and_then(|v| v.as_str()) {
@@ -117,6 +122,33 @@ impl Catalog {
             list.clear();
             list.shrink_to_fit();
         }
+    }
+
+    /// Consumers by username and by custom id.
+    pub fn consumer_indexes(
+        &self,
+    ) -> (
+        HashMap<String, Arc<ConsumerInfo>>,
+        HashMap<String, Arc<ConsumerInfo>>,
+    ) {
+        let (mut by_username, mut by_custom_id) = (HashMap::new(), HashMap::new());
+        for c in self.by_id.values() {
+            if let Some(u) = &c.username {
+                by_username.insert(u.to_string(), c.clone());
+            }
+            if let Some(id) = &c.custom_id {
+                by_custom_id.insert(id.to_string(), c.clone());
+            }
+        }
+        (by_username, by_custom_id)
+    }
+
+    /// A CA certificate's PEM by id.
+    pub fn ca_certificate(&self, id: &str) -> Option<&str> {
+        self.ca_certs
+            .get(id)
+            .or_else(|| self.ca_certs.get(&id.to_ascii_lowercase()))
+            .map(String::as_str)
     }
 
     /// ACL groups and consumer-group memberships of a consumer.

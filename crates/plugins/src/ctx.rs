@@ -50,6 +50,9 @@ pub struct Ctx {
     /// Largest request body allowed upstream, set by `request-size-limiting`; a body without
     /// a Content-Length that grows past it is refused with 413 rather than forwarded.
     pub body_limit: Option<u64>,
+    /// The TLS client's certificate chain (DER, leaf first) if it sent one; the handshake
+    /// only proved possession of the key, trust is checked by `mtls-auth`.
+    pub client_certs: Option<Arc<Vec<bytes::Bytes>>>,
     /// Per-request state, one slot per type; plugins keep their own types here.
     pub state: Extensions,
 }
@@ -82,6 +85,7 @@ impl Ctx {
             identity: None,
             body: None,
             body_limit: None,
+            client_certs: None,
             state: Extensions::new(),
         }
     }

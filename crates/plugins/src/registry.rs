@@ -7,11 +7,13 @@ use serde_json::Value;
 
 use crate::catalog::Catalog;
 use crate::{
-    acl, basic_auth, hmac_auth, jwt, key_auth, request_size_limiting, request_termination, Plugin,
+    acl, basic_auth, hmac_auth, jwt, key_auth, mtls_auth, request_size_limiting,
+    request_termination, Plugin,
 };
 
 /// Plugin names this build knows, with Kong's execution priority (higher runs first).
 const PLUGINS: &[(&str, i32)] = &[
+    ("mtls-auth", 1600),
     ("jwt", 1450),
     ("key-auth", 1250),
     ("basic-auth", 1100),
@@ -54,6 +56,8 @@ pub fn build_plugin(
         "acl" => {
             acl::Acl::build(config, &cpath, errs, catalog).map(|p| Arc::new(p) as Arc<dyn Plugin>)
         }
+        "mtls-auth" => mtls_auth::MtlsAuth::build(config, &cpath, errs, catalog)
+            .map(|p| Arc::new(p) as Arc<dyn Plugin>),
         "request-size-limiting" => {
             request_size_limiting::RequestSizeLimiting::build(config, &cpath, errs)
                 .map(|p| Arc::new(p) as Arc<dyn Plugin>)

@@ -44,6 +44,8 @@ pub struct Gateway {
     pub config_path: Option<PathBuf>,
     /// Access-log writer.
     pub access_log: Arc<AccessLogSink>,
+    /// Client-certificate requests on the TLS listener (on while mtls-auth is configured).
+    pub client_auth: Arc<tls::ClientCertRequest>,
     /// Header carrying the request id (lower case).
     pub request_id_header: http::HeaderName,
     reload_lock: tokio::sync::Mutex<()>,
@@ -94,6 +96,9 @@ impl Gateway {
             ready: AtomicBool::new(false),
             config_path,
             access_log,
+            client_auth: Arc::new(tls::ClientCertRequest {
+                enabled: AtomicBool::new(snap.wants_client_certs),
+            }),
             request_id_header,
             reload_lock: tokio::sync::Mutex::new(()),
         });
@@ -136,6 +141,9 @@ impl Gateway {
             .map_err(ReloadError::Invalid)?;
         let snap = Arc::new(snap);
         self.resolver.table.store(snap.certs.clone());
+        self.client_auth
+            .enabled
+            .store(snap.wants_client_certs, Ordering::Relaxed);
         self.current.store(snap.clone());
         health::spawn_for(&snap);
         Ok(())

@@ -39,6 +39,9 @@ pub struct ConnInfo {
     pub upgrade: Option<Arc<UpgradeSignal>>,
     /// Negotiated TLS version (`TLSv1.3`), for the access log.
     pub tls_version: Option<&'static str>,
+    /// The client's certificate chain (DER, leaf first), when it sent one. Only proof of
+    /// possession was checked; trust is up to mtls-auth.
+    pub client_certs: Option<Arc<Vec<bytes::Bytes>>>,
 }
 
 struct HeaderView<'a>(&'a HeaderMap);
@@ -278,6 +281,7 @@ async fn proxy(
     ctx.service_id = route.service.as_ref().map(|s| s.id.clone());
     ctx.service_name = route.service.as_ref().and_then(|s| s.name.clone());
     ctx.request_id.clone_from(&log.request_id);
+    ctx.client_certs.clone_from(&conn.client_certs);
 
     // No client may claim an identity: only auth plugins set these headers.
     portcullis_plugins::auth::strip_identity_headers(&mut ctx.headers);

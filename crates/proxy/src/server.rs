@@ -62,7 +62,8 @@ pub async fn serve(
     listeners: Listeners,
     mut shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
-    let tls_cfg = crate::tls::server_config(gw.resolver.clone()).map_err(anyhow::Error::msg)?;
+    let tls_cfg = crate::tls::server_config(gw.resolver.clone(), gw.client_auth.clone())
+        .map_err(anyhow::Error::msg)?;
     let acceptor = TlsAcceptor::from(Arc::new(tls_cfg));
     let limits = Arc::new(Limits {
         max_header_count: gw.settings.max_header_count,
@@ -169,6 +170,7 @@ async fn serve_plain(
             sni: None,
             upgrade: None,
             tls_version: None,
+            client_certs: None,
         });
         serve_h2(gw, stream, info, watcher).await;
     } else {
@@ -196,6 +198,14 @@ async fn serve_tls(
     let (_, session) = tls.get_ref();
     let h2 = session.alpn_protocol() == Some(b"h2");
     let sni = session.server_name().map(|s| s.to_ascii_lowercase());
+    let client_certs = session.peer_certificates().map(|chain| {
+        Arc::new(
+            chain
+                .iter()
+                .map(|c| bytes::Bytes::copy_from_slice(c.as_ref()))
+                .collect::<Vec<_>>(),
+        )
+    });
     let version = match session.protocol_version() {
         Some(rustls::ProtocolVersion::TLSv1_3) => Some("TLSv1.3"),
         Some(rustls::ProtocolVersion::TLSv1_2) => Some("TLSv1.2"),
@@ -209,10 +219,15 @@ async fn serve_tls(
             sni,
             upgrade: None,
             tls_version: version,
+            client_certs,
         });
         serve_h2(gw, tls, info, watcher).await;
     } else {
-        let tls_conn = TlsFacts { sni, version };
+        let tls_conn = TlsFacts {
+            sni,
+            version,
+            client_certs,
+        };
         serve_h1(gw, tls, peer, local, Some(tls_conn), limits, watcher).await;
     }
 }
@@ -221,6 +236,7 @@ async fn serve_tls(
 struct TlsFacts {
     sni: Option<String>,
     version: Option<&'static str>,
+    client_certs: Option<Arc<Vec<bytes::Bytes>>>,
 }
 
 async fn serve_h1<I>(
@@ -235,16 +251,19 @@ async fn serve_h1<I>(
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let signal = Arc::new(UpgradeSignal::default());
-    let (sni, tls_version) = tls
-        .as_ref()
-        .map_or((None, None), |t| (t.sni.clone(), t.version));
+    let is_tls = tls.is_some();
+    let (sni, tls_version, client_certs) = match tls {
+        Some(t) => (t.sni, t.version, t.client_certs),
+        None => (None, None, None),
+    };
     let info = Arc::new(ConnInfo {
         peer,
         local,
-        tls: tls.is_some(),
+        tls: is_tls,
         sni,
         upgrade: Some(signal.clone()),
         tls_version,
+        client_certs,
     });
     let guarded = GuardedIo::new(io, limits, signal);
     let svc = service_fn(move |req| {

@@ -87,6 +87,8 @@ pub struct Snapshot {
     pub certs: Arc<CertTable>,
     /// Hash of the config text, shown by `/status`.
     pub hash: String,
+    /// An enabled mtls-auth plugin exists: the TLS listener asks clients for certificates.
+    pub wants_client_certs: bool,
 }
 
 impl Snapshot {
@@ -119,6 +121,8 @@ pub fn compile(
             }
         }
     }
+
+    let wants_client_certs = plugins.iter().any(|(_, p)| p.name() == "mtls-auth");
 
     // Plugins now hold digests and hashes; no plaintext secret stays in the snapshot.
     catalog.forget_credentials();
@@ -272,6 +276,7 @@ pub fn compile(
             balancers,
             certs: Arc::new(certs),
             hash,
+            wants_client_certs,
         }),
         _ => Err(errs.into_vec()),
     }

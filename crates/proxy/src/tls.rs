@@ -114,11 +114,14 @@ impl ResolvesServerCert for SniResolver {
 }
 
 /// The listener's TLS config: TLS 1.2 and 1.3, ALPN h2 and http/1.1.
-pub fn server_config(resolver: Arc<SniResolver>) -> Result<rustls::ServerConfig, String> {
+pub fn server_config(
+    resolver: Arc<SniResolver>,
+    client_auth: Arc<ClientCertRequest>,
+) -> Result<rustls::ServerConfig, String> {
     let mut cfg = rustls::ServerConfig::builder_with_provider(crypto())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .map_err(|e| e.to_string())?
-        .with_no_client_auth()
+        .with_client_cert_verifier(client_auth)
         .with_cert_resolver(resolver);
     cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(cfg)
@@ -230,5 +233,73 @@ impl ServerCertVerifier for NoVerify {
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// Asks TLS clients for a certificate while any `mtls-auth` plugin is configured (like Kong,
+/// the route is not known during the handshake), never requires one, and checks only that
+/// the client holds the certificate's private key. Whether the certificate is trusted, and
+/// by which CAs, is the plugin's decision for the matched route.
+#[derive(Debug, Default)]
+pub struct ClientCertRequest {
+    /// Request certificates (set from the snapshot on every config load).
+    pub enabled: std::sync::atomic::AtomicBool,
+}
+
+impl rustls::server::danger::ClientCertVerifier for ClientCertRequest {
+    fn offer_client_auth(&self) -> bool {
+        self.enabled.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        false
+    }
+
+    fn root_hint_subjects(&self) -> &[rustls::DistinguishedName] {
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _now: UnixTime,
+    ) -> Result<rustls::server::danger::ClientCertVerified, rustls::Error> {
+        // Trust is decided per route by mtls-auth; see the type's documentation.
+        Ok(rustls::server::danger::ClientCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &crypto().signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &crypto().signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        crypto()
+            .signature_verification_algorithms
+            .supported_schemes()
     }
 }

@@ -104,6 +104,70 @@ impl TestCa {
     }
 }
 
+impl TestCa {
+    /// A client certificate with subject CN `cn`, the given SANs (`dns:`, `email:` or `uri:`
+    /// prefixed) and serial number.
+    pub fn issue_client(&self, cn: &str, sans: &[&str], serial: u64) -> Leaf {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.distinguished_name.push(DnType::CommonName, cn);
+        for san in sans {
+            let (kind, value) = san.split_once(':').unwrap();
+            params.subject_alt_names.push(match kind {
+                "dns" => rcgen::SanType::DnsName(value.try_into().unwrap()),
+                "email" => rcgen::SanType::Rfc822Name(value.try_into().unwrap()),
+                "uri" => rcgen::SanType::URI(value.try_into().unwrap()),
+                other => panic!("unknown SAN kind {other}"),
+            });
+        }
+        params.serial_number = Some(rcgen::SerialNumber::from(serial));
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        let key = KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        Leaf {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+            der: cert.der().clone(),
+            key_der: key.serialize_der(),
+        }
+    }
+
+    /// A CRL (PEM) revoking the given serial numbers.
+    pub fn crl(&self, revoked: &[u64]) -> String {
+        let now = rcgen::date_time_ymd(2026, 1, 1);
+        let params = rcgen::CertificateRevocationListParams {
+            this_update: now,
+            next_update: rcgen::date_time_ymd(2099, 1, 1),
+            crl_number: rcgen::SerialNumber::from(1u64),
+            issuing_distribution_point: None,
+            revoked_certs: revoked
+                .iter()
+                .map(|s| rcgen::RevokedCertParams {
+                    serial_number: rcgen::SerialNumber::from(*s),
+                    revocation_time: now,
+                    reason_code: Some(rcgen::RevocationReason::KeyCompromise),
+                    invalidity_date: None,
+                })
+                .collect(),
+            key_identifier_method: rcgen::KeyIdMethod::Sha256,
+        };
+        params.signed_by(&self.issuer).unwrap().pem().unwrap()
+    }
+}
+
+/// A TLS client configuration presenting `leaf` as its client certificate (any server
+/// certificate accepted).
+pub fn client_with_cert(leaf: &Leaf) -> Arc<ClientConfig> {
+    let cfg = ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(all_versions())
+        .unwrap()
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AcceptAny(provider())))
+        .with_client_auth_cert(vec![leaf.der.clone()], leaf.key())
+        .unwrap();
+    Arc::new(cfg)
+}
+
 /// A YAML scalar holding `text` (a JSON string is a valid YAML double-quoted scalar).
 pub fn yaml_str(text: &str) -> String {
     serde_json::Value::String(text.to_string()).to_string()
