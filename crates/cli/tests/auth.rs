@@ -604,3 +604,82 @@ async fn hmac_auth_validates_the_body_digest() {
     assert_status(&r, 401);
     assert_eq!(origin.hits(), 2);
 }
+
+#[tokio::test]
+async fn repeated_failures_lock_out_the_client_and_the_credential() {
+    let origin = Origin::start("a").await;
+    let plugins = "          - name: key-auth\n            config: {anonymous: null, lockout: {threshold: 3, window: 60, cooldown: 1, max_cooldown: 4}}\n";
+    let cfg = auth_config(&origin.url(), plugins)
+        + "      - name: b\n        paths: [/basic]\n        plugins:\n          - name: basic-auth\n            config: {lockout: {threshold: 2, cooldown: 30}}\n";
+    // The test talks from 127.0.0.1 as a trusted proxy, so each X-Forwarded-For is a client.
+    let gw = Gw::start_with(&cfg, "trusted_ips = [\"127.0.0.1/32\"]\n").await;
+    let from = |ip: &'static str, key: &'static str| {
+        let proxy = gw.proxy;
+        async move {
+            get(proxy, "/", &[("x-forwarded-for", ip), ("apikey", key)])
+                .await
+                .unwrap()
+        }
+    };
+
+    // Missing credentials are never counted.
+    for _ in 0..5 {
+        let r = get(gw.proxy, "/", &[("x-forwarded-for", "10.0.0.9")])
+            .await
+            .unwrap();
+        assert_status(&r, 401);
+    }
+    assert_status(&from("10.0.0.9", "alice-secret-key").await, 200);
+
+    assert_status(&from("10.0.0.1", "guess-1").await, 401);
+    assert_status(&from("10.0.0.1", "guess-2").await, 401);
+    let r = from("10.0.0.1", "guess-3").await;
+    assert_status(&r, 429);
+    assert_eq!(
+        r.json()["message"],
+        "Too many failed authentication attempts"
+    );
+    assert_eq!(r.header("retry-after").unwrap(), "1");
+    // Locked out even with a good key; other clients are unaffected.
+    assert_status(&from("10.0.0.1", "alice-secret-key").await, 429);
+    assert_status(&from("10.0.0.2", "alice-secret-key").await, 200);
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    assert_status(&from("10.0.0.1", "alice-secret-key").await, 200);
+
+    // basic-auth counts per username across client addresses.
+    let bad = basic("bob", "wrong");
+    let r = get(
+        gw.proxy,
+        "/basic",
+        &[("x-forwarded-for", "10.1.0.1"), ("authorization", &bad)],
+    )
+    .await
+    .unwrap();
+    assert_status(&r, 401);
+    let r = get(
+        gw.proxy,
+        "/basic",
+        &[("x-forwarded-for", "10.1.0.2"), ("authorization", &bad)],
+    )
+    .await
+    .unwrap();
+    assert_status(&r, 429);
+    let good = basic("bob", "b0b-p@ss:word");
+    let r = get(
+        gw.proxy,
+        "/basic",
+        &[("x-forwarded-for", "10.1.0.3"), ("authorization", &good)],
+    )
+    .await
+    .unwrap();
+    assert_status(&r, 429);
+    assert_eq!(r.header("retry-after").unwrap(), "30");
+
+    // Each lockout is a security event; no guessed credential is written anywhere.
+    let logs = gw.logs();
+    assert!(logs.matches("auth_lockout").count() >= 2, "{logs}");
+    assert!(logs.contains("10.0.0.1"));
+    for secret in ["guess-1", "guess-3", "wrong", "b0b-p@ss"] {
+        assert!(!logs.contains(secret), "{secret} leaked: {logs}");
+    }
+}

@@ -20,6 +20,7 @@ use tokio::sync::Semaphore;
 
 use crate::auth::{authenticate, unauthorized, Anonymous};
 use crate::catalog::{BasicUser, Catalog, ConsumerInfo};
+use crate::lockout::{self, Lockout};
 use crate::{Access, Ctx, Flow, Plugin};
 
 /// How long a verified username/password pair is remembered.
@@ -39,6 +40,7 @@ pub struct BasicAuth {
     salt: [u8; 32],
     verified: Mutex<VerifiedCache>,
     verifiers: Arc<Semaphore>,
+    lockout: Option<Arc<Lockout>>,
 }
 
 /// Hashes a plaintext password with argon2id (a fresh random salt each time).
@@ -63,6 +65,7 @@ impl BasicAuth {
         let hide_credentials = o.bool_or("hide_credentials", false, errs);
         let anonymous = Anonymous::read(&mut o, catalog, errs);
         let realm = o.opt_str("realm", errs).unwrap_or_else(|| "service".into());
+        let lockout = Lockout::read(&mut o, "basic-auth", errs);
         o.finish(errs);
         if errs.len() > before {
             return None;
@@ -80,6 +83,7 @@ impl BasicAuth {
             salt: rand::random(),
             verified: Mutex::new(HashMap::new()),
             verifiers: Arc::new(Semaphore::new(cores)),
+            lockout,
         })
     }
 
@@ -123,6 +127,10 @@ impl BasicAuth {
                 .anonymous
                 .fail(ctx, unauthorized("Unauthorized", &self.challenge));
         };
+        // A locked-out client or username costs no password hash.
+        if let Some(r) = lockout::check(&self.lockout, ctx, &user) {
+            return Flow::Respond(r);
+        }
         let key = self.pair_digest(&user, &password);
         let cached = self.verified.lock().ok().and_then(|m| {
             m.get(&key)
@@ -134,6 +142,9 @@ impl BasicAuth {
             None => self.verify(user.clone(), password).await,
         };
         let Some(consumer) = consumer else {
+            if let Some(r) = lockout::failure(&self.lockout, ctx, &user) {
+                return Flow::Respond(r);
+            }
             return self
                 .anonymous
                 .fail(ctx, unauthorized("Unauthorized", &self.challenge));
@@ -144,6 +155,7 @@ impl BasicAuth {
             }
             m.insert(key, (consumer.clone(), Instant::now()));
         }
+        lockout::success(&self.lockout, ctx, &user);
         if self.hide_credentials {
             ctx.headers.remove(header);
         }

@@ -16,6 +16,7 @@ use serde_json::Value;
 
 use crate::auth::{authenticate, unauthorized, Anonymous};
 use crate::catalog::{Catalog, ConsumerInfo};
+use crate::lockout::{self, Lockout};
 use crate::{Access, Ctx, Flow, Plugin};
 
 const ALGORITHMS: &[&str] = &["hmac-sha1", "hmac-sha256", "hmac-sha384", "hmac-sha512"];
@@ -32,6 +33,7 @@ pub struct HmacAuth {
     algorithms: Vec<String>,
     challenge: String,
     users: HashMap<String, (Arc<ConsumerInfo>, Vec<u8>)>,
+    lockout: Option<Arc<Lockout>>,
 }
 
 struct Params {
@@ -77,6 +79,7 @@ impl HmacAuth {
             ALGORITHMS.iter().map(|s| s.to_string()).collect()
         };
         let realm = o.opt_str("realm", errs);
+        let lockout = Lockout::read(&mut o, "hmac-auth", errs);
         o.finish(errs);
         if errs.len() > before {
             return None;
@@ -105,6 +108,7 @@ impl HmacAuth {
                 None => "hmac".into(),
             },
             users,
+            lockout,
         })
     }
 
@@ -202,13 +206,22 @@ impl HmacAuth {
                 .anonymous
                 .fail(ctx, unauthorized(CANNOT_VERIFY, &self.challenge));
         }
+        if let Some(r) = lockout::check(&self.lockout, ctx, &p.username) {
+            return Flow::Respond(r);
+        }
         let Some((consumer, secret)) = self.users.get(&p.username) else {
+            if let Some(r) = lockout::failure(&self.lockout, ctx, &p.username) {
+                return Flow::Respond(r);
+            }
             return self
                 .anonymous
                 .fail(ctx, unauthorized(CANNOT_VERIFY, &self.challenge));
         };
         let signing = Self::signing_string(ctx, &p.headers);
         if !verify(&p.algorithm, secret, signing.as_bytes(), &p.signature) {
+            if let Some(r) = lockout::failure(&self.lockout, ctx, &p.username) {
+                return Flow::Respond(r);
+            }
             return self.anonymous.fail(
                 ctx,
                 unauthorized("HMAC signature does not match", &self.challenge),
@@ -220,6 +233,7 @@ impl HmacAuth {
                 unauthorized("HMAC signature does not match", &self.challenge),
             );
         }
+        lockout::success(&self.lockout, ctx, &p.username);
         if self.hide_credentials {
             ctx.headers.remove(p.header);
         }

@@ -17,6 +17,7 @@ use serde_json::{json, Value};
 
 use crate::auth::{authenticate, unauthorized, Anonymous};
 use crate::catalog::{Catalog, ConsumerInfo};
+use crate::lockout::{self, Lockout};
 use crate::{Access, Ctx, Flow, Plugin, Response};
 
 struct Secret {
@@ -40,6 +41,7 @@ pub struct Jwt {
     run_on_preflight: bool,
     realm: Option<String>,
     secrets: HashMap<String, Secret>,
+    lockout: Option<Arc<Lockout>>,
 }
 
 const ALGORITHMS: &[(&str, Algorithm)] = &[
@@ -98,6 +100,7 @@ impl Jwt {
         let anonymous = Anonymous::read(&mut o, catalog, errs);
         let run_on_preflight = o.bool_or("run_on_preflight", true, errs);
         let realm = o.opt_str("realm", errs);
+        let lockout = Lockout::read(&mut o, "jwt", errs);
         o.finish(errs);
         if errs.len() > before {
             return None;
@@ -144,6 +147,7 @@ impl Jwt {
             return None;
         }
         Some(Jwt {
+            lockout,
             uri_param_names,
             cookie_names,
             header_names: header_names
@@ -271,7 +275,13 @@ impl Jwt {
         let Some(key_id) = key_id.as_str() else {
             return self.bad(ctx, &format!("Invalid '{}' in claims", self.key_claim_name));
         };
+        if let Some(r) = lockout::check(&self.lockout, ctx, key_id) {
+            return Flow::Respond(r);
+        }
         let Some(secret) = self.secrets.get(key_id) else {
+            if let Some(r) = lockout::failure(&self.lockout, ctx, key_id) {
+                return Flow::Respond(r);
+            }
             return self.bad(
                 ctx,
                 &format!("No credentials found for given '{}'", self.key_claim_name),
@@ -286,8 +296,12 @@ impl Jwt {
         if !jsonwebtoken::crypto::verify(sig, signed.as_bytes(), &secret.key, secret.alg)
             .unwrap_or(false)
         {
+            if let Some(r) = lockout::failure(&self.lockout, ctx, key_id) {
+                return Flow::Respond(r);
+            }
             return self.bad(ctx, "Invalid signature");
         }
+        lockout::success(&self.lockout, ctx, key_id);
         if let Some(errors) = self.claim_errors(&claims) {
             let mut r = Response::json(StatusCode::UNAUTHORIZED, errors.to_string().into());
             if let Ok(v) = HeaderValue::from_str(&self.challenge(true)) {

@@ -14,6 +14,7 @@ use sha2::{Digest, Sha256};
 
 use crate::auth::{authenticate, unauthorized, Anonymous};
 use crate::catalog::{Catalog, ConsumerInfo};
+use crate::lockout::{self, Lockout};
 use crate::{Access, Ctx, Flow, Plugin};
 
 /// A compiled `key-auth` instance.
@@ -28,6 +29,7 @@ pub struct KeyAuth {
     challenge: String,
     salt: [u8; 32],
     keys: HashMap<[u8; 32], (Arc<ConsumerInfo>, String)>,
+    lockout: Option<Arc<Lockout>>,
 }
 
 impl KeyAuth {
@@ -64,6 +66,7 @@ impl KeyAuth {
         let key_in_body = o.bool_or("key_in_body", false, errs);
         let run_on_preflight = o.bool_or("run_on_preflight", true, errs);
         let realm = o.opt_str("realm", errs);
+        let lockout = Lockout::read(&mut o, "key-auth", errs);
         o.finish(errs);
         if errs.len() > before {
             return None;
@@ -95,6 +98,7 @@ impl KeyAuth {
             },
             salt,
             keys,
+            lockout,
         })
     }
 
@@ -144,11 +148,18 @@ impl KeyAuth {
                 unauthorized("No API key found in request", &self.challenge),
             );
         };
+        if let Some(r) = lockout::check(&self.lockout, ctx, &key) {
+            return Flow::Respond(r);
+        }
         let Some((consumer, cred_id)) = self.keys.get(&digest(&self.salt, &key)) else {
+            if let Some(r) = lockout::failure(&self.lockout, ctx, &key) {
+                return Flow::Respond(r);
+            }
             return self
                 .anonymous
                 .fail(ctx, unauthorized("Unauthorized", &self.challenge));
         };
+        lockout::success(&self.lockout, ctx, &key);
         if self.hide_credentials {
             match place {
                 Place::Header => {
