@@ -683,3 +683,64 @@ async fn repeated_failures_lock_out_the_client_and_the_credential() {
         assert!(!logs.contains(secret), "{secret} leaked: {logs}");
     }
 }
+
+#[tokio::test]
+async fn basic_auth_accepts_kong_sha1_hashes_from_untransformed_exports() {
+    use sha1::Digest;
+    let origin = Origin::start("a").await;
+    let id = "0a6e3a4e-5c1d-4d8b-9c3e-1f2a3b4c5d6e";
+    let hex: String = sha1::Sha1::digest(format!("legacy-pass{id}").as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let cfg = format!(
+        r#"_format_version: "3.0"
+_transform: false
+consumers:
+  - id: {id}
+    username: old-timer
+    basicauth_credentials:
+      - username: old-timer
+        password: "{hex}"
+services:
+  - name: svc
+    url: {origin}
+    routes:
+      - name: r
+        paths: [/]
+        plugins:
+          - name: basic-auth
+"#,
+        origin = origin.url()
+    );
+    let gw = Gw::start(&cfg).await;
+    let r = get(
+        gw.proxy,
+        "/",
+        &[("authorization", &basic("old-timer", "legacy-pass"))],
+    )
+    .await
+    .unwrap();
+    assert_status(&r, 200);
+    assert_eq!(
+        r.upstream_header("x-consumer-username").unwrap(),
+        "old-timer"
+    );
+    // The hash itself is not a password.
+    let r = get(
+        gw.proxy,
+        "/",
+        &[("authorization", &basic("old-timer", &hex))],
+    )
+    .await
+    .unwrap();
+    assert_status(&r, 401);
+    let r = get(
+        gw.proxy,
+        "/",
+        &[("authorization", &basic("old-timer", "legacy-pasS"))],
+    )
+    .await
+    .unwrap();
+    assert_status(&r, 401);
+}

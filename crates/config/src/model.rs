@@ -421,6 +421,9 @@ pub struct Plugin {
 pub struct Config {
     /// `_format_version`.
     pub format_version: String,
+    /// `_transform: false`: credentials are given already hashed (Kong's export format, e.g.
+    /// basic-auth passwords as SHA-1 of password + consumer id).
+    pub no_transform: bool,
     /// Services in file order.
     pub services: Vec<Service>,
     /// Routes in file order (nested routes first within their service).

@@ -84,7 +84,7 @@ fn parse_value(root: &Value, errs: &mut Errors) -> Config {
         }
         None => String::new(),
     };
-    top.opt_bool("_transform", errs);
+    p.config.no_transform = top.opt_bool("_transform", errs) == Some(false);
     top.accept(&[
         "_comment",
         "_ignore",

@@ -174,6 +174,21 @@ impl BasicAuth {
                 Some(e) => (e.hash.clone(), Some(e.consumer.clone())),
                 None => (DUMMY.get_or_init(|| hash_password("dummy")).clone()?, None),
             };
+            if let Some(legacy) = hash.strip_prefix(KONG_SHA1) {
+                // Kong's own scheme, only for `_transform: false` files: sha1(password .. id).
+                let (hex, consumer_id) = legacy.split_once('$')?;
+                let mut h = sha1::Sha1::new();
+                h.update(password.as_bytes());
+                h.update(consumer_id.as_bytes());
+                let computed: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
+                let same = computed.len() == hex.len()
+                    && computed
+                        .bytes()
+                        .zip(hex.bytes())
+                        .fold(0u8, |acc, (a, b)| acc | (a ^ b.to_ascii_lowercase()))
+                        == 0;
+                return same.then_some(consumer).flatten();
+            }
             let parsed = PasswordHash::new(&hash).ok()?;
             Argon2::default()
                 .verify_password(password.as_bytes(), &parsed)
@@ -185,6 +200,9 @@ impl BasicAuth {
         .flatten()
     }
 }
+
+/// Marks a password kept in Kong's legacy SHA-1 form (`_transform: false` imports).
+const KONG_SHA1: &str = "kong-sha1$";
 
 /// Hashes every basic-auth credential's password (PHC strings are kept as given).
 fn hash_users(catalog: &Catalog) -> HashMap<String, BasicUser> {
@@ -199,7 +217,12 @@ fn hash_users(catalog: &Catalog) -> HashMap<String, BasicUser> {
         let Some(consumer) = catalog.consumer(&cred.consumer) else {
             continue;
         };
-        let hash = if password.starts_with("$argon2") && PasswordHash::new(password).is_ok() {
+        let kong_sha1 = catalog.no_transform
+            && password.len() == 40
+            && password.bytes().all(|b| b.is_ascii_hexdigit());
+        let hash = if kong_sha1 {
+            Some(format!("{KONG_SHA1}{password}${}", consumer.id))
+        } else if password.starts_with("$argon2") && PasswordHash::new(password).is_ok() {
             Some(password.to_string())
         } else {
             hash_password(password)

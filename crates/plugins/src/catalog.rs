@@ -36,6 +36,8 @@ pub struct Catalog {
     /// [`Catalog::forget_credentials`]) so no plaintext secret outlives the load.
     credentials: std::sync::Mutex<Vec<Credential>>,
     groups: HashMap<String, Vec<String>>,
+    /// The file says `_transform: false` (hashed credentials, Kong's export format).
+    pub(crate) no_transform: bool,
     /// CA certificates (PEM) by id, for mtls-auth.
     ca_certs: HashMap<String, String>,
     /// False for the empty catalog used when a plugin config is checked on its own:
@@ -70,6 +72,7 @@ impl Catalog {
             }
         }
         c.credentials = std::sync::Mutex::new(config.credentials.clone());
+        c.no_transform = config.no_transform;
         for ca in &config.ca_certificates {
             c.ca_certs.insert(ca.id.clone(), ca.cert.clone());
         }
