@@ -358,3 +358,48 @@ services:
     assert_eq!(r.json()["uri"], "/public/y");
     assert_status(&gw.get("/admin%00.json").await, 400);
 }
+
+#[tokio::test]
+async fn responses_are_hardened_and_carry_security_headers() {
+    let origin = Origin::start("a").await;
+    let cfg = one_service(&origin.url(), "      - name: r\n        paths: [/]\n");
+    let gw = Gw::start_with(
+        &cfg,
+        "[security_headers]\nx-content-type-options = \"nosniff\"\nstrict-transport-security = \"max-age=63072000\"\n",
+    )
+    .await;
+    let r = get(
+        gw.proxy,
+        "/",
+        &[
+            ("x-echo-response-server", "Apache/2.4.1 (Unix)"),
+            ("x-echo-response-x-powered-by", "PHP/5.6"),
+            ("x-echo-response-x-content-type-options", "upstream-value"),
+            ("x-echo-response-x-custom", "kept"),
+        ],
+    )
+    .await
+    .unwrap();
+    assert_status(&r, 200);
+    assert!(r.header("server").is_none());
+    assert!(r.header("x-powered-by").is_none());
+    assert_eq!(r.header("x-custom").unwrap(), "kept");
+    // The upstream's own value wins; missing ones are added, also on gateway answers.
+    assert_eq!(
+        r.header("x-content-type-options").unwrap(),
+        "upstream-value"
+    );
+    assert_eq!(
+        r.header("strict-transport-security").unwrap(),
+        "max-age=63072000"
+    );
+    let r = gw.get("/nowhere/../..").await;
+    assert_eq!(r.header("x-content-type-options").unwrap(), "nosniff");
+
+    // Hardening can be switched off.
+    let gw = Gw::start_with(&cfg, "response_hardening = false\n").await;
+    let r = get(gw.proxy, "/", &[("x-echo-response-server", "Apache")])
+        .await
+        .unwrap();
+    assert_eq!(r.header("server").unwrap(), "Apache");
+}

@@ -46,6 +46,8 @@ pub struct Gateway {
     pub access_log: Arc<AccessLogSink>,
     /// Client-certificate requests on the TLS listener (on while mtls-auth is configured).
     pub client_auth: Arc<tls::ClientCertRequest>,
+    /// Headers added to every response (from `security_headers`), parsed once.
+    pub security_headers: Vec<(http::HeaderName, http::HeaderValue)>,
     /// Header carrying the request id (lower case).
     pub request_id_header: http::HeaderName,
     reload_lock: tokio::sync::Mutex<()>,
@@ -82,6 +84,16 @@ impl Gateway {
             settings.request_id_header.to_ascii_lowercase().as_bytes(),
         )
         .map_err(|_| ReloadError::Io("request_id_header: not a valid header name".into()))?;
+        let security_headers = settings
+            .security_headers
+            .iter()
+            .filter_map(|(k, v)| {
+                Some((
+                    http::HeaderName::from_bytes(k.to_ascii_lowercase().as_bytes()).ok()?,
+                    http::HeaderValue::from_str(v).ok()?,
+                ))
+            })
+            .collect();
         let pool = Pool::new(
             settings.upstream_keepalive_pool_size,
             secs(settings.upstream_keepalive_idle_timeout),
@@ -100,6 +112,7 @@ impl Gateway {
                 enabled: AtomicBool::new(snap.wants_client_certs),
             }),
             request_id_header,
+            security_headers,
             reload_lock: tokio::sync::Mutex::new(()),
         });
         Ok(gw)

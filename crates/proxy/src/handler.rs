@@ -197,6 +197,7 @@ pub async fn handle(
     if let Ok(v) = HeaderValue::from_str(&log.request_id) {
         resp.headers_mut().insert(gw.request_id_header.clone(), v);
     }
+    harden(&gw, resp.headers_mut());
     log.status = resp.status().as_u16();
     match resp.body_mut() {
         ProxyBody::Upstream(_, _, slot) => *slot = Some(log),
@@ -456,6 +457,28 @@ async fn proxy(
     let mut out = build_response(head, body);
     *out.version_mut() = Version::HTTP_11;
     out
+}
+
+/// Headers that advertise the upstream's software.
+const FINGERPRINT_HEADERS: [HeaderName; 4] = [
+    header::SERVER,
+    HeaderName::from_static("x-powered-by"),
+    HeaderName::from_static("x-aspnet-version"),
+    HeaderName::from_static("x-aspnetmvc-version"),
+];
+
+/// Response hardening: no software fingerprints, and the configured security headers.
+fn harden(gw: &Gateway, h: &mut HeaderMap) {
+    if gw.settings.response_hardening {
+        for n in &FINGERPRINT_HEADERS {
+            h.remove(n);
+        }
+    }
+    for (k, v) in &gw.security_headers {
+        if !h.contains_key(k) {
+            h.insert(k.clone(), v.clone());
+        }
+    }
 }
 
 /// Records who the request was, for the access log.

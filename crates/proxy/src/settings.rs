@@ -59,6 +59,12 @@ pub struct Settings {
     pub access_log: String,
     /// Header carrying the request id upstream and back to the client.
     pub request_id_header: String,
+    /// Remove headers that advertise the upstream's software (`Server`, `X-Powered-By`,
+    /// `X-AspNet-Version`, `X-AspNetMvc-Version`) from every response.
+    pub response_hardening: bool,
+    /// Headers added to every response that does not already carry them (e.g.
+    /// `Strict-Transport-Security`, `X-Content-Type-Options`).
+    pub security_headers: std::collections::BTreeMap<String, String>,
 }
 
 impl Default for Settings {
@@ -88,6 +94,8 @@ impl Default for Settings {
             log_level: "info".into(),
             access_log: "stdout".into(),
             request_id_header: "x-request-id".into(),
+            response_hardening: true,
+            security_headers: Default::default(),
         }
     }
 }
@@ -122,6 +130,13 @@ impl Settings {
         }
         if !["json", "text"].contains(&self.log_format.as_str()) {
             return Err("log_format: expected one of: json, text".into());
+        }
+        for (k, v) in &self.security_headers {
+            if http::HeaderName::from_bytes(k.as_bytes()).is_err()
+                || http::HeaderValue::from_str(v).is_err()
+            {
+                return Err(format!("security_headers.{k}: not a valid header"));
+            }
         }
         if http::HeaderName::from_bytes(self.request_id_header.as_bytes()).is_err() {
             return Err("request_id_header: not a valid header name".into());

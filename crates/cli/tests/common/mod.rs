@@ -142,6 +142,16 @@ async fn echo(
             .body(Full::new(Bytes::new()))
             .unwrap());
     }
+    // `x-echo-response-<name>: v` asks the origin to answer with header `<name>: v`.
+    let wanted: Vec<(String, Vec<u8>)> = req
+        .headers()
+        .iter()
+        .filter_map(|(k, v)| {
+            k.as_str()
+                .strip_prefix("x-echo-response-")
+                .map(|n| (n.to_string(), v.as_bytes().to_vec()))
+        })
+        .collect();
     let mut headers = BTreeMap::new();
     for (k, v) in req.headers() {
         headers
@@ -168,8 +178,11 @@ async fn echo(
         "headers": headers,
         "body": String::from_utf8_lossy(&body),
     });
-    Ok(Response::builder()
-        .status(status)
+    let mut b = Response::builder();
+    for (k, v) in wanted {
+        b = b.header(k, v);
+    }
+    Ok(b.status(status)
         .header("content-type", "application/json")
         .header("connection", "x-hop")
         .header("x-hop", "must-not-reach-client")
