@@ -53,6 +53,8 @@ pub struct Ctx {
     /// The TLS client's certificate chain (DER, leaf first) if it sent one; the handshake
     /// only proved possession of the key, trust is checked by `mtls-auth`.
     pub client_certs: Option<Arc<Vec<bytes::Bytes>>>,
+    /// Replaces the upstream path (request-transformer `replace.uri`).
+    pub upstream_path: Option<String>,
     /// Per-request state, one slot per type; plugins keep their own types here.
     pub state: Extensions,
 }
@@ -86,6 +88,7 @@ impl Ctx {
             body: None,
             body_limit: None,
             client_certs: None,
+            upstream_path: None,
             state: Extensions::new(),
         }
     }

@@ -25,6 +25,7 @@ pub mod mtls_auth;
 mod registry;
 pub mod request_size_limiting;
 pub mod request_termination;
+pub mod transformer;
 
 pub use catalog::{Catalog, ConsumerInfo};
 pub use ctx::{Ctx, ResponseHead};
@@ -119,6 +120,18 @@ pub trait Plugin: Send + Sync + 'static {
     /// proxied and short-circuited responses alike. Default: no change.
     fn response_headers(&self, ctx: &mut Ctx, head: &mut ResponseHead) {
         let _ = (ctx, head);
+    }
+
+    /// Does this instance rewrite response bodies? When it does, the proxy buffers the
+    /// upstream's body (up to the node's `request_buffer_bytes`) and calls
+    /// [`Plugin::response_body`]. Default: no, and responses stream untouched.
+    fn reads_response_body(&self) -> bool {
+        false
+    }
+
+    /// Body phase: may rewrite a buffered response body (the proxy fixes Content-Length).
+    fn response_body(&self, ctx: &mut Ctx, head: &mut ResponseHead, body: &mut Bytes) {
+        let _ = (ctx, head, body);
     }
 
     /// Log phase: runs after the response was sent. Default: nothing.

@@ -8,7 +8,7 @@ use serde_json::Value;
 use crate::catalog::Catalog;
 use crate::{
     acl, basic_auth, hmac_auth, jwt, key_auth, mtls_auth, request_size_limiting,
-    request_termination, Plugin,
+    request_termination, transformer, Plugin,
 };
 
 /// Plugin names this build knows, with Kong's execution priority (higher runs first).
@@ -20,6 +20,8 @@ const PLUGINS: &[(&str, i32)] = &[
     ("hmac-auth", 1030),
     ("request-size-limiting", 951),
     ("acl", 950),
+    ("request-transformer", 801),
+    ("response-transformer", 800),
     ("request-termination", 2),
 ];
 
@@ -62,6 +64,10 @@ pub fn build_plugin(
             request_size_limiting::RequestSizeLimiting::build(config, &cpath, errs)
                 .map(|p| Arc::new(p) as Arc<dyn Plugin>)
         }
+        "request-transformer" => transformer::RequestTransformer::build(config, &cpath, errs)
+            .map(|p| Arc::new(p) as Arc<dyn Plugin>),
+        "response-transformer" => transformer::ResponseTransformer::build(config, &cpath, errs)
+            .map(|p| Arc::new(p) as Arc<dyn Plugin>),
         "request-termination" => {
             request_termination::RequestTermination::build(config, &cpath, errs)
                 .map(|p| Arc::new(p) as Arc<dyn Plugin>)

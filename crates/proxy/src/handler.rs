@@ -366,15 +366,18 @@ async fn proxy(
         );
     };
     let plan = Plan {
-        path: upstream_path(
-            service.service.path.as_deref(),
-            &ctx.path,
-            found
-                .matched_path
-                .clone()
-                .filter(|_| route.route.strip_path),
-            route.route.path_handling,
-        ),
+        path: match ctx.upstream_path.take() {
+            Some(p) => p,
+            None => upstream_path(
+                service.service.path.as_deref(),
+                &ctx.path,
+                found
+                    .matched_path
+                    .clone()
+                    .filter(|_| route.route.strip_path),
+                route.route.path_handling,
+            ),
+        },
         websocket: client_upgrade.is_some(),
         trusted,
         port,
@@ -453,6 +456,30 @@ async fn proxy(
         upstream_started.saturating_duration_since(started),
     );
     run_response_phase(route, conn, &mut ctx, &mut head);
+    if wants_response_body(route, conn, &ctx, &head, gw.settings.request_buffer_bytes) {
+        let limit = gw.settings.request_buffer_bytes;
+        let mut body = match http_body_util::Limited::new(incoming, limit)
+            .collect()
+            .await
+        {
+            Ok(c) => c.to_bytes(),
+            Err(_) => {
+                return errors::upstream_failure(errors::UpstreamFailure::Failed);
+            }
+        };
+        drop(target);
+        for entry in &route.plugins {
+            if entry.plugin.reads_response_body() && enabled_for(entry, conn) {
+                entry.plugin.response_body(&mut ctx, &mut head, &mut body);
+            }
+        }
+        head.headers.remove(header::TRANSFER_ENCODING);
+        head.headers
+            .insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+        let mut out = build_response(head, ProxyBody::full(body));
+        *out.version_mut() = Version::HTTP_11;
+        return out;
+    }
     let body = ProxyBody::Upstream(incoming, target, None);
     let mut out = build_response(head, body);
     *out.version_mut() = Version::HTTP_11;
@@ -497,6 +524,44 @@ fn note_consumer(log: &mut AccessLog, ctx: &Ctx) {
 
 fn set_latency(h: &mut HeaderMap, name: &HeaderName, d: Duration) {
     h.insert(name.clone(), HeaderValue::from(d.as_millis() as u64));
+}
+
+fn enabled_for(entry: &ChainEntry, conn: &ConnInfo) -> bool {
+    if conn.tls {
+        entry.on_https
+    } else {
+        entry.on_http
+    }
+}
+
+/// Should the upstream body be buffered for a body-phase plugin? Only bodies that can be
+/// read whole within `limit` and are not content-encoded; others stream untouched.
+fn wants_response_body(
+    route: &CompiledRoute,
+    conn: &ConnInfo,
+    ctx: &Ctx,
+    head: &ResponseHead,
+    limit: usize,
+) -> bool {
+    if !route
+        .plugins
+        .iter()
+        .any(|e| e.plugin.reads_response_body() && enabled_for(e, conn))
+    {
+        return false;
+    }
+    if ctx.method == Method::HEAD
+        || matches!(head.status.as_u16(), 101 | 204 | 304)
+        || head.headers.contains_key(header::CONTENT_ENCODING)
+    {
+        return false;
+    }
+    let declared = head
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    declared.is_none_or(|n| n <= limit as u64)
 }
 
 fn run_response_phase(
