@@ -112,3 +112,40 @@ async fn access_log_names_consumer_refusals_and_never_credentials() {
     assert!(!all.contains("alice-very-secret-key"), "{all}");
     assert!(!all.contains("wrong-key-value"), "{all}");
 }
+
+#[tokio::test]
+async fn correlation_id_plugin_sets_and_echoes_its_header() {
+    let origin = Origin::start("a").await;
+    let cfg = one_service(
+        &origin.url(),
+        "      - name: r\n        paths: [/]\n        plugins:\n          - name: correlation-id\n            config: {echo_downstream: true}\n      - name: keep\n        paths: [/keep]\n        plugins:\n          - name: correlation-id\n            config: {header_name: X-Correlation-ID, generator: uuid, keep_client_id: true}\n",
+    );
+    let gw = Gw::start(&cfg).await;
+
+    // Kong's defaults: Kong-Request-ID, uuid#counter; a client's value is replaced.
+    let r = get(gw.proxy, "/", &[("kong-request-id", "chosen-by-client")])
+        .await
+        .unwrap();
+    let sent = r.upstream_header("kong-request-id").unwrap();
+    assert_ne!(sent, "chosen-by-client");
+    let (uuid, n) = sent.split_once('#').unwrap();
+    assert_eq!(uuid.len(), 36);
+    assert!(n.parse::<u64>().is_ok());
+    assert_eq!(r.header("kong-request-id").unwrap(), sent);
+    let next = gw
+        .get("/")
+        .await
+        .upstream_header("kong-request-id")
+        .unwrap();
+    assert_ne!(next, sent);
+    assert!(next.starts_with(uuid));
+
+    // keep_client_id keeps a client's value; without one a v4 uuid is made; no echo.
+    let r = get(gw.proxy, "/keep", &[("x-correlation-id", "trace-123")])
+        .await
+        .unwrap();
+    assert_eq!(r.upstream_header("x-correlation-id").unwrap(), "trace-123");
+    assert!(r.header("x-correlation-id").is_none());
+    let r = gw.get("/keep").await;
+    assert_eq!(r.upstream_header("x-correlation-id").unwrap().len(), 36);
+}

@@ -16,6 +16,7 @@ pub mod acl;
 pub mod auth;
 pub mod basic_auth;
 pub mod catalog;
+pub mod correlation_id;
 mod ctx;
 pub mod hmac_auth;
 pub mod jwt;

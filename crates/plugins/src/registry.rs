@@ -7,12 +7,13 @@ use serde_json::Value;
 
 use crate::catalog::Catalog;
 use crate::{
-    acl, basic_auth, hmac_auth, jwt, key_auth, mtls_auth, request_size_limiting,
+    acl, basic_auth, correlation_id, hmac_auth, jwt, key_auth, mtls_auth, request_size_limiting,
     request_termination, transformer, Plugin,
 };
 
 /// Plugin names this build knows, with Kong's execution priority (higher runs first).
 const PLUGINS: &[(&str, i32)] = &[
+    ("correlation-id", 100001),
     ("mtls-auth", 1600),
     ("jwt", 1450),
     ("key-auth", 1250),
@@ -58,6 +59,8 @@ pub fn build_plugin(
         "acl" => {
             acl::Acl::build(config, &cpath, errs, catalog).map(|p| Arc::new(p) as Arc<dyn Plugin>)
         }
+        "correlation-id" => correlation_id::CorrelationId::build(config, &cpath, errs)
+            .map(|p| Arc::new(p) as Arc<dyn Plugin>),
         "mtls-auth" => mtls_auth::MtlsAuth::build(config, &cpath, errs, catalog)
             .map(|p| Arc::new(p) as Arc<dyn Plugin>),
         "request-size-limiting" => {
