@@ -15,9 +15,12 @@
 pub mod acl;
 pub mod auth;
 pub mod basic_auth;
+pub mod bot_detection;
 pub mod catalog;
+pub mod cors;
 mod ctx;
 pub mod hmac_auth;
+pub mod ip_restriction;
 pub mod jwt;
 pub mod key_auth;
 mod registry;

@@ -6,14 +6,20 @@ use portcullis_config::Errors;
 use serde_json::Value;
 
 use crate::catalog::Catalog;
-use crate::{acl, basic_auth, hmac_auth, jwt, key_auth, request_termination, Plugin};
+use crate::{
+    acl, basic_auth, bot_detection, cors, hmac_auth, ip_restriction, jwt, key_auth,
+    request_termination, Plugin,
+};
 
 /// Plugin names this build knows, with Kong's execution priority (higher runs first).
 const PLUGINS: &[(&str, i32)] = &[
+    ("bot-detection", 2500),
+    ("cors", 2000),
     ("jwt", 1450),
     ("key-auth", 1250),
     ("basic-auth", 1100),
     ("hmac-auth", 1030),
+    ("ip-restriction", 990),
     ("acl", 950),
     ("request-termination", 2),
 ];
@@ -51,6 +57,11 @@ pub fn build_plugin(
         "acl" => {
             acl::Acl::build(config, &cpath, errs, catalog).map(|p| Arc::new(p) as Arc<dyn Plugin>)
         }
+        "ip-restriction" => ip_restriction::IpRestriction::build(config, &cpath, errs)
+            .map(|p| Arc::new(p) as Arc<dyn Plugin>),
+        "bot-detection" => bot_detection::BotDetection::build(config, &cpath, errs)
+            .map(|p| Arc::new(p) as Arc<dyn Plugin>),
+        "cors" => cors::Cors::build(config, &cpath, errs).map(|p| Arc::new(p) as Arc<dyn Plugin>),
         "request-termination" => {
             request_termination::RequestTermination::build(config, &cpath, errs)
                 .map(|p| Arc::new(p) as Arc<dyn Plugin>)
