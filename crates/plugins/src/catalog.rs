@@ -36,6 +36,8 @@ pub struct Catalog {
     /// [`Catalog::forget_credentials`]) so no plaintext secret outlives the load.
     credentials: std::sync::Mutex<Vec<Credential>>,
     groups: HashMap<String, Vec<String>>,
+    /// Consumer-group memberships alone (rate-limiting `limit_by: consumer-group`).
+    consumer_groups: HashMap<String, Vec<String>>,
     /// False for the empty catalog used when a plugin config is checked on its own:
     /// references to consumers are then checked later, when the whole config compiles.
     complete: bool,
@@ -80,6 +82,10 @@ impl Catalog {
         }
         for (group, members) in &config.consumer_groups {
             for m in members {
+                c.consumer_groups
+                    .entry(m.clone())
+                    .or_default()
+                    .push(group.clone());
                 let list = c.groups.entry(m.clone()).or_default();
                 if !list.contains(group) {
                     list.push(group.clone());
@@ -117,6 +123,13 @@ impl Catalog {
             list.clear();
             list.shrink_to_fit();
         }
+    }
+
+    /// Consumer groups of a consumer (names, in config order).
+    pub fn consumer_groups_of(&self, consumer_id: &str) -> &[String] {
+        self.consumer_groups
+            .get(consumer_id)
+            .map_or(&[], Vec::as_slice)
     }
 
     /// ACL groups and consumer-group memberships of a consumer.

@@ -23,12 +23,15 @@ pub mod hmac_auth;
 pub mod ip_restriction;
 pub mod jwt;
 pub mod key_auth;
+pub mod rate_limiting;
 mod registry;
 pub mod request_termination;
 
 pub use catalog::{Catalog, ConsumerInfo};
 pub use ctx::{Ctx, ResponseHead};
-pub use registry::{build_plugin, known_plugins, priority_of, validate};
+pub use registry::{
+    build_plugin, build_scoped_plugin, known_plugins, priority_of, validate, Scope,
+};
 
 use std::future::Future;
 use std::pin::Pin;
