@@ -40,6 +40,8 @@ pub struct Catalog {
     pub(crate) no_transform: bool,
     /// CA certificates (PEM) by id, for mtls-auth.
     ca_certs: HashMap<String, String>,
+    /// Consumer-group memberships alone (rate-limiting `limit_by: consumer-group`).
+    consumer_groups: HashMap<String, Vec<String>>,
     /// False for the empty catalog used when a plugin config is checked on its own:
     /// references to consumers are then checked later, when the whole config compiles.
     complete: bool,
@@ -88,6 +90,10 @@ impl Catalog {
         }
         for (group, members) in &config.consumer_groups {
             for m in members {
+                c.consumer_groups
+                    .entry(m.clone())
+                    .or_default()
+                    .push(group.clone());
                 let list = c.groups.entry(m.clone()).or_default();
                 if !list.contains(group) {
                     list.push(group.clone());
@@ -152,6 +158,13 @@ impl Catalog {
             .get(id)
             .or_else(|| self.ca_certs.get(&id.to_ascii_lowercase()))
             .map(String::as_str)
+    }
+
+    /// Consumer groups of a consumer (names, in config order).
+    pub fn consumer_groups_of(&self, consumer_id: &str) -> &[String] {
+        self.consumer_groups
+            .get(consumer_id)
+            .map_or(&[], Vec::as_slice)
     }
 
     /// ACL groups and consumer-group memberships of a consumer.

@@ -15,14 +15,18 @@
 pub mod acl;
 pub mod auth;
 pub mod basic_auth;
+pub mod bot_detection;
 pub mod catalog;
 pub mod correlation_id;
+pub mod cors;
 mod ctx;
 pub mod hmac_auth;
+pub mod ip_restriction;
 pub mod jwt;
 pub mod key_auth;
 pub mod lockout;
 pub mod mtls_auth;
+pub mod rate_limiting;
 mod registry;
 pub mod request_size_limiting;
 pub mod request_termination;
@@ -30,7 +34,9 @@ pub mod transformer;
 
 pub use catalog::{Catalog, ConsumerInfo};
 pub use ctx::{Ctx, ResponseHead};
-pub use registry::{build_plugin, known_plugins, priority_of, validate};
+pub use registry::{
+    build_plugin, build_scoped_plugin, known_plugins, priority_of, validate, Scope,
+};
 
 use std::future::Future;
 use std::pin::Pin;

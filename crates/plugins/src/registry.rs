@@ -7,14 +7,16 @@ use serde_json::Value;
 
 use crate::catalog::Catalog;
 use crate::{
-    acl, basic_auth, correlation_id, hmac_auth, jwt, key_auth, mtls_auth, request_size_limiting,
-    request_termination, transformer, Plugin,
+    acl, basic_auth, bot_detection, correlation_id, cors, hmac_auth, ip_restriction, jwt, key_auth,
+    mtls_auth, rate_limiting, request_size_limiting, request_termination, transformer, Plugin,
 };
 
 /// Plugin names this build knows, with Kong's execution priority (higher runs first).
 const PLUGINS: &[(&str, i32)] = &[
     ("correlation-id", 100001),
     ("mtls-auth", 1600),
+    ("bot-detection", 2500),
+    ("cors", 2000),
     ("jwt", 1450),
     ("key-auth", 1250),
     ("basic-auth", 1100),
@@ -23,6 +25,9 @@ const PLUGINS: &[(&str, i32)] = &[
     ("acl", 950),
     ("request-transformer", 801),
     ("response-transformer", 800),
+    ("ip-restriction", 990),
+    ("acl", 950),
+    ("rate-limiting", 910),
     ("request-termination", 2),
 ];
 
@@ -36,12 +41,34 @@ pub fn priority_of(name: &str) -> Option<i32> {
     PLUGINS.iter().find(|(n, _)| *n == name).map(|(_, p)| *p)
 }
 
+/// Where a plugin instance is attached: the ids of its route and service, when scoped to them.
+/// Plugins that keep state across requests (rate-limiting counters) key it by scope, as Kong does.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Scope<'a> {
+    /// The plugin's route id.
+    pub route: Option<&'a str>,
+    /// The plugin's service id.
+    pub service: Option<&'a str>,
+}
+
 /// Validates `config` against the plugin's schema and builds an instance. Errors are recorded
 /// under `path` (the plugin's path in the file, e.g. `services[0].plugins[1]`).
 pub fn build_plugin(
     name: &str,
     config: &Value,
     path: &str,
+    errs: &mut Errors,
+    catalog: &Arc<Catalog>,
+) -> Option<Arc<dyn Plugin>> {
+    build_scoped_plugin(name, config, path, Scope::default(), errs, catalog)
+}
+
+/// [`build_plugin`] for an instance attached to a route and/or service.
+pub fn build_scoped_plugin(
+    name: &str,
+    config: &Value,
+    path: &str,
+    scope: Scope<'_>,
     errs: &mut Errors,
     catalog: &Arc<Catalog>,
 ) -> Option<Arc<dyn Plugin>> {
@@ -70,6 +97,13 @@ pub fn build_plugin(
         "request-transformer" => transformer::RequestTransformer::build(config, &cpath, errs)
             .map(|p| Arc::new(p) as Arc<dyn Plugin>),
         "response-transformer" => transformer::ResponseTransformer::build(config, &cpath, errs)
+            .map(|p| Arc::new(p) as Arc<dyn Plugin>),
+        "ip-restriction" => ip_restriction::IpRestriction::build(config, &cpath, errs)
+            .map(|p| Arc::new(p) as Arc<dyn Plugin>),
+        "bot-detection" => bot_detection::BotDetection::build(config, &cpath, errs)
+            .map(|p| Arc::new(p) as Arc<dyn Plugin>),
+        "cors" => cors::Cors::build(config, &cpath, errs).map(|p| Arc::new(p) as Arc<dyn Plugin>),
+        "rate-limiting" => rate_limiting::RateLimiting::build(config, &cpath, scope, errs, catalog)
             .map(|p| Arc::new(p) as Arc<dyn Plugin>),
         "request-termination" => {
             request_termination::RequestTermination::build(config, &cpath, errs)

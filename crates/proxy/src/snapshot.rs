@@ -9,7 +9,7 @@ use portcullis_config::{
     reader::join, Config, Errors, FieldError, PathHandling, Plugin as PluginEntity, Protocol,
     Route, Service,
 };
-use portcullis_plugins::{build_plugin, priority_of, Catalog, Plugin};
+use portcullis_plugins::{build_scoped_plugin, priority_of, Catalog, Plugin, Scope};
 use portcullis_router::{RouteSpec, Router};
 
 use crate::balancer::{Balancer, HealthRegistry};
@@ -115,7 +115,13 @@ pub fn compile(
     let catalog = Arc::new(Catalog::build(&config));
     let mut plugins: Vec<(usize, Arc<dyn Plugin>)> = Vec::new();
     for (i, p) in config.plugins.iter().enumerate() {
-        if let Some(inst) = build_plugin(&p.name, &p.config, &p.path, &mut errs, &catalog) {
+        let scope = Scope {
+            route: p.route.as_deref(),
+            service: p.service.as_deref(),
+        };
+        if let Some(inst) =
+            build_scoped_plugin(&p.name, &p.config, &p.path, scope, &mut errs, &catalog)
+        {
             if p.enabled {
                 plugins.push((i, inst));
             }
