@@ -20,6 +20,7 @@ mod ctx;
 pub mod hmac_auth;
 pub mod jwt;
 pub mod key_auth;
+pub mod openid_connect;
 mod registry;
 pub mod request_termination;
 

@@ -6,13 +6,16 @@ use portcullis_config::Errors;
 use serde_json::Value;
 
 use crate::catalog::Catalog;
-use crate::{acl, basic_auth, hmac_auth, jwt, key_auth, request_termination, Plugin};
+use crate::{
+    acl, basic_auth, hmac_auth, jwt, key_auth, openid_connect, request_termination, Plugin,
+};
 
 /// Plugin names this build knows, with Kong's execution priority (higher runs first).
 const PLUGINS: &[(&str, i32)] = &[
     ("jwt", 1450),
     ("key-auth", 1250),
     ("basic-auth", 1100),
+    ("openid-connect", 1050),
     ("hmac-auth", 1030),
     ("acl", 950),
     ("request-termination", 2),
@@ -47,6 +50,8 @@ pub fn build_plugin(
             jwt::Jwt::build(config, &cpath, errs, catalog).map(|p| Arc::new(p) as Arc<dyn Plugin>)
         }
         "hmac-auth" => hmac_auth::HmacAuth::build(config, &cpath, errs, catalog)
+            .map(|p| Arc::new(p) as Arc<dyn Plugin>),
+        "openid-connect" => openid_connect::OpenIdConnect::build(config, &cpath, errs, catalog)
             .map(|p| Arc::new(p) as Arc<dyn Plugin>),
         "acl" => {
             acl::Acl::build(config, &cpath, errs, catalog).map(|p| Arc::new(p) as Arc<dyn Plugin>)
