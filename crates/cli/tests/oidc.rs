@@ -280,7 +280,10 @@ async fn bearer_tokens_are_verified_against_the_providers_jwks() {
     assert_status(&r, 200);
     assert_eq!(r.upstream_header("authorization").unwrap(), bearer(&alice));
     assert_eq!(r.upstream_header("x-consumer-username").unwrap(), "alice");
-    assert_eq!(r.upstream_header("x-credential-identifier").unwrap(), "alice");
+    assert_eq!(
+        r.upstream_header("x-credential-identifier").unwrap(),
+        "alice"
+    );
     assert_eq!(
         r.upstream_header("x-token-scope").unwrap(),
         "api:read api:write"
@@ -449,7 +452,10 @@ async fn bearer_tokens_are_verified_against_the_providers_jwks() {
         r.upstream_header("x-consumer-username").unwrap(),
         "gateway-client"
     );
-    assert_eq!(r.upstream_header("x-consumer-custom-id").unwrap(), "gateway");
+    assert_eq!(
+        r.upstream_header("x-consumer-custom-id").unwrap(),
+        "gateway"
+    );
 
     assert_no_secrets(&gw, &[&alice, &bob, &reader, &cc, &own, &expired]);
 }
@@ -603,7 +609,10 @@ async fn introspection_and_grants() {
     )
     .await
     .unwrap();
-    assert_eq!(again.upstream_header("authorization").unwrap(), upstream_auth);
+    assert_eq!(
+        again.upstream_header("authorization").unwrap(),
+        upstream_auth
+    );
     let r = get(
         gw.proxy,
         "/cc",
@@ -768,7 +777,10 @@ async fn authorization_code_flow_with_session_refresh_and_logout() {
     let r = browser.get(&page).send().await.unwrap();
     assert_eq!(r.status(), 302);
     let location = r.headers()["location"].to_str().unwrap().to_string();
-    assert!(location.starts_with(&format!("{issuer}/auth?")), "{location}");
+    assert!(
+        location.starts_with(&format!("{issuer}/auth?")),
+        "{location}"
+    );
     let auth_url = reqwest::Url::parse(&location).unwrap();
     let q: std::collections::HashMap<_, _> = auth_url.query_pairs().into_owned().collect();
     assert_eq!(q["response_type"], "code");
@@ -826,7 +838,10 @@ async fn authorization_code_flow_with_session_refresh_and_logout() {
         .to_string();
     assert!(first_token.starts_with("Bearer ey"), "{first_token}");
     assert_eq!(echo["headers"]["x-consumer-username"][0], "alice");
-    let id_token = echo["headers"]["x-id-token"][0].as_str().unwrap().to_string();
+    let id_token = echo["headers"]["x-id-token"][0]
+        .as_str()
+        .unwrap()
+        .to_string();
     assert!(
         echo["headers"]["cookie"].is_null(),
         "the gateway's cookies must not reach the upstream: {}",
@@ -853,7 +868,10 @@ async fn authorization_code_flow_with_session_refresh_and_logout() {
         gw.proxy,
         "/app/page",
         &[
-            ("cookie", &format!("session={}", String::from_utf8(bad).unwrap())),
+            (
+                "cookie",
+                &format!("session={}", String::from_utf8(bad).unwrap()),
+            ),
             ("host", "localhost"),
         ],
     )
@@ -952,7 +970,11 @@ plugins:
         assert!(stdout.contains(want), "missing {want:?} in:\n{stdout}");
     }
     // https and loopback http issuers are fine, and validation does no network I/O.
-    for issuer in ["https://idp.example.com/realms/x", "http://127.0.0.1:9", "http://localhost:9"] {
+    for issuer in [
+        "https://idp.example.com/realms/x",
+        "http://127.0.0.1:9",
+        "http://localhost:9",
+    ] {
         std::fs::write(
             &f,
             format!(

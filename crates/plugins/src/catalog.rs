@@ -127,7 +127,11 @@ impl Catalog {
     ) -> Option<Arc<ConsumerInfo>> {
         self.by_username.get(username).cloned().or_else(|| {
             ignore_case
-                .then(|| self.by_username_lower.get(&username.to_lowercase()).cloned())
+                .then(|| {
+                    self.by_username_lower
+                        .get(&username.to_lowercase())
+                        .cloned()
+                })
                 .flatten()
         })
     }

@@ -324,7 +324,10 @@ fn first_str(o: &mut Obj<'_>, key: &str, errs: &mut Errors) -> Option<String> {
             }
         }
         _ => {
-            errs.push(o.field_path(key), "expected a string or an array of strings");
+            errs.push(
+                o.field_path(key),
+                "expected a string or an array of strings",
+            );
             None
         }
     }
@@ -468,7 +471,10 @@ impl Conf {
                     auth_methods.push(*method);
                 }
             } else if UNSUPPORTED_METHODS.contains(&m.as_str()) {
-                errs.push(p, format!("auth method '{m}' is not supported by portcullis"));
+                errs.push(
+                    p,
+                    format!("auth method '{m}' is not supported by portcullis"),
+                );
             } else {
                 errs.push(
                     p,
@@ -477,7 +483,10 @@ impl Conf {
             }
         }
         if auth_methods.is_empty() && errs.len() == before {
-            errs.push(o.field_path("auth_methods"), "at least one method is required");
+            errs.push(
+                o.field_path("auth_methods"),
+                "at least one method is required",
+            );
         }
 
         let scopes = list_or(&mut o, "scopes", &["openid"], errs);
@@ -669,7 +678,10 @@ impl Conf {
         }
         if let Some(h) = &upstream_id_token_header {
             if http::HeaderName::from_bytes(h.as_bytes()).is_err() {
-                errs.push(o.field_path("upstream_id_token_header"), "invalid header name");
+                errs.push(
+                    o.field_path("upstream_id_token_header"),
+                    "invalid header name",
+                );
             }
         }
         let unauthorized_error_message = o
@@ -769,8 +781,7 @@ impl Conf {
                 Method::Password | Method::AuthorizationCode | Method::Introspection
             )
         });
-        if uses_client && (client_id.is_none() || client_secret.is_none()) && errs.len() == before
-        {
+        if uses_client && (client_id.is_none() || client_secret.is_none()) && errs.len() == before {
             errs.push(
                 format!("{path}.client_id"),
                 "client_id and client_secret are required for the password, authorization_code and introspection methods",

@@ -64,7 +64,7 @@ enum Fail {
     /// The provider is not usable: 503.
     Unavailable,
     /// A finished answer (a redirect).
-    Respond(Response),
+    Respond(Box<Response>),
 }
 
 impl From<ProviderError> for Fail {
@@ -158,7 +158,7 @@ impl OpenIdConnect {
         };
         match result {
             Ok(()) => Flow::Continue,
-            Err(Fail::Respond(r)) => Flow::Respond(self.with_cookies(ctx, r)),
+            Err(Fail::Respond(r)) => Flow::Respond(self.with_cookies(ctx, *r)),
             Err(Fail::Unauthorized) => {
                 let r = unauthorized(
                     &self.conf.unauthorized_error_message,
@@ -168,10 +168,8 @@ impl OpenIdConnect {
                 self.conf.anonymous.fail(ctx, r)
             }
             Err(Fail::Forbidden) => {
-                let mut r = Response::message(
-                    StatusCode::FORBIDDEN,
-                    &self.conf.forbidden_error_message,
-                );
+                let mut r =
+                    Response::message(StatusCode::FORBIDDEN, &self.conf.forbidden_error_message);
                 r.headers.insert(
                     http::header::WWW_AUTHENTICATE,
                     HeaderValue::from_static("Bearer error=\"insufficient_scope\""),
@@ -213,13 +211,13 @@ impl OpenIdConnect {
 
     async fn authenticate(&self, ctx: &mut Ctx) -> Result<Authed, Fail> {
         if self.sessions_enabled() {
-            if let Some(a) = self.from_session(ctx).await? {
+            if let Some(a) = self.by_session(ctx).await? {
                 return Ok(a);
             }
         }
         if self.conf.has(Method::AuthorizationCode) {
             if let Some(r) = self.callback(ctx).await? {
-                return Err(Fail::Respond(r));
+                return Err(Fail::Respond(Box::new(r)));
             }
         }
         if let Some((token, source)) = self.bearer_token(ctx) {
@@ -231,13 +229,13 @@ impl OpenIdConnect {
                 source,
             });
         }
-        if let Some(a) = self.from_grants(ctx).await? {
+        if let Some(a) = self.by_grant(ctx).await? {
             return Ok(a);
         }
         if self.conf.has(Method::AuthorizationCode)
             && matches!(ctx.method, HttpMethod::GET | HttpMethod::HEAD)
         {
-            return Err(Fail::Respond(self.start_login(ctx).await?));
+            return Err(Fail::Respond(Box::new(self.start_login(ctx).await?)));
         }
         Err(Fail::Unauthorized)
     }
@@ -253,7 +251,9 @@ impl OpenIdConnect {
                 other => return other,
             }
         }
-        if self.conf.has(Method::Introspection) && (!is_jwt || self.conf.introspect_jwt_tokens || !self.conf.has(Method::Bearer)) {
+        if self.conf.has(Method::Introspection)
+            && (!is_jwt || self.conf.introspect_jwt_tokens || !self.conf.has(Method::Bearer))
+        {
             return self.introspect(token).await;
         }
         Err(Fail::Unauthorized)
@@ -295,7 +295,8 @@ impl OpenIdConnect {
                 .iter()
                 .enumerate()
                 .filter(|(_, k)| {
-                    k.fits(alg) && (header.kid.is_none() || k.kid.as_deref() == header.kid.as_deref())
+                    k.fits(alg)
+                        && (header.kid.is_none() || k.kid.as_deref() == header.kid.as_deref())
                 })
                 .map(|(i, _)| i)
                 .collect()
@@ -325,7 +326,11 @@ impl OpenIdConnect {
             match jsonwebtoken::decode::<Value>(token, &k.key, &v) {
                 Ok(data) => {
                     if let Some((_, nonce)) = id_token {
-                        let got = data.claims.get("nonce").and_then(Value::as_str).unwrap_or("");
+                        let got = data
+                            .claims
+                            .get("nonce")
+                            .and_then(Value::as_str)
+                            .unwrap_or("");
                         if !bool::from(got.as_bytes().ct_eq(nonce.as_bytes())) {
                             tracing::info!("openid-connect: id token nonce mismatch");
                             return Err(Fail::Unauthorized);
@@ -420,7 +425,7 @@ impl OpenIdConnect {
 
     /// password and client_credentials: the gateway fetches a token with the request's
     /// credentials (cached briefly under a digest of them).
-    async fn from_grants(&self, ctx: &mut Ctx) -> Result<Option<Authed>, Fail> {
+    async fn by_grant(&self, ctx: &mut Ctx) -> Result<Option<Authed>, Fail> {
         let pw = self.conf.has(Method::Password);
         let cc = self.conf.has(Method::ClientCredentials);
         if !pw && !cc {
@@ -544,7 +549,7 @@ impl OpenIdConnect {
             .unwrap_or(true)
     }
 
-    async fn from_session(&self, ctx: &mut Ctx) -> Result<Option<Authed>, Fail> {
+    async fn by_session(&self, ctx: &mut Ctx) -> Result<Option<Authed>, Fail> {
         let name = &self.conf.session_cookie_name;
         let Some(raw) = cookie(ctx, name) else {
             return Ok(None);
@@ -924,14 +929,17 @@ impl OpenIdConnect {
     }
 
     fn find_consumer(&self, value: &str) -> Option<Arc<ConsumerInfo>> {
-        self.conf.consumer_by.iter().find_map(|by| match by.as_str() {
-            "id" => self.catalog.consumer_by_id(value),
-            "username" => self
-                .catalog
-                .consumer_by_username(value, self.conf.by_username_ignore_case),
-            "custom_id" => self.catalog.consumer_by_custom_id(value),
-            _ => None,
-        })
+        self.conf
+            .consumer_by
+            .iter()
+            .find_map(|by| match by.as_str() {
+                "id" => self.catalog.consumer_by_id(value),
+                "username" => self
+                    .catalog
+                    .consumer_by_username(value, self.conf.by_username_ignore_case),
+                "custom_id" => self.catalog.consumer_by_custom_id(value),
+                _ => None,
+            })
     }
 
     fn upstream_headers(&self, ctx: &mut Ctx, a: &Authed) {

@@ -342,7 +342,8 @@ impl Provider {
 
     async fn fetch_jwks(&self, uri: &Url) -> Result<Keys, ProviderError> {
         let doc = self.get_json(uri, "jwks").await?;
-        let set: JwkSet = serde_json::from_value(doc).map_err(|_| unavailable("jwks", "invalid"))?;
+        let set: JwkSet =
+            serde_json::from_value(doc).map_err(|_| unavailable("jwks", "invalid"))?;
         let mut keys = Vec::new();
         for jwk in &set.keys {
             if let Some(k) = key_from_jwk(jwk) {
@@ -485,7 +486,10 @@ impl Provider {
     pub async fn introspect(&self, token: &str, hint: &str) -> Result<Value, ProviderError> {
         let d = self.discovery().await?;
         let url = d.introspection_endpoint.clone().ok_or_else(|| {
-            unavailable("introspection", "the provider has no introspection endpoint")
+            unavailable(
+                "introspection",
+                "the provider has no introspection endpoint",
+            )
         })?;
         let mut form = vec![("token", token.to_string())];
         if !hint.is_empty() {
