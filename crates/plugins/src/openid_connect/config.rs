@@ -875,3 +875,95 @@ fn header_spec(s: &str) -> Option<(String, bool)> {
     http::HeaderName::from_bytes(name.as_bytes()).ok()?;
     Some((name.to_ascii_lowercase(), bearer))
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use serde_json::json;
+
+    fn read(v: Value) -> (Option<Conf>, Vec<String>) {
+        let mut errs = Errors::default();
+        let c = Conf::read(&v, "p.config", &mut errs, &Catalog::schema_only());
+        (c, errs.into_vec().iter().map(|e| e.to_string()).collect())
+    }
+
+    #[test]
+    fn issuer_must_be_https_or_loopback_http() {
+        for ok in [
+            "https://idp.example.com",
+            "http://127.0.0.1:8080/realms/x",
+            "http://127.9.9.9",
+            "http://[::1]:9000",
+            "http://localhost:1",
+        ] {
+            let (c, e) = read(json!({"issuer": ok, "auth_methods": ["bearer"]}));
+            assert!(c.is_some(), "{ok}: {e:?}");
+        }
+        for bad in [
+            "http://idp.example.com",
+            "http://10.0.0.1",
+            "http://localhost.evil.com",
+            "ftp://127.0.0.1",
+            "https://user:pw@idp.example.com",
+            "not a url",
+        ] {
+            let (c, e) = read(json!({"issuer": bad, "auth_methods": ["bearer"]}));
+            assert!(c.is_none(), "{bad}");
+            assert!(e[0].starts_with("p.config.issuer: "), "{e:?}");
+        }
+        let (_, e) = read(json!({"auth_methods": ["bearer"]}));
+        assert_eq!(e, vec!["p.config.issuer: required field missing"]);
+    }
+
+    #[test]
+    fn kong_fields_nulls_and_refusals() {
+        // A decK-style dump: unsupported Kong fields present but null are fine.
+        let (c, e) = read(json!({
+            "issuer": "https://idp.example.com",
+            "client_id": ["a"], "client_secret": ["b"],
+            "auth_methods": ["bearer", "introspection"],
+            "extra_jwks_uris": null, "session_redis_host": null, "ssl_verify": false,
+            "upstream_access_token_header": "x-token",
+        }));
+        assert!(c.is_some(), "{e:?}");
+        let c = c.unwrap();
+        assert_eq!(
+            c.upstream_access_token_header,
+            Some(("x-token".to_string(), false))
+        );
+        let (_, e) = read(json!({
+            "issuer": "https://idp.example.com",
+            "auth_methods": ["bearer", "kong_oauth2", "nope"],
+            "extra_jwks_uris": ["https://x"],
+            "enable_hs_signatures": true,
+            "bogus": 1,
+            "upstream_headers_claims": ["sub"],
+        }));
+        let want = [
+            "p.config.auth_methods[1]: auth method 'kong_oauth2' is not supported by portcullis",
+            "p.config.auth_methods[2]: expected one of",
+            "p.config.extra_jwks_uris: not supported by portcullis",
+            "p.config.enable_hs_signatures: HS* signatures are not accepted",
+            "p.config.bogus: unknown field",
+            "p.config.upstream_headers_names: must have as many entries",
+        ];
+        for w in want {
+            assert!(e.iter().any(|m| m.starts_with(w)), "missing {w}: {e:?}");
+        }
+        // Methods that call the provider as the gateway need its client.
+        let (_, e) =
+            read(json!({"issuer": "https://idp.example.com", "auth_methods": ["password"]}));
+        assert!(e[0].starts_with("p.config.client_id: "), "{e:?}");
+        // Explicit null turns the upstream token header off; absent keeps Kong's default.
+        let (c, _) = read(
+            json!({"issuer": "https://i.example", "auth_methods": ["bearer"], "upstream_access_token_header": null}),
+        );
+        assert!(c.unwrap().upstream_access_token_header.is_none());
+        let (c, _) = read(json!({"issuer": "https://i.example", "auth_methods": ["bearer"]}));
+        assert_eq!(
+            c.unwrap().upstream_access_token_header,
+            Some(("authorization".to_string(), true))
+        );
+    }
+}

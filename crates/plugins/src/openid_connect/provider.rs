@@ -609,3 +609,51 @@ impl<V: Clone> TtlCache<V> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::catalog::Catalog;
+    use portcullis_config::Errors;
+
+    #[tokio::test]
+    async fn failed_discovery_is_retried_at_most_once_per_rediscovery_lifetime() {
+        // Nothing listens on port 9 of 127.0.0.1 (discard): the first attempt fails fast and
+        // the next one within rediscovery_lifetime does not even try.
+        let v = serde_json::json!({"issuer": "http://127.0.0.1:9", "auth_methods": ["bearer"], "rediscovery_lifetime": 60, "timeout": 2000});
+        let mut errs = Errors::default();
+        let conf = Conf::read(&v, "c", &mut errs, &Catalog::schema_only()).unwrap();
+        let p = Provider::new(&conf);
+        let first = p.discovery().await.err().unwrap().to_string();
+        assert!(!first.contains("waiting"), "{first}");
+        let second = p.discovery().await.err().unwrap().to_string();
+        assert!(
+            second.contains("waiting before the next attempt"),
+            "{second}"
+        );
+    }
+
+    #[test]
+    fn ttl_cache_expires_and_bounds() {
+        let c: TtlCache<u8> = TtlCache::new(2);
+        c.put([1; 32], 1, Duration::from_secs(60));
+        c.put([2; 32], 2, Duration::ZERO);
+        assert_eq!(c.get(&[1; 32]), Some(1));
+        assert_eq!(c.get(&[2; 32]), None);
+        c.put([3; 32], 3, Duration::from_secs(60));
+        c.put([4; 32], 4, Duration::from_secs(60));
+        assert!(c.map.lock().unwrap().len() <= 2);
+    }
+
+    #[test]
+    fn pem_parsing() {
+        assert!(parse_pem_certs("nope").is_err());
+        assert!(parse_pem_certs("-----BEGIN CERTIFICATE-----\nAAAA\n").is_err());
+        assert_eq!(
+            parse_pem_certs("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n")
+                .unwrap(),
+            vec![vec![0, 0, 0]]
+        );
+    }
+}

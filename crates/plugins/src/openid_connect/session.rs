@@ -172,8 +172,8 @@ mod tests {
     #[test]
     fn pkce_matches_rfc7636_example() {
         assert_eq!(
-            pkce_challenge("dBjftJeZ4CVP-mJ0OyyeYzW9qwfDI4ND1e4gZ1NQ4Wk"),
-            "E9Melhoa2OwvFgEXtKDuFIS5VmTJQHqYXRNcB9gfQ_M"
+            pkce_challenge("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"),
+            "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
         );
     }
 }
