@@ -250,6 +250,15 @@ fn bearer_config(origin: &str, issuer: &str) -> String {
               issuer: {issuer}
               auth_methods: [bearer]
               audience_required: ["urn:something-else"]
+      - name: anon
+        paths: [/anon]
+        plugins:
+          - name: openid-connect
+            config:
+              issuer: {issuer}
+              auth_methods: [bearer]
+              anonymous: gateway-client
+              consumer_claim: [sub]
       - name: custom-id
         paths: [/custom-id]
         plugins:
@@ -456,6 +465,24 @@ async fn bearer_tokens_are_verified_against_the_providers_jwks() {
         r.upstream_header("x-consumer-custom-id").unwrap(),
         "gateway"
     );
+
+    // anonymous: a bad or missing token continues as the anonymous consumer; a good one maps.
+    for headers in [vec![], vec![("authorization", bearer(&expired))]] {
+        let h: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let r = get(gw.proxy, "/anon", &h).await.unwrap();
+        assert_status(&r, 200);
+        assert_eq!(r.upstream_header("x-anonymous-consumer").unwrap(), "true");
+        assert_eq!(
+            r.upstream_header("x-consumer-username").unwrap(),
+            "gateway-client"
+        );
+    }
+    let r = get(gw.proxy, "/anon", &[("authorization", &bearer(&alice))])
+        .await
+        .unwrap();
+    assert_status(&r, 200);
+    assert_eq!(r.upstream_header("x-consumer-username").unwrap(), "alice");
+    assert!(r.upstream_header("x-anonymous-consumer").is_none());
 
     assert_no_secrets(&gw, &[&alice, &bob, &reader, &cc, &own, &expired]);
 }
