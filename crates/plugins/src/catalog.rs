@@ -32,6 +32,9 @@ pub struct Catalog {
     pub(crate) basic_users: std::sync::OnceLock<Arc<HashMap<String, BasicUser>>>,
     by_id: HashMap<String, Arc<ConsumerInfo>>,
     by_name: HashMap<String, Arc<ConsumerInfo>>,
+    by_username: HashMap<String, Arc<ConsumerInfo>>,
+    by_username_lower: HashMap<String, Arc<ConsumerInfo>>,
+    by_custom_id: HashMap<String, Arc<ConsumerInfo>>,
     /// Raw credentials: needed only while plugins are built, then dropped (see
     /// [`Catalog::forget_credentials`]) so no plaintext secret outlives the load.
     credentials: std::sync::Mutex<Vec<Credential>>,
@@ -68,8 +71,13 @@ impl Catalog {
             c.by_id.insert(k.id.clone(), info.clone());
             if let Some(u) = &k.username {
                 c.by_name.insert(u.clone(), info.clone());
+                c.by_username.insert(u.clone(), info.clone());
+                c.by_username_lower
+                    .entry(u.to_lowercase())
+                    .or_insert_with(|| info.clone());
             }
             if let Some(cid) = &k.custom_id {
+                c.by_custom_id.insert(cid.clone(), info.clone());
                 c.by_name.entry(cid.clone()).or_insert(info);
             }
         }
@@ -115,6 +123,36 @@ impl Catalog {
             .or_else(|| self.by_id.get(&reference.to_ascii_lowercase()))
             .or_else(|| self.by_name.get(reference))
             .cloned()
+    }
+
+    /// A consumer by its id only.
+    pub fn consumer_by_id(&self, id: &str) -> Option<Arc<ConsumerInfo>> {
+        self.by_id
+            .get(id)
+            .or_else(|| self.by_id.get(&id.to_ascii_lowercase()))
+            .cloned()
+    }
+
+    /// A consumer by its username only, optionally ignoring case.
+    pub fn consumer_by_username(
+        &self,
+        username: &str,
+        ignore_case: bool,
+    ) -> Option<Arc<ConsumerInfo>> {
+        self.by_username.get(username).cloned().or_else(|| {
+            ignore_case
+                .then(|| {
+                    self.by_username_lower
+                        .get(&username.to_lowercase())
+                        .cloned()
+                })
+                .flatten()
+        })
+    }
+
+    /// A consumer by its custom id only.
+    pub fn consumer_by_custom_id(&self, custom_id: &str) -> Option<Arc<ConsumerInfo>> {
+        self.by_custom_id.get(custom_id).cloned()
     }
 
     /// Credentials of one kind (`keyauth_credentials`, `basicauth_credentials`, ...).

@@ -8,7 +8,8 @@ use serde_json::Value;
 use crate::catalog::Catalog;
 use crate::{
     acl, basic_auth, bot_detection, correlation_id, cors, hmac_auth, ip_restriction, jwt, key_auth,
-    mtls_auth, rate_limiting, request_size_limiting, request_termination, transformer, Plugin,
+    mtls_auth, openid_connect, rate_limiting, request_size_limiting, request_termination,
+    transformer, Plugin,
 };
 
 /// Plugin names this build knows, with Kong's execution priority (higher runs first).
@@ -20,6 +21,7 @@ const PLUGINS: &[(&str, i32)] = &[
     ("jwt", 1450),
     ("key-auth", 1250),
     ("basic-auth", 1100),
+    ("openid-connect", 1050),
     ("hmac-auth", 1030),
     ("request-size-limiting", 951),
     ("acl", 950),
@@ -82,6 +84,8 @@ pub fn build_scoped_plugin(
             jwt::Jwt::build(config, &cpath, errs, catalog).map(|p| Arc::new(p) as Arc<dyn Plugin>)
         }
         "hmac-auth" => hmac_auth::HmacAuth::build(config, &cpath, errs, catalog)
+            .map(|p| Arc::new(p) as Arc<dyn Plugin>),
+        "openid-connect" => openid_connect::OpenIdConnect::build(config, &cpath, errs, catalog)
             .map(|p| Arc::new(p) as Arc<dyn Plugin>),
         "acl" => {
             acl::Acl::build(config, &cpath, errs, catalog).map(|p| Arc::new(p) as Arc<dyn Plugin>)
