@@ -245,10 +245,11 @@ async fn run(
 #[cfg(unix)]
 async fn signals(gw: Arc<Gateway>, stop: watch::Sender<bool>) {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut hup), Ok(mut term), Ok(mut int)) = (
+    let (Ok(mut hup), Ok(mut term), Ok(mut int), Ok(mut usr1)) = (
         signal(SignalKind::hangup()),
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
+        signal(SignalKind::user_defined1()),
     ) else {
         tracing::error!("cannot install signal handlers");
         return;
@@ -265,6 +266,10 @@ async fn signals(gw: Arc<Gateway>, stop: watch::Sender<bool>) {
                 }
                 Err(e) => tracing::error!(error = %e, "config reload failed; the running config keeps serving"),
             },
+            _ = usr1.recv() => {
+                portcullis_plugins::file_log::reopen_all();
+                tracing::info!("log files reopened");
+            }
             _ = term.recv() => break,
             _ = int.recv() => break,
         }

@@ -270,4 +270,8 @@ impl Plugin for KeyAuth {
     fn reads_body(&self) -> bool {
         self.key_in_body
     }
+
+    fn sensitive_names(&self) -> Vec<String> {
+        self.key_names.clone()
+    }
 }

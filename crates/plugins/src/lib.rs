@@ -20,11 +20,13 @@ pub mod catalog;
 pub mod correlation_id;
 pub mod cors;
 mod ctx;
+pub mod file_log;
 pub mod hmac_auth;
 pub mod ip_restriction;
 pub mod jwt;
 pub mod key_auth;
 pub mod lockout;
+pub mod log_entry;
 pub mod mtls_auth;
 pub mod openid_connect;
 pub mod rate_limiting;
@@ -35,6 +37,7 @@ pub mod transformer;
 
 pub use catalog::{Catalog, ConsumerInfo};
 pub use ctx::{Ctx, ResponseHead};
+pub use log_entry::LogEntry;
 pub use registry::{
     build_plugin, build_scoped_plugin, known_plugins, priority_of, validate, Scope,
 };
@@ -142,8 +145,21 @@ pub trait Plugin: Send + Sync + 'static {
         let _ = (ctx, head, body);
     }
 
-    /// Log phase: runs after the response was sent. Default: nothing.
-    fn log(&self, ctx: &Ctx, head: &ResponseHead) {
-        let _ = (ctx, head);
+    /// Does this instance have a log phase? Only routes with such a plugin pay for building
+    /// a [`LogEntry`]. Default: no.
+    fn has_log(&self) -> bool {
+        false
+    }
+
+    /// Log phase: runs once the response has been sent (or the client went away), with
+    /// sensitive values already redacted. Must not block: queue work for a background task.
+    fn log(&self, entry: &LogEntry) {
+        let _ = entry;
+    }
+
+    /// Header and query-argument names this instance reads credentials from (e.g. key-auth's
+    /// `key_names`), redacted in every log entry of the routes it is on.
+    fn sensitive_names(&self) -> Vec<String> {
+        Vec::new()
     }
 }

@@ -15,6 +15,7 @@ use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
+use portcullis_plugins::{LogEntry, Plugin};
 use serde::Serialize;
 
 /// Where access-log lines go.
@@ -132,6 +133,16 @@ pub struct AccessLog {
     pub refused_by: Option<&'static str>,
     /// Why the gateway answered (the message of its JSON body).
     pub reason: Option<String>,
+    /// The log phase of the route's plugins, when it has any.
+    pub tail: Option<Box<LogTail>>,
+}
+
+/// Log-phase plugins and the entry they will see.
+pub struct LogTail {
+    /// Plugins to call.
+    pub plugins: Arc<[Arc<dyn Plugin>]>,
+    /// The entry, completed at drop.
+    pub entry: LogEntry,
 }
 
 #[derive(Serialize)]
@@ -193,7 +204,13 @@ impl AccessLog {
             upstream_ms: None,
             refused_by: None,
             reason: None,
+            tail: None,
         }
+    }
+
+    /// Time since the request arrived.
+    pub fn elapsed(&self) -> std::time::Duration {
+        self.started.elapsed()
     }
 
     /// Is the line going to be written at all?
@@ -235,6 +252,18 @@ impl AccessLog {
 
 impl Drop for AccessLog {
     fn drop(&mut self) {
+        if let Some(mut tail) = self.tail.take() {
+            let e = &mut tail.entry;
+            e.response_size = self.response_bytes;
+            e.latency_total_ms = self.started.elapsed().as_millis() as u64;
+            e.latency_upstream_ms = self.upstream_ms;
+            e.upstream_target.clone_from(&self.upstream);
+            e.refused_by = self.refused_by;
+            e.status = self.status;
+            for p in tail.plugins.iter() {
+                p.log(e);
+            }
+        }
         if self.sink.enabled() {
             let line = self.line();
             self.sink.send(line);

@@ -11,10 +11,11 @@ use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use portcullis_config::HashOn;
-use portcullis_plugins::{Access, Ctx, Flow, ResponseHead};
+use portcullis_plugins::log_entry::{self, EntityRef};
+use portcullis_plugins::{Access, Ctx, Flow, LogEntry, ResponseHead};
 use portcullis_router::{Headers, RequestInfo};
 
-use crate::access_log::AccessLog;
+use crate::access_log::{AccessLog, LogTail};
 use crate::balancer::Outcome;
 use crate::body::{InFlight, ProxyBody};
 use crate::errors::{self, kong_error};
@@ -199,6 +200,9 @@ pub async fn handle(
     }
     harden(&gw, resp.headers_mut());
     log.status = resp.status().as_u16();
+    if let Some(t) = &mut log.tail {
+        t.entry.response_headers = log_entry::redact_headers(resp.headers(), &[]);
+    }
     match resp.body_mut() {
         ProxyBody::Upstream(_, _, slot) => *slot = Some(log),
         ProxyBody::Full(Some(b)) => {
@@ -249,6 +253,19 @@ async fn proxy(
         headers: &HeaderView(&parts.headers),
     });
     let Some(found) = found else {
+        if !snap.global_log_plugins.is_empty() {
+            let (client, _) = client_ip(gw, conn.peer.ip(), &parts.headers);
+            start_tail(
+                log,
+                snap.global_log_plugins.clone(),
+                &parts,
+                conn,
+                client,
+                &host,
+                port,
+                &[],
+            );
+        }
         return kong_error(StatusCode::NOT_FOUND, "no Route matched with those values");
     };
     let Some(route) = snap.routes.get(found.route) else {
@@ -260,6 +277,30 @@ async fn proxy(
 
     let (client, trusted) = client_ip(gw, conn.peer.ip(), &parts.headers);
     log.client_ip = Some(client);
+    if !route.log_plugins.is_empty() {
+        start_tail(
+            log,
+            route.log_plugins.clone(),
+            &parts,
+            conn,
+            client,
+            &host,
+            port,
+            &route.redact,
+        );
+        if let Some(t) = &mut log.tail {
+            t.entry.route = Some(EntityRef {
+                id: route.id.clone(),
+                name: route.name.clone(),
+                custom_id: None,
+            });
+            t.entry.service = route.service.as_ref().map(|s| EntityRef {
+                id: s.id.clone(),
+                name: s.name.clone(),
+                custom_id: None,
+            });
+        }
+    }
     log.route = Some(route.name.clone().unwrap_or_else(|| route.id.clone()));
     log.service = route
         .service
@@ -427,6 +468,17 @@ async fn proxy(
     };
     let upstream_latency = upstream_started.elapsed();
     log.upstream_ms = Some(upstream_latency.as_millis() as u64);
+    if let Some(t) = &mut log.tail {
+        t.entry.upstream_status = Some(resp.status().as_u16());
+        // The query as sent upstream may still hold a credential: redact it too.
+        let q = log_entry::redact_query(ctx.query.as_deref(), &route.redact);
+        t.entry.upstream_uri = Some(if q.is_empty() {
+            plan.path.clone()
+        } else {
+            let pairs: Vec<String> = q.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            format!("{}?{}", plan.path, pairs.join("&"))
+        });
+    }
 
     let status = resp.status();
     if status == StatusCode::SWITCHING_PROTOCOLS {
@@ -508,8 +560,51 @@ fn harden(gw: &Gateway, h: &mut HeaderMap) {
     }
 }
 
+/// Starts the log-phase entry with what the request looked like on arrival.
+#[allow(clippy::too_many_arguments)]
+fn start_tail(
+    log: &mut AccessLog,
+    plugins: Arc<[Arc<dyn portcullis_plugins::Plugin>]>,
+    parts: &http::request::Parts,
+    conn: &ConnInfo,
+    client: IpAddr,
+    host: &str,
+    port: u16,
+    redact: &[String],
+) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let entry = LogEntry {
+        started_at_ms: (now.saturating_sub(log.elapsed())).as_millis() as u64,
+        request_id: log.request_id.clone(),
+        client_ip: Some(client),
+        method: parts.method.as_str().to_string(),
+        scheme: if conn.tls { "https" } else { "http" },
+        host: host.to_string(),
+        port,
+        path: parts.uri.path().to_string(),
+        query: log_entry::redact_query(parts.uri.query(), redact),
+        request_headers: log_entry::redact_headers(&parts.headers, redact),
+        request_size: log.request_bytes.unwrap_or(0),
+        tls_version: conn.tls_version,
+        ..LogEntry::default()
+    };
+    log.tail = Some(Box::new(LogTail { plugins, entry }));
+}
+
 /// Records who the request was, for the access log.
 fn note_consumer(log: &mut AccessLog, ctx: &Ctx) {
+    if let Some(t) = &mut log.tail {
+        if let Some(id) = &ctx.identity {
+            t.entry.consumer = Some(EntityRef {
+                id: id.consumer.id.clone(),
+                name: id.consumer.username.clone(),
+                custom_id: id.consumer.custom_id.clone(),
+            });
+            t.entry.credential.clone_from(&id.credential);
+        }
+    }
     if let Some(id) = &ctx.identity {
         log.consumer = Some(
             id.consumer

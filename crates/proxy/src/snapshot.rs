@@ -69,6 +69,10 @@ pub struct CompiledRoute {
     pub allows_http: bool,
     /// Accepts TLS requests.
     pub allows_https: bool,
+    /// Plugins with a log phase (route chain), run when the response is done.
+    pub log_plugins: Arc<[Arc<dyn Plugin>]>,
+    /// Header / query names redacted in log entries (declared by the route's plugins).
+    pub redact: Arc<[String]>,
     /// gRPC route (grpc/grpcs only).
     pub grpc: bool,
 }
@@ -89,6 +93,8 @@ pub struct Snapshot {
     pub hash: String,
     /// An enabled mtls-auth plugin exists: the TLS listener asks clients for certificates.
     pub wants_client_certs: bool,
+    /// Global plugins with a log phase, for requests that matched no route.
+    pub global_log_plugins: Arc<[Arc<dyn Plugin>]>,
 }
 
 impl Snapshot {
@@ -129,6 +135,14 @@ pub fn compile(
     }
 
     let wants_client_certs = plugins.iter().any(|(_, p)| p.name() == "mtls-auth");
+    let global_log_plugins: Arc<[Arc<dyn Plugin>]> = plugins
+        .iter()
+        .filter(|(i, p)| {
+            let e = &config.plugins[*i];
+            p.has_log() && e.route.is_none() && e.service.is_none() && e.consumer.is_none()
+        })
+        .map(|(_, p)| p.clone())
+        .collect();
 
     // Plugins now hold digests and hashes; no plaintext secret stays in the snapshot.
     catalog.forget_credentials();
@@ -232,7 +246,22 @@ pub fn compile(
             snis: r.snis.clone(),
             regex_priority: r.regex_priority,
         });
+        let log_plugins: Arc<[Arc<dyn Plugin>]> = chain
+            .iter()
+            .filter(|e| e.plugin.has_log())
+            .map(|e| e.plugin.clone())
+            .collect();
+        let mut redact: Vec<String> = chain
+            .iter()
+            .chain(consumer_plugins.values().flatten())
+            .flat_map(|e| e.plugin.sensitive_names())
+            .map(|n| n.to_ascii_lowercase())
+            .collect();
+        redact.sort();
+        redact.dedup();
         routes.push(CompiledRoute {
+            log_plugins,
+            redact: redact.into(),
             id: Arc::from(r.id.as_str()),
             name: r.name.as_deref().map(Arc::from),
             allows_http: r
@@ -283,6 +312,7 @@ pub fn compile(
             certs: Arc::new(certs),
             hash,
             wants_client_certs,
+            global_log_plugins,
         }),
         _ => Err(errs.into_vec()),
     }
