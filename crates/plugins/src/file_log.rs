@@ -35,8 +35,10 @@ struct Writer {
     dropped: Arc<AtomicU64>,
 }
 
-fn writers() -> &'static Mutex<HashMap<(PathBuf, bool), Arc<Writer>>> {
-    static W: OnceLock<Mutex<HashMap<(PathBuf, bool), Arc<Writer>>>> = OnceLock::new();
+type Writers = Mutex<HashMap<(PathBuf, bool), Arc<Writer>>>;
+
+fn writers() -> &'static Writers {
+    static W: OnceLock<Writers> = OnceLock::new();
     W.get_or_init(|| Mutex::new(HashMap::new()))
 }
 
