@@ -1,5 +1,6 @@
 //! `portcullis`: run the gateway, or validate a config.
 
+use portcullis_proxy::security::{SecurityLayer, SecurityTap};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -152,22 +153,39 @@ fn load_settings(args: &StartArgs) -> anyhow::Result<Settings> {
     Ok(s)
 }
 
-fn init_logging(s: &Settings) {
+/// Installs the log output (filtered by `log_level`) and the security-event tap (which sees
+/// every security event whatever the log level).
+fn init_logging(s: &Settings) -> anyhow::Result<Arc<SecurityLayer>> {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::Layer;
     let filter = tracing_subscriber::EnvFilter::try_from_env("PORTCULLIS_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&s.log_level));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if s.log_format == "json" {
-        builder.json().flatten_event(true).init();
+    let security = SecurityLayer::new(&s.security_log, s.alerts.clone())
+        .with_context(|| format!("cannot open security_log {}", s.security_log))?;
+    let fmt = if s.log_format == "json" {
+        tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .json()
+            .flatten_event(true)
+            .with_filter(filter)
+            .boxed()
     } else {
-        builder.init();
-    }
+        tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .with_filter(filter)
+            .boxed()
+    };
+    tracing_subscriber::registry()
+        .with(fmt)
+        .with(SecurityTap(security.clone()))
+        .init();
+    Ok(security)
 }
 
 fn start(args: StartArgs) -> anyhow::Result<()> {
     let settings = load_settings(&args)?;
-    init_logging(&settings);
+    let security = init_logging(&settings)?;
     let workers = if settings.workers == 0 {
         std::thread::available_parallelism().map_or(1, |n| n.get())
     } else {
@@ -201,7 +219,10 @@ fn start(args: StartArgs) -> anyhow::Result<()> {
             .build()
     }
     .context("cannot start the runtime")?;
-    runtime.block_on(run(settings, config, hash, args.config))
+    runtime.block_on(async move {
+        security.start_alerts();
+        run(settings, config, hash, args.config).await
+    })
 }
 
 async fn run(

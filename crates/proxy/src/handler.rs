@@ -389,6 +389,7 @@ async fn proxy(
         if let Flow::Respond(r) = flow {
             log.refused_by = Some(entry.plugin.name());
             note_consumer(log, &ctx);
+            security_event(entry.plugin.name(), &r, &ctx);
             let mut head = ResponseHead {
                 status: r.status,
                 headers: r.headers,
@@ -558,6 +559,40 @@ fn harden(gw: &Gateway, h: &mut HeaderMap) {
             h.insert(k.clone(), v.clone());
         }
     }
+}
+
+/// Records a refusal by a security plugin as a security event (see [`crate::security`]).
+fn security_event(plugin: &'static str, r: &portcullis_plugins::Response, ctx: &Ctx) {
+    let status = r.status.as_u16();
+    let Some(kind) = crate::security::refusal_kind(plugin, status) else {
+        return;
+    };
+    let reason = serde_json::from_slice::<serde_json::Value>(&r.body)
+        .ok()
+        .and_then(|v| v.get("message")?.as_str().map(str::to_string))
+        .unwrap_or_default();
+    let consumer = ctx.identity.as_ref().filter(|i| !i.anonymous).map(|i| {
+        i.consumer
+            .username
+            .as_deref()
+            .unwrap_or(&i.consumer.id)
+            .to_string()
+    });
+    tracing::warn!(
+        target: "security",
+        event = kind,
+        plugin,
+        status,
+        reason = %reason,
+        client_ip = %ctx.client_ip,
+        request_id = %ctx.request_id,
+        route = ctx.route_name.as_deref().or(ctx.route_id.as_deref()).unwrap_or("-"),
+        service = ctx.service_name.as_deref().unwrap_or("-"),
+        consumer = consumer.as_deref().unwrap_or("-"),
+        method = %ctx.method,
+        path = %ctx.path,
+        "request refused"
+    );
 }
 
 /// Starts the log-phase entry with what the request looked like on arrival.

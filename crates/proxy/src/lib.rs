@@ -13,6 +13,7 @@ pub mod guard;
 pub mod handler;
 pub mod health;
 pub mod path;
+pub mod security;
 pub mod server;
 pub mod settings;
 pub mod snapshot;

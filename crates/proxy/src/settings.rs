@@ -62,6 +62,10 @@ pub struct Settings {
     /// Remove headers that advertise the upstream's software (`Server`, `X-Powered-By`,
     /// `X-AspNet-Version`, `X-AspNetMvc-Version`) from every response.
     pub response_hardening: bool,
+    /// Security events as JSON lines: `off` (default), `stdout`, `stderr` or a file path.
+    pub security_log: String,
+    /// Threshold alert rules (`[[alerts]]` tables).
+    pub alerts: Vec<crate::security::AlertRule>,
     /// Headers added to every response that does not already carry them (e.g.
     /// `Strict-Transport-Security`, `X-Content-Type-Options`).
     pub security_headers: std::collections::BTreeMap<String, String>,
@@ -95,6 +99,8 @@ impl Default for Settings {
             access_log: "stdout".into(),
             request_id_header: "x-request-id".into(),
             response_hardening: true,
+            security_log: "off".into(),
+            alerts: Vec::new(),
             security_headers: Default::default(),
         }
     }
@@ -130,6 +136,9 @@ impl Settings {
         }
         if !["json", "text"].contains(&self.log_format.as_str()) {
             return Err("log_format: expected one of: json, text".into());
+        }
+        for (i, rule) in self.alerts.iter().enumerate() {
+            rule.validate(i)?;
         }
         for (k, v) in &self.security_headers {
             if http::HeaderName::from_bytes(k.as_bytes()).is_err()

@@ -1,0 +1,203 @@
+//! Security events and threshold alerts through the real binary: every refusal becomes one
+//! JSON event (request id, client ip, route, consumer, reason) in the security log, and a
+//! burst produces exactly one webhook alert.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::*;
+use http_body_util::{BodyExt, Full};
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use serde_json::Value;
+
+/// An HTTP receiver that keeps every JSON body POSTed to it.
+async fn webhook() -> (u16, Arc<Mutex<Vec<Value>>>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let store = got.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((s, _)) = listener.accept().await else {
+                break;
+            };
+            let store = store.clone();
+            tokio::spawn(async move {
+                let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                    let store = store.clone();
+                    async move {
+                        let b = req.into_body().collect().await.unwrap().to_bytes();
+                        store
+                            .lock()
+                            .unwrap()
+                            .push(serde_json::from_slice(&b).unwrap());
+                        Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::from_static(
+                            b"ok",
+                        ))))
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(s), svc)
+                    .await;
+            });
+        }
+    });
+    (port, got)
+}
+
+async fn events(path: &std::path::Path, n: usize) -> Vec<Value> {
+    for _ in 0..100 {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        let v: Vec<Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        if v.len() >= n {
+            return v;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("fewer than {n} security events");
+}
+
+#[tokio::test]
+async fn refusals_become_events_and_a_burst_one_alert() {
+    let origin = Origin::start("a").await;
+    let (hook, alerts) = webhook().await;
+    let dir = temp_dir();
+    let sec = dir.join("security.log");
+    let settings = format!(
+        r#"security_log = "{}"
+
+[[alerts]]
+name = "auth-bruteforce"
+events = ["auth_failure"]
+group_by = "client_ip"
+threshold = 3
+window = 60
+webhook = "http://127.0.0.1:{hook}/alert"
+"#,
+        sec.display()
+    );
+    let cfg = format!(
+        r#"_format_version: "3.0"
+consumers:
+  - username: alice
+    keyauth_credentials:
+      - key: alice-event-secret
+services:
+  - name: svc
+    url: {origin}
+    routes:
+      - name: keyed
+        paths: [/keyed]
+        plugins:
+          - name: key-auth
+      - name: admins
+        paths: [/admins]
+        plugins:
+          - name: key-auth
+          - name: acl
+            config: {{allow: [admins]}}
+      - name: blocked
+        paths: [/blocked]
+        plugins:
+          - name: ip-restriction
+            config: {{deny: [127.0.0.1]}}
+"#,
+        origin = origin.url()
+    );
+    let gw = Gw::start_with(&cfg, &settings).await;
+
+    let mut ids = Vec::new();
+    for i in 0..10 {
+        let key = format!("wrong-key-{i}");
+        let r = get(gw.proxy, "/keyed", &[("apikey", &key)]).await.unwrap();
+        assert_status(&r, 401);
+        ids.push(r.header("x-request-id").unwrap());
+    }
+    let denied = get(gw.proxy, "/admins", &[("apikey", "alice-event-secret")])
+        .await
+        .unwrap();
+    assert_status(&denied, 403);
+    let blocked = gw.get("/blocked").await;
+    assert_status(&blocked, 403);
+    assert_status(
+        &get(gw.proxy, "/keyed", &[("apikey", "alice-event-secret")])
+            .await
+            .unwrap(),
+        200,
+    );
+
+    let all = events(&sec, 12).await;
+    assert_eq!(all.len(), 12, "only refusals are events: {all:?}");
+    let failures: Vec<&Value> = all
+        .iter()
+        .filter(|e| e["event"] == "auth_failure")
+        .collect();
+    assert_eq!(failures.len(), 10);
+    for (e, id) in failures.iter().zip(&ids) {
+        assert_eq!(e["request_id"], id.as_str());
+        assert_eq!(e["kind"], "security");
+        assert_eq!(e["plugin"], "key-auth");
+        assert_eq!(e["route"], "keyed");
+        assert_eq!(e["client_ip"], "127.0.0.1");
+        assert_eq!(e["reason"], "Unauthorized");
+        assert_eq!(e["status"], 401);
+        assert!(e["time"].as_str().unwrap().ends_with('Z'));
+    }
+    let d = all.iter().find(|e| e["event"] == "authz_denied").unwrap();
+    assert_eq!(d["consumer"], "alice");
+    assert_eq!(d["plugin"], "acl");
+    assert_eq!(d["reason"], "You cannot consume this service");
+    let b = all.iter().find(|e| e["event"] == "ip_blocked").unwrap();
+    assert_eq!(b["route"], "blocked");
+
+    // Ten failures over a threshold of three: exactly one alert for the period.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let got = alerts.lock().unwrap().clone();
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0]["alert"], "auth-bruteforce");
+    assert_eq!(got[0]["group"], "127.0.0.1");
+    assert_eq!(got[0]["count"], 4);
+    assert_eq!(got[0]["last_event"]["event"], "auth_failure");
+
+    let text = std::fs::read_to_string(&sec).unwrap() + &got[0].to_string() + &gw.logs();
+    assert!(!text.contains("wrong-key-"));
+    assert!(!text.contains("alice-event-secret"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn bad_alert_rules_stop_the_start_with_a_clear_error() {
+    let origin = Origin::start("a").await;
+    let dir = temp_dir();
+    let cfg = dir.join("kong.yml");
+    write_file(
+        &cfg,
+        &one_service(&origin.url(), "      - name: r\n        paths: [/]\n"),
+    );
+    let settings = dir.join("p.toml");
+    write_file(
+        &settings,
+        "[[alerts]]\nname = \"x\"\nthreshold = 3\ngroup_by = \"planet\"\nwebhook = \"http://127.0.0.1:1/\"\n",
+    );
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(["start", "--config"])
+        .arg(&cfg)
+        .arg("--settings")
+        .arg(&settings)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("alerts[0].group_by"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
