@@ -232,7 +232,7 @@ impl SecurityLayer {
         let now = Instant::now();
         for state in rules.iter_mut() {
             let rule = &state.rule;
-            if !rule.events.is_empty() && !rule.events.iter().any(|e| *e == kind) {
+            if !rule.events.is_empty() && !rule.events.contains(&kind) {
                 continue;
             }
             let group = match rule.group_by.as_str() {
