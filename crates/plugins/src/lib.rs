@@ -29,10 +29,12 @@ pub mod lockout;
 pub mod log_entry;
 pub mod mtls_auth;
 pub mod openid_connect;
+pub mod opentelemetry;
 pub mod rate_limiting;
 mod registry;
 pub mod request_size_limiting;
 pub mod request_termination;
+pub mod trace;
 pub mod transformer;
 
 pub use catalog::{Catalog, ConsumerInfo};

@@ -101,6 +101,8 @@ pub struct LogEntry {
     pub refused_by: Option<&'static str>,
     /// TLS version of the client connection.
     pub tls_version: Option<&'static str>,
+    /// The request's trace, on routes with the opentelemetry plugin.
+    pub trace: Option<crate::trace::TraceContext>,
 }
 
 impl LogEntry {

@@ -12,6 +12,7 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use portcullis_config::HashOn;
 use portcullis_plugins::log_entry::{self, EntityRef};
+use portcullis_plugins::trace;
 use portcullis_plugins::{Access, Ctx, Flow, LogEntry, ResponseHead};
 use portcullis_router::{Headers, RequestInfo};
 
@@ -324,6 +325,14 @@ async fn proxy(
     ctx.service_name = route.service.as_ref().and_then(|s| s.name.clone());
     ctx.request_id.clone_from(&log.request_id);
     ctx.client_certs.clone_from(&conn.client_certs);
+    if route.traced {
+        if let Some(t) = &mut log.tail {
+            let start = trace::now_nanos().saturating_sub(started.elapsed().as_nanos() as u64);
+            let tc = trace::TraceContext::start(&ctx.headers, start);
+            ctx.state.insert(tc.ids);
+            t.entry.trace = Some(tc);
+        }
+    }
 
     // No client may claim an identity: only auth plugins set these headers.
     portcullis_plugins::auth::strip_identity_headers(&mut ctx.headers);
@@ -382,10 +391,19 @@ async fn proxy(
                 }
             }
         }
+        let span_start = route.traced.then(trace::now_nanos);
         let flow = match entry.plugin.access(&mut ctx) {
             Access::Now(f) => f,
             Access::Later(fut) => fut.await,
         };
+        if let (Some(start), Some(tc)) = (
+            span_start,
+            log.tail.as_mut().and_then(|t| t.entry.trace.as_mut()),
+        ) {
+            let name = format!("kong.access.plugin.{}", entry.plugin.name());
+            let span = tc.child(name, trace::SpanKind::Internal, start, trace::now_nanos());
+            span.error = matches!(&flow, Flow::Respond(r) if r.status.as_u16() >= 500);
+        }
         if let Flow::Respond(r) = flow {
             log.refused_by = Some(entry.plugin.name());
             note_consumer(log, &ctx);
@@ -469,6 +487,26 @@ async fn proxy(
     };
     let upstream_latency = upstream_started.elapsed();
     log.upstream_ms = Some(upstream_latency.as_millis() as u64);
+    if let Some(tc) = log.tail.as_mut().and_then(|t| t.entry.trace.as_mut()) {
+        let end = trace::now_nanos();
+        let start = end.saturating_sub(upstream_latency.as_nanos() as u64);
+        let upstream_span = tc.ids.upstream_span_id;
+        let span = tc.child("kong.balancer".into(), trace::SpanKind::Client, start, end);
+        span.span_id = upstream_span;
+        span.error = resp.status().is_server_error();
+        span.attributes.push((
+            "http.status_code",
+            trace::AttrValue::Int(i64::from(resp.status().as_u16())),
+        ));
+        if let Some((host, port)) = log.upstream.as_deref().and_then(|u| u.rsplit_once(':')) {
+            span.attributes
+                .push(("net.peer.name", trace::AttrValue::Str(host.to_string())));
+            if let Ok(p) = port.parse::<i64>() {
+                span.attributes
+                    .push(("net.peer.port", trace::AttrValue::Int(p)));
+            }
+        }
+    }
     if let Some(t) = &mut log.tail {
         t.entry.upstream_status = Some(resp.status().as_u16());
         // The query as sent upstream may still hold a credential: redact it too.
@@ -1059,7 +1097,7 @@ async fn send_with_retries(
             break;
         };
         let target = &balancer.targets()[ti];
-        if log.enabled() {
+        if log.enabled() || log.tail.is_some() {
             log.upstream = Some(format!("{}:{}", target.host, target.port));
         }
         // Counted from selection, so least-connections sees requests still waiting upstream.

@@ -69,6 +69,8 @@ pub struct CompiledRoute {
     pub allows_http: bool,
     /// Accepts TLS requests.
     pub allows_https: bool,
+    /// The route has the opentelemetry plugin: the proxy records spans.
+    pub traced: bool,
     /// Plugins with a log phase (route chain), run when the response is done.
     pub log_plugins: Arc<[Arc<dyn Plugin>]>,
     /// Header / query names redacted in log entries (declared by the route's plugins).
@@ -259,7 +261,9 @@ pub fn compile(
             .collect();
         redact.sort();
         redact.dedup();
+        let traced = chain.iter().any(|e| e.plugin.name() == "opentelemetry");
         routes.push(CompiledRoute {
+            traced,
             log_plugins,
             redact: redact.into(),
             id: Arc::from(r.id.as_str()),
