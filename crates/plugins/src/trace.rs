@@ -131,8 +131,11 @@ fn header<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
     h.get(name).and_then(|v| v.to_str().ok()).map(str::trim)
 }
 
+/// A caller's context: trace id, parent span id, sampling decision (each may be absent).
+pub type Extracted = (Option<[u8; 16]>, Option<[u8; 8]>, Option<bool>);
+
 /// Reads the caller's trace context: W3C, then B3 (single, multi), then Jaeger.
-pub fn extract(h: &HeaderMap) -> Option<(Option<[u8; 16]>, Option<[u8; 8]>, Option<bool>)> {
+pub fn extract(h: &HeaderMap) -> Option<Extracted> {
     if let Some(tp) = header(h, "traceparent") {
         let parts: Vec<&str> = tp.split('-').collect();
         if let [version, t, s, flags] = parts.as_slice() {
