@@ -25,6 +25,8 @@ pub mod mtls_auth;
 mod registry;
 pub mod request_size_limiting;
 pub mod request_termination;
+#[cfg(feature = "waf")]
+pub mod waf;
 
 pub use catalog::{Catalog, ConsumerInfo};
 pub use ctx::{Ctx, ResponseHead};
