@@ -380,3 +380,28 @@ fn log_fields_are_parsed() {
         vec![12, 3]
     );
 }
+
+#[test]
+fn documented_tuning_examples_work() {
+    // The custom rules shown in docs/plugins/waf.md.
+    let rules = Rules::from_crs(&CrsConfig {
+        custom_rules: vec![
+            "SecAction \"id:10001,phase:1,nolog,pass,setvar:'tx.allowed_request_content_type=|application/json| |application/merge-patch+json| |application/x-www-form-urlencoded| |multipart/form-data|'\"".to_string(),
+            "SecRule REQUEST_FILENAME \"@streq /login\" \"id:10002,phase:1,pass,nolog,ctl:ruleRemoveTargetByTag=attack-sqli;ARGS:password\"".to_string(),
+        ],
+        ..CrsConfig::default()
+    })
+    .unwrap();
+    let patch = browserish("PATCH", "/items/1")
+        .header("Content-Type", "application/merge-patch+json")
+        .body(br#"{"name": "new"}"#);
+    assert!(crs().inspect(&patch).unwrap().blocked);
+    passed(&rules, &patch);
+    let login = |path| {
+        browserish("POST", path)
+            .header("Content-Type", "application/x-www-form-urlencoded")
+            .body(b"user=bob&password=1'%20OR%20'1'='1")
+    };
+    passed(&rules, &login("/login"));
+    blocked(&rules, &login("/other"));
+}
