@@ -15,7 +15,10 @@
 //! matches.
 
 #![warn(missing_docs)]
+// Unsafe code is confined to `ffi`; the rest of the crate may not use it.
+#![deny(unsafe_code)]
 
+#[allow(unsafe_code)]
 mod ffi;
 
 use std::net::{IpAddr, Ipv4Addr};
