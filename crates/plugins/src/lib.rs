@@ -36,6 +36,8 @@ pub mod request_size_limiting;
 pub mod request_termination;
 pub mod trace;
 pub mod transformer;
+#[cfg(feature = "waf")]
+pub mod waf;
 
 pub use catalog::{Catalog, ConsumerInfo};
 pub use ctx::{Ctx, ResponseHead};

@@ -25,6 +25,9 @@ const PLUGINS: &[(&str, i32)] = &[
     ("basic-auth", 1100),
     ("openid-connect", 1050),
     ("hmac-auth", 1030),
+    // After authentication (so lockouts and 401s cost no rule evaluation), before everything
+    // that acts on the request; Kong EE's injection-protection uses the same priority.
+    ("waf", 1007),
     ("request-size-limiting", 951),
     ("acl", 950),
     ("request-transformer", 801),
@@ -37,7 +40,10 @@ const PLUGINS: &[(&str, i32)] = &[
 
 /// Names of all bundled plugins.
 pub fn known_plugins() -> impl Iterator<Item = &'static str> {
-    PLUGINS.iter().map(|(n, _)| *n)
+    PLUGINS
+        .iter()
+        .map(|(n, _)| *n)
+        .filter(|n| cfg!(feature = "waf") || *n != "waf")
 }
 
 /// Kong's priority of a plugin, if known.
@@ -115,6 +121,20 @@ pub fn build_scoped_plugin(
         "cors" => cors::Cors::build(config, &cpath, errs).map(|p| Arc::new(p) as Arc<dyn Plugin>),
         "rate-limiting" => rate_limiting::RateLimiting::build(config, &cpath, scope, errs, catalog)
             .map(|p| Arc::new(p) as Arc<dyn Plugin>),
+        #[cfg(feature = "waf")]
+        "waf" => {
+            crate::waf::Waf::build(config, &cpath, errs).map(|p| Arc::new(p) as Arc<dyn Plugin>)
+        }
+        #[cfg(not(feature = "waf"))]
+        "waf" => {
+            let _ = (config, cpath);
+            errs.push(
+                portcullis_config::reader::join(path, "name"),
+                "plugin 'waf' is not available: this portcullis was built without the `waf` \
+                 cargo feature (libmodsecurity); rebuild with default features",
+            );
+            None
+        }
         "request-termination" => {
             request_termination::RequestTermination::build(config, &cpath, errs)
                 .map(|p| Arc::new(p) as Arc<dyn Plugin>)
