@@ -177,6 +177,7 @@ impl Waf {
             // Below the anomaly threshold: useful when tuning, not an incident.
             tracing::debug!(
                 target: "security",
+                plugin = "waf",
                 event = "waf_match",
                 mode = self.mode.as_str(),
                 rule_ids = %ids,
@@ -194,6 +195,7 @@ impl Waf {
             Mode::Block => {
                 tracing::warn!(
                     target: "security",
+                plugin = "waf",
                     event = "waf_block",
                     mode = "block",
                     rule_ids = %ids,
@@ -209,6 +211,7 @@ impl Waf {
             Mode::Detect => {
                 tracing::warn!(
                     target: "security",
+                plugin = "waf",
                     event = "waf_detect",
                     mode = "detect",
                     rule_ids = %ids,
@@ -234,6 +237,7 @@ impl Waf {
             if b.len() > self.body_limit {
                 tracing::warn!(
                     target: "security",
+                plugin = "waf",
                     event = "waf_body_too_large",
                     mode = self.mode.as_str(),
                     body_bytes = b.len(),
@@ -297,6 +301,7 @@ impl Waf {
     fn failed(&self, ctx: &Ctx, error: &str) -> Flow {
         tracing::error!(
             target: "security",
+                plugin = "waf",
             event = "waf_error",
             mode = self.mode.as_str(),
             error,

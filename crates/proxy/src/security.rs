@@ -326,7 +326,8 @@ impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for SecurityTap {
     }
 }
 
-/// The kind of security event a refusal by `plugin` with `status` is.
+/// The kind of security event a refusal by `plugin` with `status` is. `None` for plugins that
+/// are not security controls, and for the WAF, which emits its own richer event (rule ids).
 pub fn refusal_kind(plugin: &str, status: u16) -> Option<&'static str> {
     Some(match plugin {
         "key-auth" | "basic-auth" | "hmac-auth" | "jwt" | "mtls-auth" | "openid-connect"
@@ -339,7 +340,6 @@ pub fn refusal_kind(plugin: &str, status: u16) -> Option<&'static str> {
         "rate-limiting" | "rate-limiting-advanced" | "response-ratelimiting" => "rate_limited",
         "ip-restriction" => "ip_blocked",
         "bot-detection" => "bot_blocked",
-        "waf" => "waf_block",
         "request-size-limiting" => "size_limited",
         "request-validator" | "oas-validation" => "validation_failed",
         _ => return None,
