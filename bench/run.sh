@@ -76,9 +76,11 @@ services:
       - name: all
         paths: ["/"]
 CONF
+# Access logs off on both sides (nginx: access_log off), so the comparison is the proxy path.
 cat > "$OUT/portcullis.toml" <<CONF
 log_format = "json"
 log_level = "warn"
+access_log = "off"
 CONF
 
 cleanup() {

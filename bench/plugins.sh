@@ -1,0 +1,153 @@
+#!/usr/bin/env bash
+# Cost of security plugins, measured in one run against the same origin:
+#   plain   — a route with no plugins
+#   four    — key-auth + rate-limiting (local) + ip-restriction + cors
+#   waf     — the WAF (libmodsecurity + OWASP CRS, paranoia level 1)
+# and nginx as a reverse proxy for reference. Interleaved rounds, one worker each, the proxy
+# pinned to CPU 0 and wrk + origin on CPU 1 (as bench/run.sh).
+#
+#   bench/plugins.sh [seconds-per-round] [rounds] [connections]
+#
+# Issue targets: four >= 90% of plain, waf >= 50% of plain.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DUR=${1:-10}
+ROUNDS=${2:-3}
+CONNS=${3:-50}
+for tool in nginx wrk taskset curl; do
+  command -v "$tool" >/dev/null || { echo "FATAL: $tool not installed (apt install nginx-light wrk util-linux curl)" >&2; exit 1; }
+done
+NCPU=$(nproc)
+PROXY_CPU=0
+LOAD_CPU=$(( NCPU > 1 ? 1 : 0 ))
+[ -n "${BIN:-}" ] || cargo build --release -q -p portcullis
+BIN=${BIN:-./target/release/portcullis}
+OUT=bench/out-plugins
+mkdir -p "$OUT"
+rm -f "$OUT"/*.pid
+ORIGIN_PORT=18180
+NGINX_PORT=18181
+PC_PORT=18182
+
+cat > "$OUT/origin.conf" <<CONF
+worker_processes 1;
+pid $PWD/$OUT/origin.pid;
+error_log $PWD/$OUT/origin.err warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  server {
+    listen 127.0.0.1:$ORIGIN_PORT reuseport backlog=4096;
+    location / { return 200 "hello from origin\n"; }
+  }
+}
+CONF
+cat > "$OUT/nginx-proxy.conf" <<CONF
+worker_processes 1;
+pid $PWD/$OUT/nginx-proxy.pid;
+error_log $PWD/$OUT/nginx-proxy.err warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  upstream origin { server 127.0.0.1:$ORIGIN_PORT; keepalive 128; }
+  server {
+    listen 127.0.0.1:$NGINX_PORT backlog=4096;
+    location / {
+      proxy_pass http://origin;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Host \$host;
+      proxy_set_header X-Real-IP \$remote_addr;
+      proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+    }
+  }
+}
+CONF
+cat > "$OUT/kong.yml" <<CONF
+_format_version: "3.0"
+consumers:
+  - username: bench
+    keyauth_credentials:
+      - key: bench-key
+services:
+  - name: origin
+    url: http://127.0.0.1:$ORIGIN_PORT
+    routes:
+      - name: plain
+        paths: ["/plain"]
+        strip_path: false
+      - name: four
+        paths: ["/four"]
+        strip_path: false
+        plugins:
+          - name: key-auth
+          - name: rate-limiting
+            config: {second: 100000000, policy: local, limit_by: consumer}
+          - name: ip-restriction
+            config: {allow: [127.0.0.1/32, "::1"]}
+          - name: cors
+            config: {origins: ["https://app.example.com"], credentials: true}
+      - name: waf
+        paths: ["/waf"]
+        strip_path: false
+        plugins:
+          - name: waf
+            config: {paranoia_level: 1}
+CONF
+cat > "$OUT/portcullis.toml" <<CONF
+log_format = "json"
+log_level = "warn"
+access_log = "off"
+CONF
+
+cleanup() {
+  for p in "$OUT"/*.pid; do [ -f "$p" ] && kill "$(cat "$p")" 2>/dev/null || true; done
+  [ -n "${PC_PID:-}" ] && kill "$PC_PID" 2>/dev/null || true
+}
+trap cleanup EXIT
+taskset -c "$LOAD_CPU" nginx -c "$PWD/$OUT/origin.conf" -p "$PWD/$OUT"
+taskset -c "$PROXY_CPU" nginx -c "$PWD/$OUT/nginx-proxy.conf" -p "$PWD/$OUT"
+taskset -c "$PROXY_CPU" "$BIN" start --config "$OUT/kong.yml" --settings "$OUT/portcullis.toml" \
+  --proxy-listen 127.0.0.1:$PC_PORT --proxy-tls-listen 127.0.0.1:18543 --admin-listen 127.0.0.1:18101 --workers 1 \
+  2> "$OUT/portcullis.log" &
+PC_PID=$!
+for _ in $(seq 1 200); do curl -sf -o /dev/null http://127.0.0.1:18101/status && break; sleep 0.1; done
+H=(-H "apikey: bench-key" -H "Origin: https://app.example.com" -H "User-Agent: Mozilla/5.0 bench" -H "Accept: */*")
+for path in /plain /four /waf; do
+  code=$(curl -s -o /dev/null -w '%{http_code}' "${H[@]}" "http://127.0.0.1:$PC_PORT$path")
+  [ "$code" = 200 ] || { echo "FATAL: $path answered $code" >&2; cat "$OUT/portcullis.log" >&2; exit 1; }
+done
+
+to_ms() { awk '{v=$1; if (v ~ /us$/) {sub(/us$/,"",v); v=v/1000} else if (v ~ /ms$/) {sub(/ms$/,"",v)} else if (v ~ /s$/) {sub(/s$/,"",v); v=v*1000}; printf "%.3f", v}'; }
+run() { # name url
+  local out rps p99 errs
+  out=$(taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d"${DUR}s" --latency "${H[@]}" "$2" 2>&1)
+  rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
+  p99=$(echo "$out" | awk '$1=="99%" {print $2}' | to_ms)
+  errs=$(echo "$out" | awk '/Non-2xx|Socket errors/ {print}' | tr '\n' ' ')
+  printf "%-7s round %d  %10.0f req/s  p99 %7s ms  %s\n" "$1" "$ROUND" "$rps" "$p99" "$errs" >&2
+  [ -z "$errs" ] || { echo "FATAL: errors during $1: $errs" >&2; exit 1; }
+  echo "$1 $rps $p99" >> "$OUT/results.txt"
+}
+: > "$OUT/results.txt"
+echo "warm-up..." >&2
+for p in /plain /four /waf; do taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d2s "${H[@]}" "http://127.0.0.1:$PC_PORT$p" >/dev/null; done
+for ROUND in $(seq 1 "$ROUNDS"); do
+  run nginx "http://127.0.0.1:$NGINX_PORT/plain"
+  run plain "http://127.0.0.1:$PC_PORT/plain"
+  run four "http://127.0.0.1:$PC_PORT/four"
+  run waf "http://127.0.0.1:$PC_PORT/waf"
+done
+awk '
+  { rps[$1]+=$2; p99[$1]+=$3; n[$1]++ }
+  END {
+    printf "\n%-7s %12s %10s\n", "route", "req/s(avg)", "p99 ms"
+    split("nginx plain four waf", order, " ")
+    for (i = 1; i <= 4; i++) { k = order[i]; printf "%-7s %12.0f %10.3f\n", k, rps[k]/n[k], p99[k]/n[k] }
+    plain = rps["plain"]/n["plain"]
+    printf "\nfour-plugin route: %.0f%% of plain (target >= 90%%)\n", 100 * (rps["four"]/n["four"]) / plain
+    printf "waf route:         %.0f%% of plain (target >= 50%%)\n", 100 * (rps["waf"]/n["waf"]) / plain
+    printf "plain vs nginx:    %.2fx\n", plain / (rps["nginx"]/n["nginx"])
+  }' "$OUT/results.txt"
