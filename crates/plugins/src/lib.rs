@@ -31,7 +31,9 @@ pub mod rate_limiting;
 mod registry;
 pub mod request_size_limiting;
 pub mod request_termination;
+pub mod request_validator;
 pub mod transformer;
+mod validation;
 
 pub use catalog::{Catalog, ConsumerInfo};
 pub use ctx::{Ctx, ResponseHead};

@@ -9,7 +9,7 @@ use crate::catalog::Catalog;
 use crate::{
     acl, basic_auth, bot_detection, correlation_id, cors, hmac_auth, ip_restriction, jwt, key_auth,
     mtls_auth, openid_connect, rate_limiting, request_size_limiting, request_termination,
-    transformer, Plugin,
+    request_validator, transformer, Plugin,
 };
 
 /// Plugin names this build knows, with Kong's execution priority (higher runs first).
@@ -23,6 +23,7 @@ const PLUGINS: &[(&str, i32)] = &[
     ("basic-auth", 1100),
     ("openid-connect", 1050),
     ("hmac-auth", 1030),
+    ("request-validator", 999),
     ("request-size-limiting", 951),
     ("acl", 950),
     ("request-transformer", 801),
@@ -108,6 +109,8 @@ pub fn build_scoped_plugin(
             .map(|p| Arc::new(p) as Arc<dyn Plugin>),
         "cors" => cors::Cors::build(config, &cpath, errs).map(|p| Arc::new(p) as Arc<dyn Plugin>),
         "rate-limiting" => rate_limiting::RateLimiting::build(config, &cpath, scope, errs, catalog)
+            .map(|p| Arc::new(p) as Arc<dyn Plugin>),
+        "request-validator" => request_validator::RequestValidator::build(config, &cpath, errs)
             .map(|p| Arc::new(p) as Arc<dyn Plugin>),
         "request-termination" => {
             request_termination::RequestTermination::build(config, &cpath, errs)

@@ -283,6 +283,7 @@ async fn proxy(
     ctx.service_name = route.service.as_ref().and_then(|s| s.name.clone());
     ctx.request_id.clone_from(&log.request_id);
     ctx.client_certs.clone_from(&conn.client_certs);
+    ctx.uri_captures.clone_from(&found.captures);
 
     // No client may claim an identity: only auth plugins set these headers.
     portcullis_plugins::auth::strip_identity_headers(&mut ctx.headers);
