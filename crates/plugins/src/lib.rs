@@ -26,6 +26,7 @@ pub mod jwt;
 pub mod key_auth;
 pub mod lockout;
 pub mod mtls_auth;
+pub mod oas_validation;
 pub mod openid_connect;
 pub mod rate_limiting;
 mod registry;

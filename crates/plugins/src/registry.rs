@@ -8,8 +8,8 @@ use serde_json::Value;
 use crate::catalog::Catalog;
 use crate::{
     acl, basic_auth, bot_detection, correlation_id, cors, hmac_auth, ip_restriction, jwt, key_auth,
-    mtls_auth, openid_connect, rate_limiting, request_size_limiting, request_termination,
-    request_validator, transformer, Plugin,
+    mtls_auth, oas_validation, openid_connect, rate_limiting, request_size_limiting,
+    request_termination, request_validator, transformer, Plugin,
 };
 
 /// Plugin names this build knows, with Kong's execution priority (higher runs first).
@@ -26,6 +26,7 @@ const PLUGINS: &[(&str, i32)] = &[
     ("request-validator", 999),
     ("request-size-limiting", 951),
     ("acl", 950),
+    ("oas-validation", 850),
     ("request-transformer", 801),
     ("response-transformer", 800),
     ("ip-restriction", 990),
@@ -109,6 +110,8 @@ pub fn build_scoped_plugin(
             .map(|p| Arc::new(p) as Arc<dyn Plugin>),
         "cors" => cors::Cors::build(config, &cpath, errs).map(|p| Arc::new(p) as Arc<dyn Plugin>),
         "rate-limiting" => rate_limiting::RateLimiting::build(config, &cpath, scope, errs, catalog)
+            .map(|p| Arc::new(p) as Arc<dyn Plugin>),
+        "oas-validation" => oas_validation::OasValidation::build(config, &cpath, errs)
             .map(|p| Arc::new(p) as Arc<dyn Plugin>),
         "request-validator" => request_validator::RequestValidator::build(config, &cpath, errs)
             .map(|p| Arc::new(p) as Arc<dyn Plugin>),
