@@ -62,6 +62,9 @@ struct PathItem {
     ops: Vec<Operation>,
 }
 
+/// A matched operation: path index, operation index, template parameter values.
+type Route = (usize, usize, Vec<(String, String)>);
+
 /// Which operation a request matched (for the response phase).
 #[derive(Debug, Clone, Copy)]
 struct Matched(usize, usize);
@@ -545,7 +548,7 @@ impl OasValidation {
     }
 
     /// Finds the operation: `(path index, op index, template captures)`.
-    fn find(&self, path: &str, method: &Method) -> Option<(usize, usize, Vec<(String, String)>)> {
+    fn find(&self, path: &str, method: &Method) -> Option<Route> {
         let path = match &self.base_path {
             Some(b) => {
                 let rest = path.strip_prefix(b.as_str())?;
@@ -563,7 +566,7 @@ impl OasValidation {
             let Some(caps) = item.matcher.captures(path) else {
                 continue;
             };
-            let Some(oi) = item.ops.iter().position(|o| &o.method == method) else {
+            let Some(oi) = item.ops.iter().position(|o| o.method == *method) else {
                 continue;
             };
             let values = item
@@ -659,13 +662,13 @@ impl OasValidation {
                 continue;
             }
             let found = match p.spec.location {
-                Location::Query => p.spec.from_query(&pairs),
-                Location::Header => p.spec.from_headers(&ctx.headers),
+                Location::Query => p.spec.read_query(&pairs),
+                Location::Header => p.spec.read_headers(&ctx.headers),
                 Location::Path => captures
                     .iter()
                     .find(|(n, _)| *n == p.spec.name)
                     .map_or(Found::Missing, |(_, v)| {
-                        Found::Values(vec![p.spec.from_path(v)])
+                        Found::Values(vec![p.spec.parse_path(v)])
                     }),
             };
             let problem = match found {

@@ -162,16 +162,16 @@ impl RequestValidator {
         let mut pairs = None;
         for p in &self.params {
             let found = match p.spec.location {
-                Location::Query => p.spec.from_query(
+                Location::Query => p.spec.read_query(
                     pairs.get_or_insert_with(|| validation::query_pairs(ctx.query.as_deref())),
                 ),
-                Location::Header => p.spec.from_headers(&ctx.headers),
+                Location::Header => p.spec.read_headers(&ctx.headers),
                 Location::Path => ctx
                     .uri_captures
                     .iter()
                     .find(|(n, _)| n.as_deref() == Some(p.spec.name.as_str()))
                     .map_or(Found::Missing, |(_, v)| {
-                        Found::Values(vec![p.spec.from_path(v)])
+                        Found::Values(vec![p.spec.parse_path(v)])
                     }),
             };
             let fail = |why: String| {

@@ -374,7 +374,7 @@ pub(crate) enum Found {
 
 impl ParamSpec {
     /// Reads and deserialises this parameter from a query (decoded pairs).
-    pub(crate) fn from_query(&self, pairs: &[(String, String)]) -> Found {
+    pub(crate) fn read_query(&self, pairs: &[(String, String)]) -> Found {
         let name = self.name.as_str();
         match (&self.shape, self.style) {
             (Shape::Object(props), Style::DeepObject) => {
@@ -455,7 +455,7 @@ impl ParamSpec {
     }
 
     /// Deserialises a `simple`-style value (headers, and path segments).
-    pub(crate) fn from_simple(&self, raw: &str) -> Value {
+    pub(crate) fn parse_simple(&self, raw: &str) -> Value {
         match &self.shape {
             Shape::Primitive(t) => coerce(raw, t),
             Shape::Array(items) => split_values(raw, ',', items),
@@ -469,7 +469,7 @@ impl ParamSpec {
 
     /// Reads a header parameter: repeated lines of a primitive are validated one by one,
     /// arrays and objects see all lines joined with commas.
-    pub(crate) fn from_headers(&self, headers: &http::HeaderMap) -> Found {
+    pub(crate) fn read_headers(&self, headers: &http::HeaderMap) -> Found {
         let values: Vec<String> = headers
             .get_all(self.name.as_str())
             .iter()
@@ -480,14 +480,14 @@ impl ParamSpec {
         }
         match self.shape {
             Shape::Primitive(_) => {
-                Found::Values(values.iter().map(|v| self.from_simple(v)).collect())
+                Found::Values(values.iter().map(|v| self.parse_simple(v)).collect())
             }
-            _ => Found::Values(vec![self.from_simple(&values.join(","))]),
+            _ => Found::Values(vec![self.parse_simple(&values.join(","))]),
         }
     }
 
     /// Deserialises a path parameter's raw (still percent-encoded) value.
-    pub(crate) fn from_path(&self, raw: &str) -> Value {
+    pub(crate) fn parse_path(&self, raw: &str) -> Value {
         match self.style {
             Style::Label => {
                 let rest = raw.strip_prefix('.').unwrap_or(raw);
@@ -618,7 +618,7 @@ mod tests {
             true,
             json!({"type":"array","items":{"type":"integer"}}),
         );
-        assert_eq!(arr.from_query(&pairs), Found::Values(vec![json!([1, 2])]));
+        assert_eq!(arr.read_query(&pairs), Found::Values(vec![json!([1, 2])]));
         let flat = spec(
             Location::Query,
             Style::Form,
@@ -627,7 +627,7 @@ mod tests {
         );
         let p2 = query_pairs(Some("id=1,2,x"));
         assert_eq!(
-            flat.from_query(&p2),
+            flat.read_query(&p2),
             Found::Values(vec![json!([1, 2, "x"])])
         );
         let prim = spec(
@@ -637,10 +637,10 @@ mod tests {
             json!({"type":"integer"}),
         );
         assert_eq!(
-            prim.from_query(&pairs),
+            prim.read_query(&pairs),
             Found::Values(vec![json!(1), json!(2)])
         );
-        assert_eq!(prim.from_query(&[]), Found::Missing);
+        assert_eq!(prim.read_query(&[]), Found::Missing);
         let mut obj = spec(
             Location::Query,
             Style::Form,
@@ -649,12 +649,12 @@ mod tests {
         );
         obj.name = "o".into();
         assert_eq!(
-            obj.from_query(&pairs),
+            obj.read_query(&pairs),
             Found::Values(vec![json!({"role":"admin","n":3})])
         );
         obj.style = Style::DeepObject;
         assert_eq!(
-            obj.from_query(&pairs),
+            obj.read_query(&pairs),
             Found::Values(vec![json!({"k":"v"})])
         );
     }
@@ -667,36 +667,36 @@ mod tests {
             false,
             json!({"type":"array","items":{"type":"integer"}}),
         );
-        assert_eq!(arr.from_simple("1,2,3"), json!([1, 2, 3]));
+        assert_eq!(arr.parse_simple("1,2,3"), json!([1, 2, 3]));
         let obj = spec(
             Location::Header,
             Style::Simple,
             true,
             json!({"type":"object","properties":{"a":{"type":"boolean"}}}),
         );
-        assert_eq!(obj.from_simple("a=true,b=x"), json!({"a":true,"b":"x"}));
+        assert_eq!(obj.parse_simple("a=true,b=x"), json!({"a":true,"b":"x"}));
         let label = spec(
             Location::Path,
             Style::Label,
             true,
             json!({"type":"array","items":{"type":"integer"}}),
         );
-        assert_eq!(label.from_path(".3.4"), json!([3, 4]));
+        assert_eq!(label.parse_path(".3.4"), json!([3, 4]));
         let matrix = spec(
             Location::Path,
             Style::Matrix,
             true,
             json!({"type":"array","items":{"type":"integer"}}),
         );
-        assert_eq!(matrix.from_path(";id=3;id=4"), json!([3, 4]));
+        assert_eq!(matrix.parse_path(";id=3;id=4"), json!([3, 4]));
         let simple = spec(
             Location::Path,
             Style::Simple,
             false,
             json!({"type":"number"}),
         );
-        assert_eq!(simple.from_path("2.5"), json!(2.5));
-        assert_eq!(simple.from_path("a%20b"), json!("a b"));
+        assert_eq!(simple.parse_path("2.5"), json!(2.5));
+        assert_eq!(simple.parse_path("a%20b"), json!("a b"));
         assert!(Style::parse("form", Location::Header).is_err());
         assert!(Style::parse("matrix", Location::Path).is_ok());
     }
