@@ -858,6 +858,13 @@ mod tests {
                 .any(|e| e.starts_with("plugins[0].config.parameter_schema[1].style:")),
             "{errs:?}"
         );
+        // Remote references are never fetched: refused at load.
+        let errs = build(json!({"version": "draft7", "body_schema": r#"{"$ref": "https://example.com/s.json"}"#}))
+            .unwrap_err();
+        assert!(
+            errs[0].starts_with("plugins[0].config.body_schema: invalid schema"),
+            "{errs:?}"
+        );
         // Without an explicit version, a JSON Schema object is read as draft 4.
         assert!(build(json!({"body_schema": r#"{"type":"object"}"#})).is_ok());
     }
