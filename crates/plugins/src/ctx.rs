@@ -55,6 +55,9 @@ pub struct Ctx {
     pub client_certs: Option<Arc<Vec<bytes::Bytes>>>,
     /// Replaces the upstream path (request-transformer `replace.uri`).
     pub upstream_path: Option<String>,
+    /// Captures of the matched route's regex path, `(name if named, value)` in group order
+    /// (Kong's `uri_captures`); empty for prefix paths.
+    pub uri_captures: Vec<(Option<String>, String)>,
     /// Per-request state, one slot per type; plugins keep their own types here.
     pub state: Extensions,
 }
@@ -89,6 +92,7 @@ impl Ctx {
             body_limit: None,
             client_certs: None,
             upstream_path: None,
+            uri_captures: Vec::new(),
             state: Extensions::new(),
         }
     }

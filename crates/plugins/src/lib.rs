@@ -28,14 +28,17 @@ pub mod key_auth;
 pub mod lockout;
 pub mod log_entry;
 pub mod mtls_auth;
+pub mod oas_validation;
 pub mod openid_connect;
 pub mod opentelemetry;
 pub mod rate_limiting;
 mod registry;
 pub mod request_size_limiting;
 pub mod request_termination;
+pub mod request_validator;
 pub mod trace;
 pub mod transformer;
+mod validation;
 #[cfg(feature = "waf")]
 pub mod waf;
 

@@ -8,8 +8,8 @@ use serde_json::Value;
 use crate::catalog::Catalog;
 use crate::{
     acl, basic_auth, bot_detection, correlation_id, cors, file_log, hmac_auth, ip_restriction, jwt,
-    key_auth, mtls_auth, openid_connect, opentelemetry, rate_limiting, request_size_limiting,
-    request_termination, transformer, Plugin,
+    key_auth, mtls_auth, oas_validation, openid_connect, opentelemetry, rate_limiting,
+    request_size_limiting, request_termination, request_validator, transformer, Plugin,
 };
 
 /// Plugin names this build knows, with Kong's execution priority (higher runs first).
@@ -28,8 +28,10 @@ const PLUGINS: &[(&str, i32)] = &[
     // After authentication (so lockouts and 401s cost no rule evaluation), before everything
     // that acts on the request; Kong EE's injection-protection uses the same priority.
     ("waf", 1007),
+    ("request-validator", 999),
     ("request-size-limiting", 951),
     ("acl", 950),
+    ("oas-validation", 850),
     ("request-transformer", 801),
     ("response-transformer", 800),
     ("ip-restriction", 990),
@@ -135,6 +137,10 @@ pub fn build_scoped_plugin(
             );
             None
         }
+        "oas-validation" => oas_validation::OasValidation::build(config, &cpath, errs)
+            .map(|p| Arc::new(p) as Arc<dyn Plugin>),
+        "request-validator" => request_validator::RequestValidator::build(config, &cpath, errs)
+            .map(|p| Arc::new(p) as Arc<dyn Plugin>),
         "request-termination" => {
             request_termination::RequestTermination::build(config, &cpath, errs)
                 .map(|p| Arc::new(p) as Arc<dyn Plugin>)

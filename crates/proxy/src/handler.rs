@@ -333,6 +333,7 @@ async fn proxy(
             t.entry.trace = Some(tc);
         }
     }
+    ctx.uri_captures.clone_from(&found.captures);
 
     // No client may claim an identity: only auth plugins set these headers.
     portcullis_plugins::auth::strip_identity_headers(&mut ctx.headers);
