@@ -339,7 +339,7 @@ services:
     // Were the log phase waiting for a collector, one request would take 10 s (slow) or the
     // retry time (dead); 200 requests would take minutes.
     assert!(
-        slowest < Duration::from_secs(3),
+        slowest < Duration::from_secs(5),
         "slowest request {slowest:?}"
     );
     assert!(
@@ -347,8 +347,9 @@ services:
         "200 requests took {:?}",
         started.elapsed()
     );
-    // At most 5 queued + a batch in flight + one waiting: the rest of each 100 is dropped and
-    // reported with a count (warnings at most once a second).
+    // At most 5 queued + a batch in flight + one waiting (a few more if the slow collector's
+    // 10 s timeout passes meanwhile): the rest of each 100 is dropped and reported with a
+    // count (warnings at most once a second).
     let mut dropped = std::collections::HashMap::new();
     for _ in 0..100 {
         dropped.clear();
@@ -365,7 +366,7 @@ services:
                 *dropped.entry(dest).or_insert(0) += n;
             }
         }
-        if dropped.values().sum::<u64>() >= 2 * 93 {
+        if dropped.values().sum::<u64>() >= 2 * 93 && dropped.len() == 2 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
