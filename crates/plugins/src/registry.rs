@@ -7,17 +7,22 @@ use serde_json::Value;
 
 use crate::catalog::Catalog;
 use crate::{
-    acl, basic_auth, bot_detection, correlation_id, cors, file_log, hmac_auth, ip_restriction, jwt,
-    key_auth, mtls_auth, oas_validation, openid_connect, opentelemetry, rate_limiting,
-    request_size_limiting, request_termination, request_validator, transformer, Plugin,
+    acl, basic_auth, bot_detection, correlation_id, cors, file_log, hmac_auth, http_log,
+    ip_restriction, jwt, key_auth, mtls_auth, oas_validation, openid_connect, opentelemetry,
+    rate_limiting, request_size_limiting, request_termination, request_validator, syslog, tcp_log,
+    transformer, udp_log, Plugin,
 };
 
 /// Plugin names this build knows, with Kong's execution priority (higher runs first).
 const PLUGINS: &[(&str, i32)] = &[
     ("correlation-id", 100001),
     ("mtls-auth", 1600),
+    ("http-log", 12),
     ("file-log", 9),
     ("opentelemetry", 14),
+    ("udp-log", 8),
+    ("tcp-log", 7),
+    ("syslog", 4),
     ("bot-detection", 2500),
     ("cors", 2000),
     ("jwt", 1450),
@@ -105,6 +110,14 @@ pub fn build_scoped_plugin(
         "opentelemetry" => opentelemetry::OpenTelemetry::build(config, &cpath, errs)
             .map(|p| Arc::new(p) as Arc<dyn Plugin>),
         "file-log" => file_log::FileLog::build(config, &cpath, errs, catalog.is_complete())
+            .map(|p| Arc::new(p) as Arc<dyn Plugin>),
+        "http-log" => http_log::HttpLog::build(config, &cpath, errs, catalog.is_complete())
+            .map(|p| Arc::new(p) as Arc<dyn Plugin>),
+        "tcp-log" => tcp_log::TcpLog::build(config, &cpath, errs, catalog.is_complete())
+            .map(|p| Arc::new(p) as Arc<dyn Plugin>),
+        "udp-log" => udp_log::UdpLog::build(config, &cpath, errs, catalog.is_complete())
+            .map(|p| Arc::new(p) as Arc<dyn Plugin>),
+        "syslog" => syslog::Syslog::build(config, &cpath, errs, catalog.is_complete())
             .map(|p| Arc::new(p) as Arc<dyn Plugin>),
         "mtls-auth" => mtls_auth::MtlsAuth::build(config, &cpath, errs, catalog)
             .map(|p| Arc::new(p) as Arc<dyn Plugin>),
