@@ -29,6 +29,7 @@ pub mod lockout;
 pub mod log_entry;
 pub mod mtls_auth;
 pub mod openid_connect;
+pub mod prometheus;
 pub mod rate_limiting;
 mod registry;
 pub mod request_size_limiting;

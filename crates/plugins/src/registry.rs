@@ -8,8 +8,8 @@ use serde_json::Value;
 use crate::catalog::Catalog;
 use crate::{
     acl, basic_auth, bot_detection, correlation_id, cors, file_log, hmac_auth, ip_restriction, jwt,
-    key_auth, mtls_auth, openid_connect, rate_limiting, request_size_limiting, request_termination,
-    transformer, Plugin,
+    key_auth, mtls_auth, openid_connect, prometheus, rate_limiting, request_size_limiting,
+    request_termination, transformer, Plugin,
 };
 
 /// Plugin names this build knows, with Kong's execution priority (higher runs first).
@@ -17,6 +17,7 @@ const PLUGINS: &[(&str, i32)] = &[
     ("correlation-id", 100001),
     ("mtls-auth", 1600),
     ("file-log", 9),
+    ("prometheus", 13),
     ("bot-detection", 2500),
     ("cors", 2000),
     ("jwt", 1450),
@@ -94,6 +95,8 @@ pub fn build_scoped_plugin(
         "correlation-id" => correlation_id::CorrelationId::build(config, &cpath, errs)
             .map(|p| Arc::new(p) as Arc<dyn Plugin>),
         "file-log" => file_log::FileLog::build(config, &cpath, errs, catalog.is_complete())
+            .map(|p| Arc::new(p) as Arc<dyn Plugin>),
+        "prometheus" => prometheus::Prometheus::build(config, &cpath, errs)
             .map(|p| Arc::new(p) as Arc<dyn Plugin>),
         "mtls-auth" => mtls_auth::MtlsAuth::build(config, &cpath, errs, catalog)
             .map(|p| Arc::new(p) as Arc<dyn Plugin>),
