@@ -457,6 +457,30 @@ async fn kong_metrics_match_what_clients_saw() {
         assert!(!text.contains(secret), "{secret} leaked");
     }
 
+    // Every metric the sample Grafana dashboard queries is exported.
+    let dashboard = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../examples/grafana-dashboard.json"
+    ))
+    .unwrap();
+    let dashboard: serde_json::Value = serde_json::from_str(&dashboard).unwrap();
+    let mut queried = 0;
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for t in panel["targets"].as_array().unwrap() {
+            let expr = t["expr"].as_str().unwrap();
+            for word in expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+                if word.starts_with("kong_") || word.starts_with("portcullis_") {
+                    queried += 1;
+                    assert!(
+                        samples.iter().any(|s| s.name == word),
+                        "dashboard queries {word}, not exported"
+                    );
+                }
+            }
+        }
+    }
+    assert!(queried >= 10);
+
     // The Admin API serves the same metrics.
     let (admin_text, admin) = scrape(gw.admin).await;
     assert_eq!(
