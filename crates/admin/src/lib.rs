@@ -1,7 +1,10 @@
 //! The Admin API (axum), bound to localhost by default.
 //!
 //! Endpoints so far: `GET /` (node info), `GET /status` (readiness, connections, config hash),
-//! `GET /status/ready`.
+//! `GET /status/ready`, `GET /metrics` (Prometheus text format).
+//!
+//! The status listener (`status_listen`, off by default) serves `GET /status`,
+//! `GET /status/ready` and `GET /metrics` only: safe to expose to a Prometheus server.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -22,8 +25,44 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         .route("/", get(root))
         .route("/status", get(status))
         .route("/status/ready", get(ready))
+        .route("/metrics", get(metrics))
         .fallback(not_found)
         .with_state(gw)
+}
+
+/// The status listener's routes.
+pub fn status_router(gw: Arc<Gateway>) -> Router {
+    Router::new()
+        .route("/status", get(status))
+        .route("/status/ready", get(ready))
+        .route("/metrics", get(metrics))
+        .fallback(not_found)
+        .with_state(gw)
+}
+
+/// Serves the status listener until `shutdown` turns true.
+pub async fn serve_status(
+    gw: Arc<Gateway>,
+    listener: TcpListener,
+    mut shutdown: watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    axum::serve(listener, status_router(gw))
+        .with_graceful_shutdown(async move {
+            let _ = shutdown.wait_for(|s| *s).await;
+        })
+        .await
+}
+
+async fn metrics(State(gw): State<Arc<Gateway>>) -> Response {
+    let body = portcullis_proxy::metrics::render(&gw);
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            portcullis_proxy::metrics::CONTENT_TYPE,
+        )],
+        body,
+    )
+        .into_response()
 }
 
 /// Serves the Admin API until `shutdown` turns true.

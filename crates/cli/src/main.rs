@@ -62,6 +62,9 @@ struct StartArgs {
     /// Admin API listener [default: 127.0.0.1:8001].
     #[arg(long, env = "PORTCULLIS_ADMIN_LISTEN")]
     admin_listen: Option<SocketAddr>,
+    /// Status listener serving /status and /metrics [default: off].
+    #[arg(long, env = "PORTCULLIS_STATUS_LISTEN")]
+    status_listen: Option<SocketAddr>,
     /// Proxy worker threads [default: number of cores].
     #[arg(long, env = "PORTCULLIS_WORKERS")]
     workers: Option<usize>,
@@ -143,6 +146,9 @@ fn load_settings(args: &StartArgs) -> anyhow::Result<Settings> {
     if let Some(a) = args.admin_listen {
         s.admin_listen = a;
     }
+    if let Some(a) = args.status_listen {
+        s.status_listen = Some(a);
+    }
     if let Some(w) = args.workers {
         s.workers = w;
     }
@@ -178,6 +184,7 @@ fn init_logging(s: &Settings) -> anyhow::Result<Arc<SecurityLayer>> {
     };
     tracing_subscriber::registry()
         .with(fmt)
+        .with(portcullis_proxy::metrics::SecurityEvents::filtered())
         .with(SecurityTap(security.clone()))
         .init();
     Ok(security)
@@ -247,18 +254,33 @@ async fn run(
         .await
         .context("cannot bind the proxy listeners")?;
     let admin = server::bind(gw.settings.admin_listen).context("cannot bind the admin listener")?;
+    let status = match gw.settings.status_listen {
+        Some(addr) => Some(server::bind(addr).context("cannot bind the status listener")?),
+        None => None,
+    };
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::spawn(signals(gw.clone(), stop_tx));
     let admin_task = tokio::spawn(portcullis_admin::serve(gw.clone(), admin, stop_rx.clone()));
+    let status_task = status.map(|l| {
+        tokio::spawn(portcullis_admin::serve_status(
+            gw.clone(),
+            l,
+            stop_rx.clone(),
+        ))
+    });
     tracing::info!(
         proxy = %gw.settings.proxy_listen,
         proxy_tls = %gw.settings.proxy_tls_listen,
         admin = %gw.settings.admin_listen,
+        status = %gw.settings.status_listen.map_or_else(|| "off".to_string(), |a| a.to_string()),
         config = %summary,
         "portcullis started"
     );
     server::serve(gw.clone(), listeners, stop_rx).await?;
     let _ = admin_task.await;
+    if let Some(t) = status_task {
+        let _ = t.await;
+    }
     tracing::info!("portcullis stopped");
     Ok(())
 }

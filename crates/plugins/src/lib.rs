@@ -32,6 +32,7 @@ pub mod mtls_auth;
 pub mod oas_validation;
 pub mod openid_connect;
 pub mod opentelemetry;
+pub mod prometheus;
 pub mod rate_limiting;
 mod registry;
 pub mod request_size_limiting;

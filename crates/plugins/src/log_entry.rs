@@ -73,6 +73,9 @@ pub struct LogEntry {
     pub request_headers: Vec<(String, String)>,
     /// Request body size (Content-Length), bytes.
     pub request_size: u64,
+    /// Request line and headers as received, bytes (approximate: HTTP/1 framing; for
+    /// bandwidth metrics).
+    pub request_head_size: u64,
     /// Path and query sent upstream.
     pub upstream_uri: Option<String>,
     /// Status sent to the client.

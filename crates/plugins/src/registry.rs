@@ -9,8 +9,8 @@ use crate::catalog::Catalog;
 use crate::{
     acl, basic_auth, bot_detection, correlation_id, cors, file_log, hmac_auth, http_log,
     ip_restriction, jwt, key_auth, mtls_auth, oas_validation, openid_connect, opentelemetry,
-    rate_limiting, request_size_limiting, request_termination, request_validator, syslog, tcp_log,
-    transformer, udp_log, Plugin,
+    prometheus, rate_limiting, request_size_limiting, request_termination, request_validator,
+    syslog, tcp_log, transformer, udp_log, Plugin,
 };
 
 /// Plugin names this build knows, with Kong's execution priority (higher runs first).
@@ -23,6 +23,7 @@ const PLUGINS: &[(&str, i32)] = &[
     ("udp-log", 8),
     ("tcp-log", 7),
     ("syslog", 4),
+    ("prometheus", 13),
     ("bot-detection", 2500),
     ("cors", 2000),
     ("jwt", 1450),
@@ -118,6 +119,8 @@ pub fn build_scoped_plugin(
         "udp-log" => udp_log::UdpLog::build(config, &cpath, errs, catalog.is_complete())
             .map(|p| Arc::new(p) as Arc<dyn Plugin>),
         "syslog" => syslog::Syslog::build(config, &cpath, errs, catalog.is_complete())
+            .map(|p| Arc::new(p) as Arc<dyn Plugin>),
+        "prometheus" => prometheus::Prometheus::build(config, &cpath, errs)
             .map(|p| Arc::new(p) as Arc<dyn Plugin>),
         "mtls-auth" => mtls_auth::MtlsAuth::build(config, &cpath, errs, catalog)
             .map(|p| Arc::new(p) as Arc<dyn Plugin>),

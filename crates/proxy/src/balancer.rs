@@ -160,6 +160,8 @@ pub struct TargetEntry {
 pub struct Balancer {
     /// The upstream name (or `host:port` for a plain service).
     pub name: String,
+    /// Built from an upstream entity (not a service's plain host).
+    pub is_upstream: bool,
     algorithm: Algorithm,
     /// Hash inputs.
     pub hash_on: HashOn,
@@ -205,6 +207,7 @@ impl Balancer {
             .collect();
         Balancer {
             name: u.name.clone(),
+            is_upstream: true,
             algorithm: u.algorithm,
             hash_on: u.hash_on.clone(),
             hash_fallback: u.hash_fallback.clone(),
@@ -230,6 +233,7 @@ impl Balancer {
         }];
         Balancer {
             name: format!("{host}:{port}"),
+            is_upstream: false,
             algorithm: Algorithm::RoundRobin,
             hash_on: HashOn::None,
             hash_fallback: HashOn::None,
@@ -242,6 +246,11 @@ impl Balancer {
             healthchecks: None,
             threshold: 0.0,
         }
+    }
+
+    /// Are active or passive health checks on?
+    pub fn health_checked(&self) -> bool {
+        self.healthchecks.is_some() || self.passive.is_some()
     }
 
     /// Targets, in config order.

@@ -155,4 +155,23 @@ pub struct Stats {
     pub connections_accepted: AtomicUsize,
     /// Requests handled.
     pub requests_total: AtomicUsize,
+    /// Requests being handled (routing, plugins, waiting for the upstream's response head).
+    pub requests_in_flight: AtomicUsize,
+}
+
+/// Counts a request in [`Stats::requests_in_flight`] while alive.
+pub struct InFlightRequest<'a>(&'a Stats);
+
+impl<'a> InFlightRequest<'a> {
+    /// Starts counting.
+    pub fn new(stats: &'a Stats) -> Self {
+        stats.requests_in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlightRequest(stats)
+    }
+}
+
+impl Drop for InFlightRequest<'_> {
+    fn drop(&mut self) {
+        self.0.requests_in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
 }

@@ -169,6 +169,7 @@ pub async fn handle(
     gw.stats
         .requests_total
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let _in_flight = crate::body::InFlightRequest::new(&gw.stats);
     let websocket = conn.upgrade.is_some() && is_websocket(&req);
     let client_upgrade = websocket.then(|| hyper::upgrade::on(&mut req));
     // Every request gets a fresh id (32 hex digits, like Kong's X-Kong-Request-Id); a client's
@@ -661,10 +662,25 @@ fn start_tail(
         query: log_entry::redact_query(parts.uri.query(), redact),
         request_headers: log_entry::redact_headers(&parts.headers, redact),
         request_size: log.request_bytes.unwrap_or(0),
+        request_head_size: head_size(parts),
         tls_version: conn.tls_version,
         ..LogEntry::default()
     };
     log.tail = Some(Box::new(LogTail { plugins, entry }));
+}
+
+/// Size of the request line and headers in HTTP/1 framing (for bandwidth metrics).
+fn head_size(parts: &http::request::Parts) -> u64 {
+    let line = parts.method.as_str().len()
+        + parts.uri.path_and_query().map_or(1, |p| p.as_str().len())
+        + " HTTP/1.1\r\n".len()
+        + 2;
+    let headers: usize = parts
+        .headers
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len() + 4)
+        .sum();
+    (line + headers) as u64
 }
 
 /// Records who the request was, for the access log.

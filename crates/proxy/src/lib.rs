@@ -12,6 +12,7 @@ pub mod gateway;
 pub mod guard;
 pub mod handler;
 pub mod health;
+pub mod metrics;
 pub mod path;
 pub mod security;
 pub mod server;

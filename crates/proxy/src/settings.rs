@@ -17,6 +17,8 @@ pub struct Settings {
     pub proxy_tls_listen: SocketAddr,
     /// Admin API listener.
     pub admin_listen: SocketAddr,
+    /// Status listener (`/status`, `/metrics`); off unless set.
+    pub status_listen: Option<SocketAddr>,
     /// Proxy worker threads (0 = number of cores).
     pub workers: usize,
     /// Peers whose X-Forwarded-* and X-Real-IP headers are believed.
@@ -77,6 +79,7 @@ impl Default for Settings {
             proxy_listen: SocketAddr::from(([0, 0, 0, 0], 8000)),
             proxy_tls_listen: SocketAddr::from(([0, 0, 0, 0], 8443)),
             admin_listen: SocketAddr::from(([127, 0, 0, 1], 8001)),
+            status_listen: None,
             workers: 0,
             trusted_ips: Vec::new(),
             client_header_timeout: 60.0,
