@@ -100,3 +100,21 @@ async fn content_length_can_be_required() {
     let r = request(gw.proxy, "POST", "/", &[], "small").await.unwrap();
     assert_status(&r, 200);
 }
+
+#[tokio::test]
+async fn a_two_megabyte_chunked_body_against_a_one_megabyte_limit() {
+    let origin = Origin::start("a").await;
+    let gw = Gw::start(&config(
+        &origin.url(),
+        "{allowed_payload_size: 1, size_unit: megabytes}",
+    ))
+    .await;
+    // 2 MiB in 64 KiB chunks, no Content-Length.
+    let (resp, _) = raw(gw.proxy, &chunked("/", &[64 * 1024; 32])).await;
+    assert_eq!(status_of(&resp), 413, "{}", &resp[..resp.len().min(300)]);
+    assert!(resp.contains("Request size limit exceeded"));
+    // Just under the limit passes whole.
+    let (resp, _) = raw(gw.proxy, &chunked("/", &[64 * 1024; 15])).await;
+    assert_eq!(status_of(&resp), 200);
+    assert_eq!(origin.hits(), 1);
+}

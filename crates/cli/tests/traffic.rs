@@ -915,3 +915,91 @@ async fn rate_limiting_sliding_window_stops_the_boundary_burst() {
         }
     }
 }
+
+/// A private redis-server on a free port, killed on drop (or earlier by the test).
+struct PrivateRedis {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl PrivateRedis {
+    async fn start() -> PrivateRedis {
+        let port = free_port();
+        let child = std::process::Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server must be installed (.ci/run installs it)");
+        for _ in 0..100 {
+            if tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
+            {
+                return PrivateRedis { child, port };
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        panic!("private redis-server did not start on {port}");
+    }
+
+    fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+#[tokio::test]
+async fn rate_limiting_redis_stopped_mid_run() {
+    for fault_tolerant in [true, false] {
+        let origin = Origin::start("a").await;
+        let mut redis = PrivateRedis::start().await;
+        let cfg = limited(
+            &origin.url(),
+            &format!(
+                "          - name: rate-limiting\n            config:\n              minute: 3\n              policy: redis\n              fault_tolerant: {fault_tolerant}\n              redis: {{host: 127.0.0.1, port: {}, timeout: 300}}\n",
+                redis.port
+            ),
+        );
+        let gw = Gw::start(&cfg).await;
+        // While Redis runs the limit holds: 3 pass, the 4th is refused.
+        let statuses: Vec<u16> = {
+            let mut v = Vec::new();
+            for _ in 0..4 {
+                v.push(gw.get("/").await.status);
+            }
+            v
+        };
+        assert_eq!(
+            statuses,
+            [200, 200, 200, 429],
+            "fault_tolerant={fault_tolerant}"
+        );
+        // Redis goes away mid-run.
+        redis.stop();
+        let r = gw.get("/").await;
+        if fault_tolerant {
+            assert_status(&r, 200);
+            assert!(r.header("x-ratelimit-remaining-minute").is_none());
+            assert!(gw.logs().contains("cannot reach Redis"));
+        } else {
+            assert_status(&r, 500);
+            assert_eq!(r.json(), json!({"message": "An unexpected error occurred"}));
+        }
+        assert_eq!(origin.hits(), if fault_tolerant { 4 } else { 3 });
+    }
+}
