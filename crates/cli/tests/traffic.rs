@@ -925,6 +925,7 @@ struct PrivateRedis {
 impl PrivateRedis {
     async fn start() -> PrivateRedis {
         let port = free_port();
+        #[allow(clippy::zombie_processes)] // killed and waited for in Drop
         let child = std::process::Command::new("redis-server")
             .args([
                 "--port",
