@@ -167,8 +167,12 @@ fn init_logging(s: &Settings) -> anyhow::Result<Arc<SecurityLayer>> {
     use tracing_subscriber::Layer;
     let filter = tracing_subscriber::EnvFilter::try_from_env("PORTCULLIS_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&s.log_level));
-    let security = SecurityLayer::new(&s.security_log, s.alerts.clone())
-        .with_context(|| format!("cannot open security_log {}", s.security_log))?;
+    let security = SecurityLayer::new(
+        &s.security_log,
+        s.security_http.as_deref(),
+        s.alerts.clone(),
+    )
+    .with_context(|| format!("cannot open security_log {}", s.security_log))?;
     let fmt = if s.log_format == "json" {
         tracing_subscriber::fmt::layer()
             .with_writer(std::io::stderr)

@@ -50,7 +50,7 @@ plugins:
   - name: file-log
     config:
       path: {path}
-      custom_fields: {{env: test, request.team: payments}}
+      custom_fields: {{env: test, request.team: payments, status_copy: "$(response.status)", who: "user $(consumer.username)"}}
 "#,
         origin = origin.url(),
         path = file.display()
@@ -91,6 +91,8 @@ plugins:
     assert_eq!(l["request"]["headers"]["cookie"], "REDACTED");
     assert_eq!(l["request"]["team"], "payments");
     assert_eq!(l["env"], "test");
+    assert_eq!(l["status_copy"], 200);
+    assert_eq!(l["who"], "user alice");
     assert_eq!(l["response"]["status"], 200);
     assert_eq!(
         l["response"]["size"].as_u64().unwrap(),

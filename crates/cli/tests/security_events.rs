@@ -75,6 +75,7 @@ async fn refusals_become_events_and_a_burst_one_alert() {
     let sec = dir.join("security.log");
     let settings = format!(
         r#"security_log = "{}"
+security_http = "http://127.0.0.1:{hook}/events"
 
 [[alerts]]
 name = "auth-bruteforce"
@@ -162,14 +163,45 @@ services:
 
     // Ten failures over a threshold of three: exactly one alert for the period.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let got = alerts.lock().unwrap().clone();
+    let all_posts = alerts.lock().unwrap().clone();
+    let got: Vec<Value> = all_posts
+        .iter()
+        .filter(|v| v.is_object())
+        .cloned()
+        .collect();
     assert_eq!(got.len(), 1, "{got:?}");
     assert_eq!(got[0]["alert"], "auth-bruteforce");
     assert_eq!(got[0]["group"], "127.0.0.1");
     assert_eq!(got[0]["count"], 4);
     assert_eq!(got[0]["last_event"]["event"], "auth_failure");
 
-    let text = std::fs::read_to_string(&sec).unwrap() + &got[0].to_string() + &gw.logs();
+    // The same events also arrived at the HTTP sink, batched as JSON arrays.
+    let mut posted = Vec::new();
+    for _ in 0..100 {
+        posted = alerts
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|v| v.as_array().cloned())
+            .flatten()
+            .collect::<Vec<Value>>();
+        if posted.len() >= 12 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(posted.len(), 12, "{posted:?}");
+    assert_eq!(
+        posted
+            .iter()
+            .filter(|e| e["event"] == "auth_failure")
+            .count(),
+        10
+    );
+
+    let text = std::fs::read_to_string(&sec).unwrap()
+        + &serde_json::to_string(&all_posts).unwrap()
+        + &gw.logs();
     assert!(!text.contains("wrong-key-"));
     assert!(!text.contains("alice-event-secret"));
     let _ = std::fs::remove_dir_all(&dir);

@@ -108,7 +108,7 @@ fn write_loop(
 /// A compiled `file-log` instance.
 pub struct FileLog {
     writer: Arc<Writer>,
-    custom: Vec<(Vec<String>, Value)>,
+    custom: crate::sink::CustomFields,
 }
 
 impl FileLog {
@@ -139,30 +139,7 @@ impl FileLog {
             }
         }
         let reopen = o.bool_or("reopen", false, errs);
-        let mut custom = Vec::new();
-        let cpath = o.field_path("custom_fields");
-        if let Some(v) = o.get("custom_fields") {
-            match v {
-                Value::Object(m) => {
-                    for (k, v) in m {
-                        if k.is_empty() || k.split('.').any(str::is_empty) {
-                            errs.push(format!("{cpath}.{k}"), "invalid field name");
-                        }
-                        custom.push((k.split('.').map(str::to_string).collect(), v.clone()));
-                    }
-                }
-                Value::Null => {}
-                _ => errs.push(cpath, "expected a record"),
-            }
-        }
-        if let Some(v) = o.get("custom_fields_by_lua") {
-            if !v.is_null() && v.as_object().is_none_or(|m| !m.is_empty()) {
-                errs.push(
-                    o.field_path("custom_fields_by_lua"),
-                    "Lua is not supported; use custom_fields",
-                );
-            }
-        }
+        let custom = crate::sink::CustomFields::read(&mut o, errs);
         o.finish(errs);
         if errs.len() > before {
             return None;
@@ -213,11 +190,7 @@ impl Plugin for FileLog {
     }
 
     fn log(&self, entry: &LogEntry) {
-        let mut v = entry.to_kong_json();
-        for (path, value) in &self.custom {
-            set_path(&mut v, path, value.clone());
-        }
-        match self.writer.tx.try_send(v.to_string()) {
+        match self.writer.tx.try_send(self.custom.serialize(entry)) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
                 self.writer.dropped.fetch_add(1, Ordering::Relaxed);

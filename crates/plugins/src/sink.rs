@@ -162,8 +162,9 @@ pub fn read_queue(o: &mut Obj<'_>, defaults: QueueConfig, errs: &mut Errors) -> 
     q
 }
 
-/// Static fields added to every entry (`custom_fields`; dotted names nest). Replaces Kong's
-/// `custom_fields_by_lua`, which is refused.
+/// Fields added to every entry (`custom_fields`; dotted names nest; string values may hold
+/// `$(path)` templates into the entry). Replaces Kong's `custom_fields_by_lua`, which is
+/// refused.
 #[derive(Debug, Clone, Default)]
 pub struct CustomFields(Vec<(Vec<String>, Value)>);
 
@@ -195,11 +196,19 @@ impl CustomFields {
         CustomFields(custom)
     }
 
-    /// Kong's serialized entry with the custom fields set.
+    /// Kong's serialized entry with the custom fields set. String values may hold templates,
+    /// `$(route.name)`, `$(consumer.username)`, `$(request.headers.x-team)`: dotted paths into
+    /// the (already redacted) entry. A value that is a single template keeps the referenced
+    /// value's type; templates inside text are replaced by their text (absent: empty).
     pub fn entry_json(&self, entry: &LogEntry) -> Value {
         let mut v = entry.to_kong_json();
-        for (path, value) in &self.0 {
-            set_path(&mut v, path, value.clone());
+        let rendered: Vec<(&Vec<String>, Value)> = self
+            .0
+            .iter()
+            .map(|(path, value)| (path, render_template(value, &v)))
+            .collect();
+        for (path, value) in rendered {
+            set_path(&mut v, path, value);
         }
         v
     }
@@ -208,6 +217,46 @@ impl CustomFields {
     pub fn serialize(&self, entry: &LogEntry) -> String {
         self.entry_json(entry).to_string()
     }
+}
+
+/// Looks up a dotted path (`request.headers.x-team`) in a serialized entry.
+fn lookup<'a>(entry: &'a Value, path: &str) -> Option<&'a Value> {
+    path.split('.').try_fold(entry, |v, key| v.get(key.trim()))
+}
+
+/// Renders `$(path)` templates in a custom field value against the entry.
+pub fn render_template(value: &Value, entry: &Value) -> Value {
+    let Value::String(text) = value else {
+        return value.clone();
+    };
+    if !text.contains("$(") {
+        return value.clone();
+    }
+    let whole = text
+        .strip_prefix("$(")
+        .and_then(|t| t.strip_suffix(')'))
+        .filter(|t| !t.contains("$(") && !t.contains(')'));
+    if let Some(path) = whole {
+        return lookup(entry, path).cloned().unwrap_or(Value::Null);
+    }
+    let mut out = String::new();
+    let mut rest = text.as_str();
+    while let Some(i) = rest.find("$(") {
+        out.push_str(&rest[..i]);
+        let Some(end) = rest[i..].find(')') else {
+            out.push_str(&rest[i..]);
+            rest = "";
+            break;
+        };
+        match lookup(entry, &rest[i + 2..i + end]) {
+            Some(Value::String(s)) => out.push_str(s),
+            Some(Value::Null) | None => {}
+            Some(other) => out.push_str(&other.to_string()),
+        }
+        rest = &rest[i + end + 1..];
+    }
+    out.push_str(rest);
+    Value::String(out)
 }
 
 /// Sends one batch to a collector. Implementations keep their connection state behind
@@ -766,6 +815,28 @@ mod tests {
             text.iter().any(|e| e.starts_with("c.queue.bogus")),
             "{text:?}"
         );
+    }
+
+    #[test]
+    fn custom_field_templates_read_the_entry() {
+        let entry = json!({"route": {"name": "orders"}, "response": {"status": 201},
+                           "request": {"headers": {"x-team": "pay", "authorization": "REDACTED"}}});
+        assert_eq!(
+            render_template(&json!("$(response.status)"), &entry),
+            json!(201)
+        );
+        assert_eq!(
+            render_template(
+                &json!("team $(request.headers.x-team) on $(route.name)$(nope.x)"),
+                &entry
+            ),
+            json!("team pay on orders")
+        );
+        assert_eq!(
+            render_template(&json!("$(request.headers.authorization)"), &entry),
+            json!("REDACTED")
+        );
+        assert_eq!(render_template(&json!(5), &entry), json!(5));
     }
 
     #[test]

@@ -98,7 +98,10 @@ pub struct SecurityLayer {
     rules: Mutex<Vec<RuleState>>,
     alerts: SyncSender<(String, Value)>,
     alert_rx: Mutex<Option<std::sync::mpsc::Receiver<(String, Value)>>>,
-    /// Events that did not fit in the file queue.
+    /// `security_http`: events are also POSTed there in batches.
+    events_http: Option<(String, SyncSender<Value>)>,
+    events_rx: Mutex<Option<std::sync::mpsc::Receiver<Value>>>,
+    /// Events that did not fit in the file or HTTP queue, or were given up after retries.
     pub dropped: AtomicU64,
 }
 
@@ -106,7 +109,11 @@ const MAX_GROUPS: usize = 10_000;
 
 impl SecurityLayer {
     /// Opens the event file (`off` for none; `stdout`/`stderr`/a path) and loads the rules.
-    pub fn new(security_log: &str, rules: Vec<AlertRule>) -> std::io::Result<Arc<SecurityLayer>> {
+    pub fn new(
+        security_log: &str,
+        security_http: Option<&str>,
+        rules: Vec<AlertRule>,
+    ) -> std::io::Result<Arc<SecurityLayer>> {
         let file = match security_log {
             "off" | "" => None,
             target => {
@@ -136,7 +143,16 @@ impl SecurityLayer {
             }
         };
         let (alerts, alert_rx) = sync_channel(1024);
+        let (events_http, events_rx) = match security_http {
+            Some(url) => {
+                let (tx, rx) = sync_channel(16 * 1024);
+                (Some((url.to_string(), tx)), Some(rx))
+            }
+            None => (None, None),
+        };
         Ok(Arc::new(SecurityLayer {
+            events_http,
+            events_rx: Mutex::new(events_rx),
             file,
             rules: Mutex::new(
                 rules
@@ -153,8 +169,76 @@ impl SecurityLayer {
         }))
     }
 
-    /// Starts posting alerts (call once, inside the runtime).
+    /// Starts posting alerts and (with `security_http`) event batches; call once, inside the
+    /// runtime.
     pub fn start_alerts(self: &Arc<Self>) {
+        self.start_event_sink();
+        self.start_alert_poster();
+    }
+
+    fn start_event_sink(self: &Arc<Self>) {
+        let (Some((url, _)), Some(rx)) = (
+            self.events_http.clone(),
+            self.events_rx.lock().ok().and_then(|mut r| r.take()),
+        ) else {
+            return;
+        };
+        let (tx, mut erx) = tokio::sync::mpsc::channel::<Value>(16 * 1024);
+        std::thread::Builder::new()
+            .name("security-events".into())
+            .spawn(move || {
+                while let Ok(e) = rx.recv() {
+                    if tx.blocking_send(e).is_err() {
+                        break;
+                    }
+                }
+            })
+            .ok();
+        let me = self.clone();
+        tokio::spawn(async move {
+            let Some(client) = webhook_client() else {
+                return;
+            };
+            while let Some(first) = erx.recv().await {
+                // Batches of up to 100 events, or whatever arrived within a second.
+                let mut batch = vec![first];
+                let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
+                while batch.len() < 100 {
+                    match tokio::time::timeout_at(deadline, erx.recv()).await {
+                        Ok(Some(e)) => batch.push(e),
+                        _ => break,
+                    }
+                }
+                let body = Value::Array(batch);
+                let mut delivered = false;
+                for attempt in 0..4u32 {
+                    if attempt > 0 {
+                        tokio::time::sleep(Duration::from_millis(250 << attempt)).await;
+                    }
+                    match client.post(&url).json(&body).send().await {
+                        Ok(r) if r.status().is_success() => {
+                            delivered = true;
+                            break;
+                        }
+                        Ok(r) => tracing::warn!(
+                            status = r.status().as_u16(),
+                            "security event sink refused a batch"
+                        ),
+                        Err(e) => {
+                            tracing::warn!(error = %e.without_url(), "security event sink failed")
+                        }
+                    }
+                }
+                if !delivered {
+                    let n = body.as_array().map_or(0, Vec::len) as u64;
+                    me.dropped.fetch_add(n, Ordering::Relaxed);
+                    tracing::warn!(dropped = n, "security events given up after retries");
+                }
+            }
+        });
+    }
+
+    fn start_alert_poster(self: &Arc<Self>) {
         let Some(rx) = self.alert_rx.lock().ok().and_then(|mut r| r.take()) else {
             return;
         };
@@ -171,25 +255,8 @@ impl SecurityLayer {
             })
             .ok();
         tokio::spawn(async move {
-            let tls = match crate::tls::client_config(&[], true, None, false) {
-                Ok(t) => t,
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot build the alert webhook TLS config");
-                    return;
-                }
-            };
-            let client = match reqwest::Client::builder()
-                .timeout(Duration::from_secs(10))
-                .use_preconfigured_tls(tls)
-                .redirect(reqwest::redirect::Policy::none())
-                .no_proxy()
-                .build()
-            {
-                Ok(c) => c,
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot build the alert webhook client");
-                    return;
-                }
+            let Some(client) = webhook_client() else {
+                return;
             };
             while let Some((url, body)) = arx.recv().await {
                 match client.post(&url).json(&body).send().await {
@@ -219,6 +286,11 @@ impl SecurityLayer {
             line.insert(k.clone(), v.clone());
         }
         let line = Value::Object(line);
+        if let Some((_, tx)) = &self.events_http {
+            if tx.try_send(line.clone()).is_err() {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
         if let Some(tx) = &self.file {
             if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) =
                 tx.try_send(line.to_string())
@@ -279,6 +351,30 @@ impl SecurityLayer {
                 });
                 let _ = self.alerts.try_send((rule.webhook.clone(), alert));
             }
+        }
+    }
+}
+
+/// An HTTP client for webhooks and the event sink: public roots, no redirects, no proxy.
+fn webhook_client() -> Option<reqwest::Client> {
+    let tls = match crate::tls::client_config(&[], true, None, false) {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot build the webhook TLS config");
+            return None;
+        }
+    };
+    match reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .use_preconfigured_tls(tls)
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .build()
+    {
+        Ok(c) => Some(c),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot build the webhook client");
+            None
         }
     }
 }

@@ -66,6 +66,8 @@ pub struct Settings {
     pub response_hardening: bool,
     /// Security events as JSON lines: `off` (default), `stdout`, `stderr` or a file path.
     pub security_log: String,
+    /// Also POST security events, in JSON-array batches, to this http(s) URL.
+    pub security_http: Option<String>,
     /// Threshold alert rules (`[[alerts]]` tables).
     pub alerts: Vec<crate::security::AlertRule>,
     /// Headers added to every response that does not already carry them (e.g.
@@ -103,6 +105,7 @@ impl Default for Settings {
             request_id_header: "x-request-id".into(),
             response_hardening: true,
             security_log: "off".into(),
+            security_http: None,
             alerts: Vec::new(),
             security_headers: Default::default(),
         }
@@ -139,6 +142,11 @@ impl Settings {
         }
         if !["json", "text"].contains(&self.log_format.as_str()) {
             return Err("log_format: expected one of: json, text".into());
+        }
+        if let Some(u) = &self.security_http {
+            if !(u.starts_with("http://") || u.starts_with("https://")) {
+                return Err("security_http: must be an http(s) URL".into());
+            }
         }
         for (i, rule) in self.alerts.iter().enumerate() {
             rule.validate(i)?;
