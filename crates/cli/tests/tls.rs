@@ -352,3 +352,42 @@ ca_certificates:
         "the origin refused the handshake without a client certificate"
     );
 }
+
+#[tokio::test]
+async fn cert_alt_is_served_to_clients_that_cannot_use_the_primary_key() {
+    let origin = Origin::start("a").await;
+    let ca = TestCa::new("Alt CA");
+    let ecdsa = ca.issue(&["dual.test"]);
+    let ed = ca.issue_ed25519("dual.test");
+    let cfg = format!(
+        "_format_version: \"3.0\"\ncertificates:\n  - cert: {}\n    key: {}\n    cert_alt: {}\n    key_alt: {}\n    snis: [dual.test]\nservices:\n  - name: svc\n    url: {}\n    routes:\n      - name: all\n        paths: [/]\n",
+        yaml_str(&ecdsa.cert_pem),
+        yaml_str(&ecdsa.key_pem),
+        yaml_str(&ed.cert_pem),
+        yaml_str(&ed.key_pem),
+        origin.url()
+    );
+    let gw = Gw::start(&cfg).await;
+    // A client that can verify ECDSA gets the primary certificate...
+    let s = tls_connect(
+        gw.tls,
+        "dual.test",
+        client_offering(&[rustls::SignatureScheme::ECDSA_NISTP256_SHA256]),
+    )
+    .await
+    .unwrap();
+    assert_eq!(peer_leaf(&s), ecdsa.der);
+    // ...one that only verifies Ed25519 gets the alternate.
+    let s = tls_connect(
+        gw.tls,
+        "dual.test",
+        client_offering(&[rustls::SignatureScheme::ED25519]),
+    )
+    .await
+    .unwrap();
+    assert_eq!(peer_leaf(&s), ed.der);
+    let r = send_h1(s, "GET", "/", &[("host", "dual.test")], b"")
+        .await
+        .unwrap();
+    assert_status(&r, 200);
+}

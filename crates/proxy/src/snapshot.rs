@@ -296,10 +296,21 @@ pub fn compile(
 
     let mut certs = CertTable::default();
     for (i, c) in config.certificates.iter().enumerate() {
+        let alt = match (&c.cert_alt, &c.key_alt) {
+            (Some(cert), Some(key)) => match tls::certified_key(cert, key) {
+                Ok(k) => Some(k),
+                Err(e) => {
+                    errs.push(format!("certificates[{i}].cert_alt"), e);
+                    None
+                }
+            },
+            _ => None,
+        };
         match tls::certified_key(&c.cert, &c.key) {
-            Ok(key) => {
+            Ok(primary) => {
+                let pair = tls::CertPair { primary, alt };
                 for sni in &c.snis {
-                    certs.insert(sni, key.clone());
+                    certs.insert(sni, pair.clone());
                 }
             }
             Err(e) => errs.push(format!("certificates[{i}]"), e),

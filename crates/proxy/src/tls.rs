@@ -44,19 +44,40 @@ pub fn self_signed() -> Result<Arc<CertifiedKey>, String> {
     certified_key(&ck.cert.pem(), &ck.signing_key.serialize_pem())
 }
 
+/// A certificate and its optional alternate (Kong's `cert_alt`/`key_alt`, typically an
+/// ECDSA certificate next to an RSA one): each handshake gets the first whose key can sign with
+/// a scheme the client offers.
+#[derive(Clone)]
+pub struct CertPair {
+    /// `cert` / `key`.
+    pub primary: Arc<CertifiedKey>,
+    /// `cert_alt` / `key_alt`.
+    pub alt: Option<Arc<CertifiedKey>>,
+}
+
+impl CertPair {
+    /// The certificate for a client offering `schemes`.
+    pub fn pick(&self, schemes: &[SignatureScheme]) -> Arc<CertifiedKey> {
+        match &self.alt {
+            Some(alt) if self.primary.key.choose_scheme(schemes).is_none() => alt.clone(),
+            _ => self.primary.clone(),
+        }
+    }
+}
+
 /// Certificates by server name.
 #[derive(Default)]
 pub struct CertTable {
-    exact: HashMap<String, Arc<CertifiedKey>>,
+    exact: HashMap<String, CertPair>,
     /// `*.example.com` stored as `.example.com`.
-    suffix: Vec<(String, Arc<CertifiedKey>)>,
+    suffix: Vec<(String, CertPair)>,
     /// `example.*` stored as `example.`.
-    prefix: Vec<(String, Arc<CertifiedKey>)>,
+    prefix: Vec<(String, CertPair)>,
 }
 
 impl CertTable {
     /// Adds a certificate for an SNI pattern.
-    pub fn insert(&mut self, sni: &str, key: Arc<CertifiedKey>) {
+    pub fn insert(&mut self, sni: &str, key: CertPair) {
         if let Some(rest) = sni.strip_prefix('*') {
             self.suffix.push((rest.to_string(), key));
         } else if let Some(rest) = sni.strip_suffix('*') {
@@ -72,7 +93,7 @@ impl CertTable {
         self.prefix.sort_by_key(|e| std::cmp::Reverse(e.0.len()));
     }
 
-    fn lookup(&self, name: &str) -> Option<Arc<CertifiedKey>> {
+    fn lookup(&self, name: &str) -> Option<CertPair> {
         let name = name.to_ascii_lowercase();
         if let Some(k) = self.exact.get(&name) {
             return Some(k.clone());
@@ -106,10 +127,10 @@ impl std::fmt::Debug for SniResolver {
 impl ResolvesServerCert for SniResolver {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
         let table = self.table.load();
-        hello
-            .server_name()
-            .and_then(|n| table.lookup(n))
-            .or_else(|| Some(self.default.clone()))
+        match hello.server_name().and_then(|n| table.lookup(n)) {
+            Some(pair) => Some(pair.pick(hello.signature_schemes())),
+            None => Some(self.default.clone()),
+        }
     }
 }
 

@@ -168,6 +168,83 @@ pub fn client_with_cert(leaf: &Leaf) -> Arc<ClientConfig> {
     Arc::new(cfg)
 }
 
+impl TestCa {
+    /// A server leaf for `name` with an Ed25519 key (for certificate-selection tests).
+    pub fn issue_ed25519(&self, name: &str) -> Leaf {
+        let mut params = CertificateParams::new(vec![name.to_string()]).unwrap();
+        params.distinguished_name.push(DnType::CommonName, name);
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        let key = KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        Leaf {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+            der: cert.der().clone(),
+            key_der: key.serialize_der(),
+        }
+    }
+}
+
+/// A TLS 1.3 client that offers only `schemes` for the server's signature (any certificate
+/// accepted), to see which certificate a server picks for such a client.
+pub fn client_offering(schemes: &[SignatureScheme]) -> Arc<ClientConfig> {
+    let cfg = ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(Offering(provider(), schemes.to_vec())))
+        .with_no_client_auth();
+    Arc::new(cfg)
+}
+
+#[derive(Debug)]
+struct Offering(Arc<CryptoProvider>, Vec<SignatureScheme>);
+
+impl ServerCertVerifier for Offering {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.1.clone()
+    }
+}
+
 /// A YAML scalar holding `text` (a JSON string is a valid YAML double-quoted scalar).
 pub fn yaml_str(text: &str) -> String {
     serde_json::Value::String(text.to_string()).to_string()
