@@ -391,3 +391,57 @@ async fn cert_alt_is_served_to_clients_that_cannot_use_the_primary_key() {
         .unwrap();
     assert_status(&r, 200);
 }
+
+#[tokio::test]
+async fn active_https_health_checks_probe_over_tls() {
+    let ca = TestCa::new("Upstream CA");
+    let leaf = ca.issue(&["127.0.0.1", "localhost"]);
+    let tls_origin = TlsOrigin::start("tls", &leaf, None).await;
+    // A plain-HTTP server: a TLS probe to it fails, so it must be marked unhealthy.
+    let plain = Origin::start("plain").await;
+    let cfg = format!(
+        r#"_format_version: "3.0"
+upstreams:
+  - name: backend
+    healthchecks:
+      active:
+        type: https
+        http_path: /health
+        https_verify_certificate: false
+        healthy: {{interval: 0.2, successes: 1}}
+        unhealthy: {{interval: 0.2, tcp_failures: 1, http_failures: 1, timeouts: 1}}
+    targets:
+      - target: 127.0.0.1:{}
+      - target: 127.0.0.1:{}
+services:
+  - name: svc
+    protocol: https
+    host: backend
+    tls_verify: false
+    routes:
+      - name: r
+        paths: [/]
+"#,
+        tls_origin.port(),
+        plain.port()
+    );
+    let gw = Gw::start(&cfg).await;
+    tokio::time::sleep(std::time::Duration::from_millis(1000)).await;
+    // Probes reached the TLS target over TLS, without any client traffic yet.
+    // (The echo origin answers /health without counting it as a hit.)
+    assert!(
+        tls_origin
+            .handshakes
+            .load(std::sync::atomic::Ordering::SeqCst)
+            > 0
+    );
+    assert_eq!(tls_origin.hits(), 0);
+    assert_eq!(plain.hits(), 0, "a TLS probe must not speak plain HTTP");
+    assert!(gw.logs().contains("marked unhealthy"), "{}", gw.logs());
+    let before = tls_origin.hits();
+    for _ in 0..6 {
+        assert_status(&gw.get("/").await, 200);
+    }
+    assert!(tls_origin.hits() >= before + 6);
+    assert_eq!(plain.hits(), 0);
+}
