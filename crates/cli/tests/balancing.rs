@@ -5,6 +5,8 @@
 mod common;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
@@ -229,4 +231,81 @@ async fn cookie_hashing_sets_a_cookie_and_sticks_to_it() {
             "no new cookie once the client has one"
         );
     }
+}
+
+/// Makes `name` resolve to 127.0.0.2 and 127.0.0.3 through /etc/hosts (glibc `multi on`).
+fn ensure_multi_address_name(name: &str) {
+    let hosts = std::fs::read_to_string("/etc/hosts").unwrap_or_default();
+    let wanted = [format!("127.0.0.2 {name}"), format!("127.0.0.3 {name}")];
+    let missing: Vec<&String> = wanted
+        .iter()
+        .filter(|l| !hosts.lines().any(|h| h.trim() == l.as_str()))
+        .collect();
+    if !missing.is_empty() {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open("/etc/hosts")
+            .unwrap_or_else(|e| panic!("this test needs {name} -> 127.0.0.2 and 127.0.0.3 in /etc/hosts (cannot add them: {e})"));
+        for l in missing {
+            writeln!(f, "{l}").unwrap();
+        }
+    }
+    let found: std::collections::BTreeSet<std::net::IpAddr> =
+        std::net::ToSocketAddrs::to_socket_addrs(&(name, 80))
+            .unwrap()
+            .map(|a| a.ip())
+            .collect();
+    assert!(
+        found.len() >= 2,
+        "{name} resolves to {found:?}; /etc/host.conf needs `multi on`"
+    );
+}
+
+/// A one-line server on `ip:port` that names itself and closes each connection.
+async fn named_server(ip: &str, port: u16, name: &'static str) -> (u16, Arc<AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind((ip, port)).await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let hits = Arc::new(AtomicUsize::new(0));
+    let h = hits.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = listener.accept().await else {
+                break;
+            };
+            h.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf).await;
+                let body = name;
+                let _ = s
+                    .write_all(format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}", body.len()).as_bytes())
+                    .await;
+            });
+        }
+    });
+    (port, hits)
+}
+
+#[tokio::test]
+async fn a_name_with_several_addresses_is_balanced_round_robin() {
+    let name = "dns-multi.portcullis.test";
+    ensure_multi_address_name(name);
+    let (port, a) = named_server("127.0.0.2", 0, "two").await;
+    let (_, b) = named_server("127.0.0.3", port, "three").await;
+    let gw = Gw::start(&one_service(
+        &format!("http://{name}:{port}"),
+        "      - name: r\n        paths: [/]\n",
+    ))
+    .await;
+    let mut seen = std::collections::BTreeMap::new();
+    for _ in 0..10 {
+        let r = gw.get("/").await;
+        assert_status(&r, 200);
+        *seen.entry(r.text()).or_insert(0) += 1;
+    }
+    assert_eq!(seen.get("two"), Some(&5), "{seen:?}");
+    assert_eq!(seen.get("three"), Some(&5), "{seen:?}");
+    assert_eq!(a.load(Ordering::SeqCst) + b.load(Ordering::SeqCst), 10);
 }

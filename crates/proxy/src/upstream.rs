@@ -226,10 +226,36 @@ impl Pool {
     }
 }
 
+/// Round-robin position for a host with `n` addresses (process-wide counter per host).
+fn next_rotation(host: &str, n: usize) -> usize {
+    use std::collections::HashMap;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Mutex, OnceLock};
+    static COUNTERS: OnceLock<Mutex<HashMap<String, Arc<AtomicUsize>>>> = OnceLock::new();
+    let counters = COUNTERS.get_or_init(|| Mutex::new(HashMap::new()));
+    let counter = match counters.lock() {
+        Ok(mut m) => {
+            if m.len() > 10_000 {
+                m.clear();
+            }
+            m.entry(host.to_string()).or_default().clone()
+        }
+        Err(_) => return 0,
+    };
+    counter.fetch_add(1, Ordering::Relaxed) % n
+}
+
 async fn connect(ep: &Endpoint) -> Result<Sender, ConnectError> {
-    let addrs = tokio::net::lookup_host((&*ep.host, ep.port))
+    let mut addrs: Vec<std::net::SocketAddr> = tokio::net::lookup_host((&*ep.host, ep.port))
         .await
-        .map_err(|e| ConnectError::Failed(format!("name resolution failed: {e}")))?;
+        .map_err(|e| ConnectError::Failed(format!("name resolution failed: {e}")))?
+        .collect();
+    // A name with several addresses (A/AAAA records) is balanced round-robin over new
+    // connections, like Kong's DNS balancer; the others remain fallbacks when one is down.
+    if addrs.len() > 1 {
+        let start = next_rotation(&ep.host, addrs.len());
+        addrs.rotate_left(start);
+    }
     let mut last = String::from("no address");
     let mut tcp = None;
     for addr in addrs {
