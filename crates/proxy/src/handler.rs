@@ -414,7 +414,7 @@ async fn proxy(
                 status: r.status,
                 headers: r.headers,
             };
-            run_response_phase(route, conn, &mut ctx, &mut head);
+            run_response_phase(route, conn, &mut ctx, &mut head, log);
             return build_response(head, ProxyBody::full(r.body));
         }
     }
@@ -548,7 +548,7 @@ async fn proxy(
         &PROXY_LATENCY,
         upstream_started.saturating_duration_since(started),
     );
-    run_response_phase(route, conn, &mut ctx, &mut head);
+    run_response_phase(route, conn, &mut ctx, &mut head, log);
     if wants_response_body(route, conn, &ctx, &head, gw.settings.request_buffer_bytes) {
         let limit = gw.settings.request_buffer_bytes;
         let mut body = match http_body_util::Limited::new(incoming, limit)
@@ -563,7 +563,15 @@ async fn proxy(
         drop(target);
         for entry in &route.plugins {
             if entry.plugin.reads_response_body() && enabled_for(entry, conn) {
+                let start = route.traced.then(trace::now_nanos);
                 entry.plugin.response_body(&mut ctx, &mut head, &mut body);
+                if let (Some(start), Some(tc)) = (
+                    start,
+                    log.tail.as_mut().and_then(|t| t.entry.trace.as_mut()),
+                ) {
+                    let name = format!("kong.body_filter.plugin.{}", entry.plugin.name());
+                    tc.child(name, trace::SpanKind::Internal, start, trace::now_nanos());
+                }
             }
         }
         head.headers.remove(header::TRANSFER_ENCODING);
@@ -754,14 +762,19 @@ fn run_response_phase(
     conn: &ConnInfo,
     ctx: &mut Ctx,
     head: &mut ResponseHead,
+    log: &mut AccessLog,
 ) {
     for entry in &route.plugins {
-        if if conn.tls {
-            entry.on_https
-        } else {
-            entry.on_http
-        } {
+        if enabled_for(entry, conn) {
+            let start = route.traced.then(trace::now_nanos);
             entry.plugin.response_headers(ctx, head);
+            if let (Some(start), Some(tc)) = (
+                start,
+                log.tail.as_mut().and_then(|t| t.entry.trace.as_mut()),
+            ) {
+                let name = format!("kong.header_filter.plugin.{}", entry.plugin.name());
+                tc.child(name, trace::SpanKind::Internal, start, trace::now_nanos());
+            }
         }
     }
 }
