@@ -403,3 +403,156 @@ async fn responses_are_hardened_and_carry_security_headers() {
         .unwrap();
     assert_eq!(r.header("server").unwrap(), "Apache");
 }
+
+/// An upstream that answers the first request on each connection, then reads the second one
+/// and closes without answering (a crash after processing). Counts POSTs it received.
+async fn drops_second_request() -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let posts = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let p = posts.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = listener.accept().await else {
+                break;
+            };
+            let p = p.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                for n in 0.. {
+                    // Read one request head and its Content-Length body.
+                    let head_end = loop {
+                        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            break i + 4;
+                        }
+                        let mut chunk = [0u8; 4096];
+                        match s.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(k) => buf.extend_from_slice(&chunk[..k]),
+                        }
+                    };
+                    let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
+                    let len: usize = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length:"))
+                        .and_then(|v| v.trim().parse().ok())
+                        .unwrap_or(0);
+                    while buf.len() < head_end + len {
+                        let mut chunk = [0u8; 4096];
+                        match s.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(k) => buf.extend_from_slice(&chunk[..k]),
+                        }
+                    }
+                    buf.drain(..head_end + len);
+                    if head.starts_with("post") {
+                        p.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    }
+                    if n == 1 {
+                        return; // processed, then gone without an answer
+                    }
+                    let _ = s
+                        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                        .await;
+                }
+            });
+        }
+    });
+    (port, posts)
+}
+
+#[tokio::test]
+async fn a_sent_post_is_not_replayed_when_a_pooled_connection_dies() {
+    let (port, posts) = drops_second_request().await;
+    let cfg = one_service(
+        &format!("http://127.0.0.1:{port}"),
+        "      - name: r\n        paths: [/]\n",
+    );
+    let gw = Gw::start(&cfg).await;
+    // First request pools the connection; the POST goes out on it and the upstream dies.
+    assert_status(&gw.get("/").await, 200);
+    let r = request(
+        gw.proxy,
+        "POST",
+        "/pay",
+        &[("content-type", "text/plain")],
+        "amount=100",
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status, 502, "{}", r.text());
+    assert_eq!(
+        posts.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "the POST was replayed"
+    );
+    // An idempotent GET in the same situation is retried once on a fresh connection.
+    let (port, _) = drops_second_request().await;
+    let cfg = one_service(
+        &format!("http://127.0.0.1:{port}"),
+        "      - name: r\n        paths: [/]\n",
+    );
+    let gw = Gw::start(&cfg).await;
+    assert_status(&gw.get("/").await, 200);
+    assert_status(&gw.get("/again").await, 200);
+}
+
+#[tokio::test]
+async fn a_client_cannot_strip_gateway_headers_or_spoof_routing_headers() {
+    let origin = Origin::start("a").await;
+    let cfg = format!(
+        r#"_format_version: "3.0"
+consumers:
+  - username: guest
+services:
+  - name: svc
+    url: {}
+    routes:
+      - name: r
+        paths: [/]
+        plugins:
+          - name: key-auth
+            config: {{anonymous: guest}}
+"#,
+        origin.url()
+    );
+    let gw = Gw::start(&cfg).await;
+    let r = get(
+        gw.proxy,
+        "/",
+        &[
+            (
+                "connection",
+                "keep-alive, X-Anonymous-Consumer, X-Request-Id, X-Consumer-Username",
+            ),
+            ("forwarded", "for=127.0.0.1;host=admin.internal"),
+            ("x-original-url", "/admin"),
+            ("x-rewrite-url", "/admin"),
+        ],
+    )
+    .await
+    .unwrap();
+    assert_status(&r, 200);
+    // The gateway's own headers survive whatever the client's Connection header names.
+    assert_eq!(r.upstream_header("x-anonymous-consumer").unwrap(), "true");
+    assert_eq!(r.upstream_header("x-consumer-username").unwrap(), "guest");
+    assert_eq!(r.upstream_header("x-request-id").unwrap().len(), 32);
+    // Routing headers from an untrusted client do not reach the upstream.
+    assert!(r.upstream_header("forwarded").is_none());
+    assert!(r.upstream_header("x-original-url").is_none());
+    assert!(r.upstream_header("x-rewrite-url").is_none());
+
+    // An absolute-form target decides the Host the upstream sees.
+    let (resp, _) = raw(
+        gw.proxy,
+        b"GET http://public.example/x HTTP/1.1\r\nHost: internal.example\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status_of(&resp), 200, "{resp}");
+    assert!(
+        resp.contains("\"x-forwarded-host\":[\"public.example\"]"),
+        "{resp}"
+    );
+    assert!(!resp.contains("internal.example"), "{resp}");
+}

@@ -78,6 +78,31 @@ static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 static UPSTREAM_LATENCY: HeaderName = HeaderName::from_static("x-kong-upstream-latency");
 static PROXY_LATENCY: HeaderName = HeaderName::from_static("x-kong-proxy-latency");
 
+/// Removes the headers a client's `Connection` header names (hop-by-hop by declaration). Done
+/// once on the client's headers before any plugin runs, so a client can never make the gateway
+/// drop a header the gateway itself sets (identity, request id, transformer output).
+fn strip_connection_named(h: &mut HeaderMap) {
+    let named: Vec<HeaderName> = h
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .filter(|n| *n != header::UPGRADE && *n != header::TE)
+        .collect();
+    for n in named {
+        h.remove(n);
+    }
+}
+
+/// Removes the fixed hop-by-hop headers (upstream requests: the client's `Connection`-named
+/// headers were removed before the plugins ran).
+fn strip_fixed_hop_by_hop(h: &mut HeaderMap) {
+    for n in &HOP_BY_HOP {
+        h.remove(n);
+    }
+}
+
 /// Removes hop-by-hop headers, including every header named by `Connection`.
 fn strip_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool) {
     let named: Vec<HeaderName> = h
@@ -308,11 +333,27 @@ async fn proxy(
         .service
         .as_ref()
         .map(|s| s.name.clone().unwrap_or_else(|| s.id.clone()));
+    let mut headers = parts.headers;
+    strip_connection_named(&mut headers);
+    // RFC 9112 §3.2.2: an absolute-form target (or HTTP/2 :authority) replaces Host, so the
+    // upstream sees the host the request was routed on, even with preserve_host.
+    if let Some(a) = parts.uri.authority() {
+        if let Ok(v) = HeaderValue::from_str(a.as_str()) {
+            headers.insert(header::HOST, v);
+        }
+    }
+    if !trusted {
+        // Headers some frameworks believe as much as X-Forwarded-*: only a trusted proxy may
+        // send them.
+        for name in ["forwarded", "x-original-url", "x-rewrite-url"] {
+            headers.remove(name);
+        }
+    }
     let mut ctx = Ctx::new(
         parts.method.clone(),
         norm,
         parts.uri.query().map(str::to_string),
-        parts.headers,
+        headers,
         client,
     );
     ctx.scheme = if conn.tls { "https" } else { "http" };
@@ -1021,7 +1062,7 @@ fn upstream_request(
             .get(header::TE)
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.eq_ignore_ascii_case("trailers"));
-    strip_hop_by_hop(&mut headers, false);
+    strip_fixed_hop_by_hop(&mut headers);
     if keep_te_trailers {
         headers.insert(header::TE, HeaderValue::from_static("trailers"));
     }
@@ -1177,9 +1218,13 @@ async fn send_with_retries(
             }
             Ok(Err(e)) => {
                 // A request that never left gets its body back.
+                let never_sent = e.unsent.is_some();
                 body = e.unsent.map(|r| r.into_body()).or(replay);
                 let stale = reused && (e.error.is_incomplete_message() || e.error.is_canceled());
-                if stale && !stale_retry_used && body.is_some() {
+                // A non-idempotent request is replayed only when hyper proves it never left:
+                // an upstream that processed a POST and then closed must not see it twice.
+                let replay_ok = never_sent || idempotent(&ctx.method);
+                if stale && !stale_retry_used && body.is_some() && replay_ok {
                     // A pooled connection the upstream had already closed: retry on a fresh
                     // connection without counting it against the target.
                     stale_retry_used = true;

@@ -95,6 +95,8 @@ pub async fn serve(
         let watcher = shutdown.clone();
         tokio::spawn(async move {
             gw.stats.connections_active.fetch_add(1, Ordering::Relaxed);
+            // Decremented on every exit, a panic in the connection task included.
+            let _active = ActiveConn(gw.clone());
             gw.stats
                 .connections_accepted
                 .fetch_add(1, Ordering::Relaxed);
@@ -105,7 +107,6 @@ pub async fn serve(
             } else {
                 serve_plain(gw.clone(), stream, peer, local, limits, watcher).await;
             }
-            gw.stats.connections_active.fetch_sub(1, Ordering::Relaxed);
         });
     }
     gw.ready.store(false, Ordering::Release);
@@ -121,6 +122,18 @@ pub async fn serve(
         Err(_) => tracing::warn!("shutdown timeout reached; closing remaining connections"),
     }
     Ok(())
+}
+
+/// Counts an open client connection for as long as it lives.
+struct ActiveConn(Arc<Gateway>);
+
+impl Drop for ActiveConn {
+    fn drop(&mut self) {
+        self.0
+            .stats
+            .connections_active
+            .fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 async fn accept_opt(l: Option<&TcpListener>) -> std::io::Result<(TcpStream, SocketAddr)> {

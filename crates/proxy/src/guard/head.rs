@@ -100,9 +100,14 @@ pub fn check(buf: &[u8], limits: &Limits) -> Result<Option<(usize, Framing)>, He
         return Err(HeadError(414));
     }
     let origin_form = target.starts_with('/');
-    let absolute_form = target.len() > 8
-        && (target[..7].eq_ignore_ascii_case("http://")
-            || target[..8].eq_ignore_ascii_case("https://"));
+    // Bytes, not str slices: a target may hold non-ASCII bytes (refused just below), and a
+    // str slice inside a multi-byte character would panic.
+    let t = target.as_bytes();
+    let absolute_form = t.len() > 8
+        && (t[..7].eq_ignore_ascii_case(b"http://") || t[..8].eq_ignore_ascii_case(b"https://"));
+    if !t.is_ascii() {
+        return Err(HeadError(400));
+    }
     if !(origin_form || absolute_form) || target.contains('#') || method == "CONNECT" {
         return Err(HeadError(400));
     }

@@ -168,3 +168,12 @@ async fn slow_header_gets_408() {
     let out = String::from_utf8_lossy(&out);
     assert_eq!(statuses(&out), vec![408], "{out}");
 }
+
+#[tokio::test]
+async fn non_ascii_request_targets_get_400_without_a_panic() {
+    for target in ["ééééé", "/é", "http://é.example/x", "h\u{e9}ttp://x/"] {
+        let req = format!("GET {target} HTTP/1.1\r\nHost: a\r\n\r\n");
+        let out = exchange(req.as_bytes()).await;
+        assert_eq!(statuses(&out), vec![400], "{target}: {out}");
+    }
+}
