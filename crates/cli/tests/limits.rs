@@ -118,3 +118,18 @@ async fn a_two_megabyte_chunked_body_against_a_one_megabyte_limit() {
     assert_eq!(status_of(&resp), 200);
     assert_eq!(origin.hits(), 1);
 }
+
+#[tokio::test]
+async fn the_limit_holds_when_a_later_plugin_buffers_the_body() {
+    let origin = Origin::start("a").await;
+    let cfg = one_service(
+        &origin.url(),
+        "      - name: r\n        paths: [/]\n        plugins:\n          - name: request-size-limiting\n            config: {allowed_payload_size: 1, size_unit: kilobytes}\n          - name: request-transformer\n            config: {add: {body: [\"x:1\"]}}\n",
+    );
+    let gw = Gw::start(&cfg).await;
+    let (resp, _) = raw(gw.proxy, &chunked("/", &[4096, 3072])).await;
+    assert_eq!(status_of(&resp), 413, "{}", &resp[..resp.len().min(300)]);
+    let (resp, _) = raw(gw.proxy, &chunked("/", &[100])).await;
+    assert_eq!(status_of(&resp), 200, "{}", &resp[..resp.len().min(300)]);
+    assert_eq!(origin.hits(), 1);
+}

@@ -157,3 +157,54 @@ plugins:
     );
     assert!(text.contains("plugins[0].config.crls[0]"), "{text}");
 }
+
+#[tokio::test]
+async fn a_credential_pinned_to_one_ca_cannot_be_claimed_through_another() {
+    let origin = Origin::start("a").await;
+    let corp = TestCa::new("Corp CA");
+    let partner = TestCa::new("Partner CA");
+    let corp_id = "11111111-1111-4111-8111-111111111111";
+    let partner_id = "22222222-2222-4222-8222-222222222222";
+    let cfg = format!(
+        r#"_format_version: "3.0"
+ca_certificates:
+  - id: {corp_id}
+    cert: {corp}
+  - id: {partner_id}
+    cert: {partner}
+consumers:
+  - username: alice
+    mtls_auth_credentials:
+      - subject_name: alice
+        ca_certificate: {corp_id}
+  - username: bob
+services:
+  - name: svc
+    url: {origin}
+    routes:
+      - name: m
+        paths: [/m]
+        plugins:
+          - name: mtls-auth
+            config:
+              ca_certificates: [{corp_id}, {partner_id}]
+"#,
+        corp = yaml_str(&corp.pem),
+        partner = yaml_str(&partner.pem),
+        origin = origin.url()
+    );
+    let gw = Gw::start(&cfg).await;
+    let real = corp.issue_client("alice", &[], 30);
+    let r = over_tls(&gw, Some(&real), "/m", &[]).await;
+    assert_status(&r, 200);
+    assert_eq!(r.upstream_header("x-consumer-username").unwrap(), "alice");
+    // The partner CA is trusted, but alice's identity is pinned to the corp CA.
+    let forged = partner.issue_client("alice", &["dns:alice"], 31);
+    let r = over_tls(&gw, Some(&forged), "/m", &[]).await;
+    assert_status(&r, 401);
+    // Unpinned names still map through consumer_by from either CA.
+    let bob = partner.issue_client("bob", &[], 32);
+    let r = over_tls(&gw, Some(&bob), "/m", &[]).await;
+    assert_status(&r, 200);
+    assert_eq!(r.upstream_header("x-consumer-username").unwrap(), "bob");
+}

@@ -39,7 +39,8 @@ pub struct MtlsAuth {
     anonymous: Anonymous,
     skip_consumer_lookup: bool,
     consumer_by: Vec<String>,
-    credentials: HashMap<String, (Arc<ConsumerInfo>, String, Option<String>)>,
+    /// Credentials by subject name (several CAs may each have one for the same name).
+    credentials: HashMap<String, Vec<(Arc<ConsumerInfo>, String, Option<String>)>>,
     by_username: HashMap<String, Arc<ConsumerInfo>>,
     by_custom_id: HashMap<String, Arc<ConsumerInfo>>,
     cache_ttl: Duration,
@@ -180,7 +181,10 @@ impl MtlsAuth {
                 .and_then(Value::as_str)
                 .map(str::to_ascii_lowercase);
             if let Some(consumer) = catalog.consumer(&cred.consumer) {
-                credentials.insert(subject.to_string(), (consumer, cred.id.clone(), ca));
+                credentials
+                    .entry(subject.to_string())
+                    .or_insert_with(Vec::new)
+                    .push((consumer, cred.id.clone(), ca));
             }
         }
         let (by_username, by_custom_id) = catalog.consumer_indexes();
@@ -252,8 +256,12 @@ impl MtlsAuth {
             return Flow::Continue;
         }
         let names = subject_names(&chain[0]);
+        let mut pin_failed = false;
         for name in &names {
-            if let Some((consumer, cred_id, ca)) = self.credentials.get(name) {
+            let Some(candidates) = self.credentials.get(name) else {
+                continue;
+            };
+            for (consumer, cred_id, ca) in candidates {
                 let pinned_ok = match ca {
                     None => true,
                     Some(id) => self
@@ -265,7 +273,13 @@ impl MtlsAuth {
                     authenticate(ctx, consumer.clone(), cred_id.clone());
                     return Flow::Continue;
                 }
+                pin_failed = true;
             }
+        }
+        // A name claimed by a CA-pinned credential, from another trusted CA: refused, never
+        // matched again by consumer_by (another CA must not mint that identity).
+        if pin_failed {
+            return self.anonymous.fail(ctx, refuse(FAILED));
         }
         for field in &self.consumer_by {
             let index = if field == "username" {

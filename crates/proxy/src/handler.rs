@@ -428,7 +428,13 @@ async fn proxy(
         }
         if entry.plugin.reads_body() && ctx.body.is_none() {
             if let Some(b) = pending_body.take() {
-                match read_body(b, gw.settings.request_buffer_bytes as u64).await {
+                // A limit set by request-size-limiting (earlier in the chain) applies too.
+                let limit = ctx
+                    .body_limit
+                    .map_or(gw.settings.request_buffer_bytes as u64, |l| {
+                        l.min(gw.settings.request_buffer_bytes as u64)
+                    });
+                match read_body(b, limit).await {
                     Ok(bytes) => ctx.body = Some(bytes),
                     Err(resp) => return resp,
                 }
@@ -502,6 +508,9 @@ async fn proxy(
     }
     let limit_tripped = Arc::new(AtomicBool::new(false));
     let body = match (ctx.body.take(), pending_body) {
+        (Some(buffered), _) if ctx.body_limit.is_some_and(|l| buffered.len() as u64 > l) => {
+            return too_large();
+        }
         (Some(buffered), _) => buffered_body(&mut ctx, buffered),
         (None, Some(incoming)) => {
             match prepare_body(gw, route, incoming, &ctx, &limit_tripped).await {
