@@ -30,6 +30,9 @@ const NO_CERT: &str = "No required TLS certificate was sent";
 const FAILED: &str = "TLS certificate failed verification";
 const CACHE_MAX: usize = 10_000;
 
+/// An `mtls_auth_credentials` entry: consumer, credential id, optional pinned CA id.
+type Pinned = (Arc<ConsumerInfo>, String, Option<String>);
+
 /// A compiled `mtls-auth` instance.
 pub struct MtlsAuth {
     /// Verifier over all configured CAs.
@@ -40,7 +43,7 @@ pub struct MtlsAuth {
     skip_consumer_lookup: bool,
     consumer_by: Vec<String>,
     /// Credentials by subject name (several CAs may each have one for the same name).
-    credentials: HashMap<String, Vec<(Arc<ConsumerInfo>, String, Option<String>)>>,
+    credentials: HashMap<String, Vec<Pinned>>,
     by_username: HashMap<String, Arc<ConsumerInfo>>,
     by_custom_id: HashMap<String, Arc<ConsumerInfo>>,
     cache_ttl: Duration,
