@@ -556,3 +556,44 @@ services:
     );
     assert!(!resp.contains("internal.example"), "{resp}");
 }
+
+#[tokio::test]
+async fn forwarded_for_walks_stop_at_entries_that_do_not_parse() {
+    let origin = Origin::start("a").await;
+    let cfg = one_service(&origin.url(), "      - name: r\n        paths: [/]\n");
+    let gw = Gw::start_with(&cfg, "trusted_ips = [\"127.0.0.1/32\", \"10.0.0.0/8\"]\n").await;
+    // A trusted balancer appending ip:port: the port form is understood.
+    let r = get(
+        gw.proxy,
+        "/",
+        &[("x-forwarded-for", "10.9.9.9, 203.0.113.7:51234")],
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.upstream_header("x-real-ip").unwrap(), "203.0.113.7");
+    // A client-written entry left of garbage never becomes the address.
+    let r = get(
+        gw.proxy,
+        "/",
+        &[("x-forwarded-for", "198.51.100.1, not-an-ip, 10.1.1.1")],
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.upstream_header("x-real-ip").unwrap(), "10.1.1.1");
+    // Every X-Forwarded-For line of a trusted peer is kept, then the peer is appended.
+    let r = get(
+        gw.proxy,
+        "/",
+        &[
+            ("x-forwarded-for", "198.51.100.2"),
+            ("x-forwarded-for", "10.2.2.2"),
+        ],
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        r.upstream_header("x-forwarded-for").unwrap(),
+        "198.51.100.2, 10.2.2.2, 127.0.0.1"
+    );
+    assert_eq!(r.upstream_header("x-real-ip").unwrap(), "198.51.100.2");
+}

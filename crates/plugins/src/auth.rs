@@ -106,6 +106,7 @@ pub const IDENTITY_HEADERS: &[&str] = &[
     "x-authenticated-groups",
     "x-authenticated-scope",
     "x-authenticated-userid",
+    "x-credential-username",
 ];
 
 /// Removes forged identity headers sent by the client.

@@ -156,8 +156,17 @@ impl HmacAuth {
         };
         let lines: Vec<String> = headers
             .iter()
-            .map(
-                |h| match ctx.headers.get(h.as_str()).and_then(|v| v.to_str().ok()) {
+            .map(|h| {
+                // Every value of a repeated header is signed (joined as Kong does), so an
+                // unsigned duplicate cannot ride along.
+                let values: Vec<&str> = ctx
+                    .headers
+                    .get_all(h.as_str())
+                    .iter()
+                    .filter_map(|v| v.to_str().ok())
+                    .collect();
+                let joined = (!values.is_empty()).then(|| values.join(", "));
+                match joined.as_deref() {
                     Some(v) => format!("{h}: {v}"),
                     None if h == "request-line" => {
                         format!("{} {path_q} HTTP/{version}", ctx.method)
@@ -166,8 +175,8 @@ impl HmacAuth {
                         format!("{h}: {} {path_q}", ctx.method.as_str().to_ascii_lowercase())
                     }
                     None => format!("{h}:"),
-                },
-            )
+                }
+            })
             .collect();
         lines.join("\n")
     }
@@ -315,6 +324,10 @@ pub fn parse_http_date(s: &str) -> Option<i64> {
     .position(|m| m == mon)? as i64
         + 1;
     let (day, year): (i64, i64) = (day.parse().ok()?, year.parse().ok()?);
+    // Bounded so the arithmetic below cannot overflow on hostile input.
+    if !(1..=31).contains(&day) || !(1970..=9999).contains(&year) {
+        return None;
+    }
     let t: Vec<i64> = time
         .split(':')
         .map(|x| x.parse().ok())
@@ -322,6 +335,9 @@ pub fn parse_http_date(s: &str) -> Option<i64> {
     let [h, m, sec] = t.as_slice() else {
         return None;
     };
+    if !(0..24).contains(h) || !(0..60).contains(m) || !(0..=60).contains(sec) {
+        return None;
+    }
     // Days from civil (Howard Hinnant's algorithm).
     let y = if month <= 2 { year - 1 } else { year };
     let era = y.div_euclid(400);
@@ -359,6 +375,12 @@ mod tests {
         );
         assert_eq!(parse_http_date("Thu, 01 Jan 1970 00:00:00 GMT"), Some(0));
         assert_eq!(parse_http_date("garbage"), None);
+        assert_eq!(
+            parse_http_date("Sun, 06 Nov 99999999999999 00:00:00 GMT"),
+            None
+        );
+        assert_eq!(parse_http_date("Sun, -6 Nov 1994 08:49:37 GMT"), None);
+        assert_eq!(parse_http_date("Sun, 06 Nov 1994 99:49:37 GMT"), None);
     }
 
     #[test]

@@ -383,7 +383,21 @@ fn decoding_key(
     }
 }
 
+impl Jwt {
+    fn names_to_redact(&self) -> Vec<String> {
+        self.header_names
+            .iter()
+            .chain(&self.uri_param_names)
+            .cloned()
+            .collect()
+    }
+}
+
 impl Plugin for Jwt {
+    fn sensitive_names(&self) -> Vec<String> {
+        self.names_to_redact()
+    }
+
     fn name(&self) -> &'static str {
         "jwt"
     }

@@ -114,6 +114,14 @@ impl Lockout {
     }
 
     fn keys(&self, ip: IpAddr, credential: Option<&str>) -> Vec<Key> {
+        // An IPv6 client usually holds a whole /64: count the network, not the address.
+        let ip = match ip {
+            IpAddr::V6(v6) if v6.to_ipv4_mapped().is_none() => {
+                let bits = u128::from(v6) & !((1u128 << 64) - 1);
+                IpAddr::V6(std::net::Ipv6Addr::from(bits))
+            }
+            other => other,
+        };
         let mut keys = vec![Key::Ip(ip)];
         if let Some(c) = credential {
             keys.push(Key::Credential(credential_key(self.plugin, c)));
@@ -302,6 +310,15 @@ mod tests {
         assert!(l.failure(&ctx("203.0.113.2"), Some("victim")).is_some());
         assert!(l.check(&ctx("203.0.113.3"), Some("victim")).is_some());
         assert!(l.check(&ctx("203.0.113.3"), Some("other")).is_none());
+    }
+
+    #[test]
+    fn ipv6_clients_are_counted_per_64() {
+        let l = policy(json!({"threshold": 2}));
+        assert!(l.failure(&ctx("2001:db8:1:2::1"), None).is_none());
+        assert!(l.failure(&ctx("2001:db8:1:2:ffff::9"), None).is_some());
+        assert!(l.check(&ctx("2001:db8:1:2::77"), None).is_some());
+        assert!(l.check(&ctx("2001:db8:1:3::1"), None).is_none());
     }
 
     #[test]

@@ -160,22 +160,33 @@ fn client_ip(gw: &Gateway, peer: IpAddr, headers: &HeaderMap) -> (IpAddr, bool) 
     if !gw.settings.is_trusted(peer) {
         return (peer, false);
     }
-    // Walk X-Forwarded-For from the right; the first untrusted hop is the client.
-    let hops: Vec<IpAddr> = headers
+    // Walk X-Forwarded-For from the right; the first untrusted hop is the client. An entry
+    // that does not parse ends the walk at the last trusted hop: skipping it would let a
+    // client-written entry further left become the address.
+    let raw: Vec<&str> = headers
         .get_all(&X_FORWARDED_FOR)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .filter_map(|s| s.trim().parse::<IpAddr>().ok())
-        .map(canonical)
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
         .collect();
-    for ip in hops.iter().rev() {
-        if !gw.settings.is_trusted(*ip) {
-            return (*ip, true);
+    let mut last = peer;
+    for entry in raw.iter().rev() {
+        let parsed = entry
+            .parse::<IpAddr>()
+            .ok()
+            .or_else(|| entry.parse::<SocketAddr>().ok().map(|a| a.ip()));
+        let Some(ip) = parsed.map(canonical) else {
+            return (last, true);
+        };
+        if !gw.settings.is_trusted(ip) {
+            return (ip, true);
         }
+        last = ip;
     }
-    if let Some(ip) = hops.first() {
-        return (*ip, true);
+    if !raw.is_empty() {
+        return (last, true);
     }
     let real = headers
         .get(&X_REAL_IP)
@@ -290,7 +301,7 @@ async fn proxy(
                 client,
                 &host,
                 port,
-                &[],
+                &snap.global_redact,
             );
         }
         return kong_error(StatusCode::NOT_FOUND, "no Route matched with those values");
@@ -1085,14 +1096,19 @@ fn upstream_request(
         headers.insert(header::HOST, HeaderValue::from_str(&host_value).ok()?);
     }
     let client = ctx.client_ip.to_string();
-    let xff = match (
-        fwd.trusted,
+    let prev: Vec<&str> = if fwd.trusted {
         ctx.headers
-            .get(&X_FORWARDED_FOR)
-            .and_then(|v| v.to_str().ok()),
-    ) {
-        (true, Some(prev)) => format!("{prev}, {}", ctx.peer_ip),
-        _ => client.clone(),
+            .get_all(&X_FORWARDED_FOR)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let xff = if prev.is_empty() {
+        client.clone()
+    } else {
+        format!("{}, {}", prev.join(", "), ctx.peer_ip)
     };
     // The gateway's own value is only built when the client's is not kept.
     let set = |h: &mut HeaderMap, name: &HeaderName, own: &dyn Fn() -> Option<HeaderValue>| {

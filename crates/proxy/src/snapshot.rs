@@ -97,6 +97,8 @@ pub struct Snapshot {
     pub wants_client_certs: bool,
     /// Global plugins with a log phase, for requests that matched no route.
     pub global_log_plugins: Arc<[Arc<dyn Plugin>]>,
+    /// Credential names declared by any plugin, redacted in logs of unmatched requests.
+    pub global_redact: Arc<[String]>,
 }
 
 impl Snapshot {
@@ -137,6 +139,13 @@ pub fn compile(
     }
 
     let wants_client_certs = plugins.iter().any(|(_, p)| p.name() == "mtls-auth");
+    let mut global_redact: Vec<String> = plugins
+        .iter()
+        .flat_map(|(_, p)| p.sensitive_names())
+        .map(|n| n.to_ascii_lowercase())
+        .collect();
+    global_redact.sort();
+    global_redact.dedup();
     let global_log_plugins: Arc<[Arc<dyn Plugin>]> = plugins
         .iter()
         .filter(|(i, p)| {
@@ -328,6 +337,7 @@ pub fn compile(
             hash,
             wants_client_certs,
             global_log_plugins,
+            global_redact: global_redact.into(),
         }),
         _ => Err(errs.into_vec()),
     }

@@ -1064,6 +1064,18 @@ impl Plugin for OpenIdConnect {
     }
 
     fn access<'a>(&'a self, ctx: &'a mut Ctx) -> Access<'a> {
+        // Headers this plugin fills for the upstream are never taken from the client, on any
+        // path (also when the plugin is skipped or falls back to anonymous).
+        for name in self
+            .conf
+            .upstream_headers_names
+            .iter()
+            .chain(self.conf.upstream_id_token_header.iter())
+        {
+            if let Ok(n) = http::HeaderName::from_bytes(name.as_bytes()) {
+                ctx.headers.remove(n);
+            }
+        }
         Access::Later(Box::pin(self.run(ctx)))
     }
 
