@@ -86,6 +86,13 @@ async fn request_transformer_changes_method_and_uri() {
     assert_status(&r, 200);
     assert_eq!(r.json()["method"], "POST");
     assert_eq!(r.json()["uri"], "/v2/items/42?id=42");
+    // Values from the request cannot add path segments, a query or a fragment.
+    let r = gw.get("/t/legacy?id=%2e%2e%2fadmin%3Fx%3D1").await;
+    let uri = r.json()["uri"].as_str().unwrap().to_string();
+    assert!(
+        uri.starts_with("/v2/items/%2E%2E%2Fadmin%3Fx%3D1?"),
+        "{uri}"
+    );
 }
 
 #[tokio::test]

@@ -63,19 +63,34 @@ impl Template {
     }
 
     fn render(&self, headers: &HeaderMap, query: Option<&str>) -> String {
+        self.render_with(headers, query, false)
+    }
+
+    /// Renders for a URI path: values from the request are percent-encoded (all but
+    /// unreserved characters), so a client cannot add `/`, `..`, `?` or `#` to the path.
+    fn render_path(&self, headers: &HeaderMap, query: Option<&str>) -> String {
+        self.render_with(headers, query, true)
+    }
+
+    fn render_with(&self, headers: &HeaderMap, query: Option<&str>, path: bool) -> String {
         let mut out = String::new();
         for p in &self.0 {
-            match p {
-                Part::Text(t) => out.push_str(t),
-                Part::Header(h) => {
-                    if let Some(v) = headers.get(h.as_str()).and_then(|v| v.to_str().ok()) {
-                        out.push_str(v);
-                    }
+            let value = match p {
+                Part::Text(t) => {
+                    out.push_str(t);
+                    continue;
                 }
-                Part::Query(q) => {
-                    if let Some(v) = query.and_then(|qs| query_get(qs, q)) {
-                        out.push_str(&v);
-                    }
+                Part::Header(h) => headers
+                    .get(h.as_str())
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string),
+                Part::Query(q) => query.and_then(|qs| query_get(qs, q)),
+            };
+            if let Some(v) = value {
+                if path {
+                    out.push_str(&encode(&v));
+                } else {
+                    out.push_str(&v);
                 }
             }
         }
@@ -415,7 +430,7 @@ impl RequestTransformer {
             ctx.method = m.clone();
         }
         if let Some(t) = &self.uri {
-            let rendered = t.render(&src, q.as_deref());
+            let rendered = t.render_path(&src, q.as_deref());
             ctx.upstream_path = Some(if rendered.starts_with('/') {
                 rendered
             } else {

@@ -42,7 +42,8 @@ pub fn normalise(path: &str) -> Result<String, PathError> {
     let mut i = 0;
     while i < bytes.len() {
         let b = bytes[i];
-        if b < 0x20 || b == 0x7f {
+        // Raw backslashes are separators to IIS and some frameworks: refused, never routed.
+        if b < 0x20 || b == 0x7f || b == b'\\' {
             return Err(PathError::Forbidden);
         }
         if b == b'%' {
@@ -75,6 +76,12 @@ pub fn normalise(path: &str) -> Result<String, PathError> {
     let trailing_slash =
         decoded.ends_with(b"/") || decoded.ends_with(b"/.") || decoded.ends_with(b"/..");
     for seg in decoded.split(|&c| c == b'/') {
+        // `..;x` / `.;x`: Tomcat and Spring strip path parameters and then treat the segment
+        // as a dot segment, so `/public/..;/admin` would reach `/admin` behind a `/public`
+        // route. Refused.
+        if (seg.starts_with(b"..;") || seg.starts_with(b".;")) && seg.len() > 1 {
+            return Err(PathError::Forbidden);
+        }
         match seg {
             b"" | b"." => {}
             b".." => {
@@ -105,7 +112,8 @@ pub fn needs_normalising(path: &str) -> bool {
         || path.contains("/../")
         || path.ends_with("/.")
         || path.ends_with("/..")
-        || b.iter().any(|&c| c < 0x20 || c == 0x7f)
+        || b.iter().any(|&c| c < 0x20 || c == 0x7f || c == b'\\')
+        || path.contains(".;")
 }
 
 #[cfg(test)]
@@ -142,6 +150,16 @@ mod tests {
         assert_eq!(normalise("/admin%00.json"), Err(PathError::Forbidden));
         assert_eq!(normalise("/a%zz"), Err(PathError::BadEscape));
         assert_eq!(normalise("/a%4"), Err(PathError::BadEscape));
+        assert_eq!(normalise("/public/..;/admin"), Err(PathError::Forbidden));
+        assert_eq!(
+            normalise("/public/..;jsessionid=1/admin"),
+            Err(PathError::Forbidden)
+        );
+        assert_eq!(normalise("/public/.;/admin"), Err(PathError::Forbidden));
+        assert_eq!(normalise("/public\\..\\admin"), Err(PathError::Forbidden));
+        assert!(needs_normalising("/public/..;/admin"));
+        assert!(needs_normalising("/a\\b"));
+        assert_eq!(n("/a;b/c"), "/a;b/c");
     }
 
     #[test]
