@@ -744,3 +744,44 @@ services:
     .unwrap();
     assert_status(&r, 401);
 }
+
+#[tokio::test]
+async fn a_flood_of_password_checks_is_shed_not_queued_forever() {
+    let origin = Origin::start("a").await;
+    let gw = Gw::start(&auth_config(
+        &origin.url(),
+        "          - name: basic-auth\n",
+    ))
+    .await;
+    let proxy = gw.proxy;
+    let mut tasks = Vec::new();
+    for i in 0..400 {
+        tasks.push(tokio::spawn(async move {
+            let auth = basic("bob", &format!("wrong-{i}"));
+            get(proxy, "/", &[("authorization", &auth)])
+                .await
+                .map(|r| r.status)
+        }));
+    }
+    let mut counts = std::collections::BTreeMap::new();
+    for t in tasks {
+        if let Ok(Ok(s)) = t.await {
+            *counts.entry(s).or_insert(0) += 1;
+        }
+    }
+    assert!(counts.keys().all(|s| *s == 401 || *s == 503), "{counts:?}");
+    assert!(
+        counts.get(&503).copied().unwrap_or(0) > 0,
+        "no check was shed: {counts:?}"
+    );
+    assert!(counts.get(&401).copied().unwrap_or(0) > 0, "{counts:?}");
+    // The good password still works once the flood has passed.
+    let r = get(
+        proxy,
+        "/",
+        &[("authorization", &basic("bob", "b0b-p@ss:word"))],
+    )
+    .await
+    .unwrap();
+    assert_status(&r, 200);
+}

@@ -40,6 +40,9 @@ pub struct BasicAuth {
     salt: [u8; 32],
     verified: Mutex<VerifiedCache>,
     verifiers: Arc<Semaphore>,
+    /// Password checks waiting for a permit, and how many may wait.
+    waiting: std::sync::atomic::AtomicUsize,
+    max_waiting: usize,
     lockout: Option<Arc<Lockout>>,
 }
 
@@ -83,6 +86,8 @@ impl BasicAuth {
             salt: rand::random(),
             verified: Mutex::new(HashMap::new()),
             verifiers: Arc::new(Semaphore::new(cores)),
+            waiting: std::sync::atomic::AtomicUsize::new(0),
+            max_waiting: cores * 64,
             lockout,
         })
     }
@@ -139,7 +144,24 @@ impl BasicAuth {
         });
         let consumer = match cached {
             Some(c) => Some(c),
-            None => self.verify(user.clone(), password).await,
+            None => {
+                // Password hashing is bounded: past a queue of checks per core, answer 503
+                // at once instead of letting a flood delay every basic-auth user.
+                if self.verifiers.available_permits() == 0
+                    && self.waiting.load(std::sync::atomic::Ordering::Relaxed) >= self.max_waiting
+                {
+                    let mut r = crate::Response::message(
+                        http::StatusCode::SERVICE_UNAVAILABLE,
+                        "Too many authentication requests, retry later",
+                    );
+                    r.headers
+                        .insert(http::header::RETRY_AFTER, http::HeaderValue::from(1));
+                    return Flow::Respond(r);
+                }
+                // Counted down on drop too: a client that goes away mid-wait is not leaked.
+                let _waiting = Waiting::enter(&self.waiting);
+                self.verify(user.clone(), password).await
+            }
         };
         let Some(consumer) = consumer else {
             if let Some(r) = lockout::failure(&self.lockout, ctx, &user) {
@@ -198,6 +220,22 @@ impl BasicAuth {
         .await
         .ok()
         .flatten()
+    }
+}
+
+/// One password check waiting for (or holding) a permit.
+struct Waiting<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl<'a> Waiting<'a> {
+    fn enter(n: &'a std::sync::atomic::AtomicUsize) -> Waiting<'a> {
+        n.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Waiting(n)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
