@@ -238,32 +238,53 @@ impl Gw {
             ),
         )
         .unwrap();
-        let (proxy, tls, admin) = (free_port(), free_port(), free_port());
         let log = dir.join("gateway.log");
-        let child = Command::new(env!("CARGO_BIN_EXE_portcullis"))
-            .args(["start", "--config"])
-            .arg(&cfg)
-            .arg("--settings")
-            .arg(&settings_path)
-            .args(["--proxy-listen", &format!("127.0.0.1:{proxy}")])
-            .args(["--proxy-tls-listen", &format!("127.0.0.1:{tls}")])
-            .args(["--admin-listen", &format!("127.0.0.1:{admin}")])
-            .args(["--workers", "2"])
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .expect("spawn portcullis");
-        let gw = Gw {
-            child,
-            proxy: ([127, 0, 0, 1], proxy).into(),
-            tls: ([127, 0, 0, 1], tls).into(),
-            admin: ([127, 0, 0, 1], admin).into(),
-            config: cfg,
-            dir,
-            log,
-        };
-        gw.wait_ready().await;
-        gw
+        // free_port() releases the port before the gateway binds it, so a parallel test can
+        // take it in between: on "Address already in use" start again on fresh ports.
+        for attempt in 0.. {
+            let (proxy, tls, admin) = (free_port(), free_port(), free_port());
+            let child = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+                .args(["start", "--config"])
+                .arg(&cfg)
+                .arg("--settings")
+                .arg(&settings_path)
+                .args(["--proxy-listen", &format!("127.0.0.1:{proxy}")])
+                .args(["--proxy-tls-listen", &format!("127.0.0.1:{tls}")])
+                .args(["--admin-listen", &format!("127.0.0.1:{admin}")])
+                .args(["--workers", "2"])
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(&log).unwrap())
+                .spawn()
+                .expect("spawn portcullis");
+            let mut gw = Gw {
+                child,
+                proxy: ([127, 0, 0, 1], proxy).into(),
+                tls: ([127, 0, 0, 1], tls).into(),
+                admin: ([127, 0, 0, 1], admin).into(),
+                config: cfg.clone(),
+                dir: dir.clone(),
+                log: log.clone(),
+            };
+            for _ in 0..200 {
+                if let Ok(r) = get(gw.admin, "/status", &[]).await {
+                    if r.status == 200 {
+                        return gw;
+                    }
+                }
+                if let Ok(Some(_)) = gw.child.try_wait() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+            let text = gw.logs();
+            if attempt < 5 && text.contains("Address already in use") {
+                // Keep the directory: the next attempt reuses it.
+                gw.dir = std::path::PathBuf::new();
+                continue;
+            }
+            panic!("gateway did not become ready; log:\n{text}");
+        }
+        unreachable!()
     }
 
     pub async fn wait_ready(&self) {
