@@ -525,3 +525,42 @@ async fn bad_configs_are_refused_with_paths() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[tokio::test]
+async fn large_bodies_are_validated_off_the_reactor_with_the_same_answers() {
+    let origin = Origin::start("a").await;
+    let schema = json!({
+        "type": "object",
+        "properties": {"items": {"type": "array", "items": {"type": "integer"}}},
+        "required": ["items"],
+    })
+    .to_string();
+    let routes = route(
+        "big",
+        "/big",
+        &request_validator(
+            json!({"version": "draft7", "body_schema": schema, "verbose_response": true}),
+        ),
+    );
+    let gw = Gw::start(&one_service(&origin.url(), &routes)).await;
+    // ~200 KiB bodies: above the offload threshold.
+    let good = format!("{{\"items\":[{}]}}", vec!["12345"; 35_000].join(","));
+    assert!(good.len() > 64 * 1024);
+    let r = request(gw.proxy, "POST", "/big", &[JSON], &good)
+        .await
+        .unwrap();
+    assert_status(&r, 200);
+    assert_eq!(r.json()["body"].as_str().unwrap().len(), good.len());
+    let bad = good.replacen("12345", "\"x\"", 1);
+    let r = request(gw.proxy, "POST", "/big", &[JSON], &bad)
+        .await
+        .unwrap();
+    assert_status(&r, 400);
+    assert!(r.json()["message"].as_str().is_some_and(|m| !m.is_empty()));
+    let broken = format!("{}]", &good[..good.len() - 2]);
+    let r = request(gw.proxy, "POST", "/big", &[JSON], &broken)
+        .await
+        .unwrap();
+    assert_status(&r, 400);
+    assert_eq!(origin.hits(), 1);
+}

@@ -41,7 +41,7 @@ struct Param {
 /// A compiled `request-validator` instance.
 #[derive(Debug)]
 pub struct RequestValidator {
-    body: Option<BodyCheck>,
+    body: Option<std::sync::Arc<BodyCheck>>,
     params: Vec<Param>,
     allowed: Vec<MediaType>,
     strict_params: bool,
@@ -144,7 +144,7 @@ impl RequestValidator {
             return None;
         }
         Some(RequestValidator {
-            body,
+            body: body.map(std::sync::Arc::new),
             params,
             allowed,
             strict_params,
@@ -229,28 +229,68 @@ impl RequestValidator {
             return Flow::Continue;
         }
         let raw = ctx.body.as_deref().unwrap_or_default();
-        let body: Value = if raw.iter().all(u8::is_ascii_whitespace) {
-            Value::Object(serde_json::Map::new())
-        } else {
-            match serde_json::from_slice(raw) {
-                Ok(v) => v,
-                Err(_) => return self.refuse(Value::String(NOT_JSON.into())),
-            }
-        };
-        let failure = match check {
-            BodyCheck::Json(v) => validation::first_error(v, &body).map(Value::String),
-            BodyCheck::Legacy(r) => r.validate(&body).err(),
-        };
-        match failure {
-            None => Flow::Continue,
-            Some(reason) if self.verbose => self.refuse(reason),
-            Some(reason) => {
+        self.verdict(judge(check, raw))
+    }
+
+    /// The answer for a body judgement.
+    fn verdict(&self, judged: Result<(), Option<Value>>) -> Flow {
+        match judged {
+            Ok(()) => Flow::Continue,
+            Err(None) => self.refuse(Value::String(NOT_JSON.into())),
+            Err(Some(reason)) if self.verbose => self.refuse(reason),
+            Err(Some(reason)) => {
                 tracing::debug!(reason = %reason, "request-validator: body refused");
                 self.refuse(Value::String(DENY_BODY.into()))
             }
         }
     }
+
+    /// Does the body still need a (possibly large) schema check? Everything else — parameters,
+    /// content type — is decided here.
+    fn needs_body_check(&self, ctx: &Ctx) -> bool {
+        let Some(body) = ctx.body.as_ref() else {
+            return false;
+        };
+        body.len() > OFFLOAD_BYTES
+            && self.body.is_some()
+            && self.check_params(ctx).is_ok()
+            && ctx
+                .headers
+                .get(http::header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .and_then(MediaType::parse)
+                .is_some_and(|m| {
+                    m.essence() == "application/json"
+                        && self
+                            .allowed
+                            .iter()
+                            .any(|a| a.covers(&m, self.strict_params))
+                })
+    }
 }
+
+/// Bodies larger than this are parsed and validated on the blocking pool, not on the reactor.
+const OFFLOAD_BYTES: usize = 64 * 1024;
+
+/// Parses and validates a JSON body: `Err(None)` when it is not JSON, `Err(Some(reason))`
+/// when it breaks the schema.
+fn judge(check: &BodyCheck, raw: &[u8]) -> Result<(), Option<Value>> {
+    let body: Value = if raw.iter().all(u8::is_ascii_whitespace) {
+        Value::Object(serde_json::Map::new())
+    } else {
+        serde_json::from_slice(raw).map_err(|_| None)?
+    };
+    let failure = match check {
+        BodyCheck::Json(v) => validation::first_error(v, &body).map(Value::String),
+        BodyCheck::Legacy(r) => r.validate(&body).err(),
+    };
+    match failure {
+        None => Ok(()),
+        Some(reason) => Err(Some(reason)),
+    }
+}
+
+impl RequestValidator {}
 
 fn read_param(v: &Value, path: &str, draft: Draft, errs: &mut Errors) -> Option<Param> {
     let before = errs.len();
@@ -322,7 +362,19 @@ impl Plugin for RequestValidator {
     }
 
     fn access<'a>(&'a self, ctx: &'a mut Ctx) -> Access<'a> {
-        Access::Now(self.decide(ctx))
+        if !self.needs_body_check(ctx) {
+            return Access::Now(self.decide(ctx));
+        }
+        // A large JSON body: parse and validate it off the reactor threads.
+        let (Some(check), Some(raw)) = (self.body.clone(), ctx.body.clone()) else {
+            return Access::Now(self.decide(ctx));
+        };
+        Access::Later(Box::pin(async move {
+            match tokio::task::spawn_blocking(move || judge(&check, &raw)).await {
+                Ok(judged) => self.verdict(judged),
+                Err(_) => self.refuse(Value::String(DENY_BODY.into())),
+            }
+        }))
     }
 }
 
