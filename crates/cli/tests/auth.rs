@@ -397,14 +397,7 @@ fn http_date(offset_secs: i64) -> String {
 }
 
 fn hmac_header(secret: &[u8], signing: &str) -> String {
-    use base64::Engine;
-    use hmac::Mac;
-    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret).unwrap();
-    mac.update(signing.as_bytes());
-    let sig = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
-    format!(
-        r#"hmac username="bob-hmac", algorithm="hmac-sha256", headers="date request-line", signature="{sig}""#
-    )
+    hmac_header_with(secret, signing, "date request-line")
 }
 
 #[tokio::test]

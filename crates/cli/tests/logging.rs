@@ -8,22 +8,6 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use serde_json::Value;
-
-async fn lines(path: &std::path::Path, n: usize) -> Vec<Value> {
-    for _ in 0..100 {
-        let text = std::fs::read_to_string(path).unwrap_or_default();
-        let v: Vec<Value> = text
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect();
-        if v.len() >= n {
-            return v;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("fewer than {n} lines in {}", path.display());
-}
 
 #[tokio::test]
 async fn file_log_writes_kong_entries_without_credentials() {
@@ -75,7 +59,7 @@ plugins:
     let none = gw.get("/elsewhere").await;
     assert_status(&none, 404);
 
-    let all = lines(&file, 3).await;
+    let all = json_lines(&file, 3).await;
     let by_id = |r: &Reply| {
         let id = r.header("x-request-id").unwrap();
         all.iter()
@@ -134,8 +118,8 @@ plugins:
     gw.signal("USR1");
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_status(&gw.get("/elsewhere").await, 404);
-    assert_eq!(lines(&file, 1).await.len(), 1);
-    assert_eq!(lines(&rotated, 3).await.len(), 3);
+    assert_eq!(json_lines(&file, 1).await.len(), 1);
+    assert_eq!(json_lines(&rotated, 3).await.len(), 3);
     let _ = std::fs::remove_dir_all(&dir);
 }
 

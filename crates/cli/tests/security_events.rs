@@ -52,21 +52,6 @@ async fn webhook() -> (u16, Arc<Mutex<Vec<Value>>>) {
     (port, got)
 }
 
-async fn events(path: &std::path::Path, n: usize) -> Vec<Value> {
-    for _ in 0..100 {
-        let text = std::fs::read_to_string(path).unwrap_or_default();
-        let v: Vec<Value> = text
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect();
-        if v.len() >= n {
-            return v;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("fewer than {n} security events");
-}
-
 #[tokio::test]
 async fn refusals_become_events_and_a_burst_one_alert() {
     let origin = Origin::start("a").await;
@@ -137,7 +122,7 @@ services:
         200,
     );
 
-    let all = events(&sec, 12).await;
+    let all = json_lines(&sec, 12).await;
     assert_eq!(all.len(), 12, "only refusals are events: {all:?}");
     let failures: Vec<&Value> = all
         .iter()

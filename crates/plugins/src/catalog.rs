@@ -171,25 +171,6 @@ impl Catalog {
         }
     }
 
-    /// Consumers by username and by custom id.
-    pub fn consumer_indexes(
-        &self,
-    ) -> (
-        HashMap<String, Arc<ConsumerInfo>>,
-        HashMap<String, Arc<ConsumerInfo>>,
-    ) {
-        let (mut by_username, mut by_custom_id) = (HashMap::new(), HashMap::new());
-        for c in self.by_id.values() {
-            if let Some(u) = &c.username {
-                by_username.insert(u.to_string(), c.clone());
-            }
-            if let Some(id) = &c.custom_id {
-                by_custom_id.insert(id.to_string(), c.clone());
-            }
-        }
-        (by_username, by_custom_id)
-    }
-
     /// A CA certificate's PEM by id.
     pub fn ca_certificate(&self, id: &str) -> Option<&str> {
         self.ca_certs

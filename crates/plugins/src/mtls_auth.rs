@@ -44,8 +44,8 @@ pub struct MtlsAuth {
     consumer_by: Vec<String>,
     /// Credentials by subject name (several CAs may each have one for the same name).
     credentials: HashMap<String, Vec<Pinned>>,
-    by_username: HashMap<String, Arc<ConsumerInfo>>,
-    by_custom_id: HashMap<String, Arc<ConsumerInfo>>,
+    /// Consumers for the `consumer_by` fallback.
+    catalog: Arc<Catalog>,
     cache_ttl: Duration,
     cache: Mutex<HashMap<[u8; 32], (Instant, bool)>>,
 }
@@ -56,7 +56,7 @@ impl MtlsAuth {
         config: &Value,
         path: &str,
         errs: &mut Errors,
-        catalog: &Catalog,
+        catalog: &Arc<Catalog>,
     ) -> Option<MtlsAuth> {
         let before = errs.len();
         let mut o = Obj::open(config, path, errs)?;
@@ -190,7 +190,6 @@ impl MtlsAuth {
                     .push((consumer, cred.id.clone(), ca));
             }
         }
-        let (by_username, by_custom_id) = catalog.consumer_indexes();
         Some(MtlsAuth {
             verifier,
             per_ca,
@@ -198,8 +197,7 @@ impl MtlsAuth {
             skip_consumer_lookup,
             consumer_by,
             credentials,
-            by_username,
-            by_custom_id,
+            catalog: catalog.clone(),
             cache_ttl: Duration::from_secs_f64(cache_ttl.clamp(0.0, 86_400.0)),
             cache: Mutex::new(HashMap::new()),
         })
@@ -285,12 +283,14 @@ impl MtlsAuth {
             return self.anonymous.fail(ctx, refuse(FAILED));
         }
         for field in &self.consumer_by {
-            let index = if field == "username" {
-                &self.by_username
-            } else {
-                &self.by_custom_id
-            };
-            if let Some(c) = names.iter().find_map(|n| index.get(n)) {
+            let found = names.iter().find_map(|n| {
+                if field == "username" {
+                    self.catalog.consumer_by_username(n, false)
+                } else {
+                    self.catalog.consumer_by_custom_id(n)
+                }
+            });
+            if let Some(c) = found {
                 authenticate(ctx, c.clone(), c.id.to_string());
                 return Flow::Continue;
             }

@@ -1,4 +1,5 @@
-//! One structured (JSON) access-log line per request, written off the request path.
+//! One structured (JSON) access-log line per request, written off the request path. The same
+//! JSON-lines sink carries the security event log.
 //!
 //! The handler fills an [`AccessLog`] as the request moves through the pipeline; the line is
 //! emitted when the record is dropped, i.e. when the response body has been sent in full (or
@@ -29,12 +30,7 @@ impl AccessLogSink {
     /// Opens the sink named by the `access_log` setting: `off`, `stdout`, `stderr` or a path.
     pub fn open(target: &str) -> std::io::Result<Arc<AccessLogSink>> {
         let out: Box<dyn Write + Send> = match target {
-            "off" => {
-                return Ok(Arc::new(AccessLogSink {
-                    tx: None,
-                    dropped: AtomicU64::new(0),
-                }))
-            }
+            "off" => return Ok(AccessLogSink::off()),
             "stdout" => Box::new(std::io::stdout()),
             "stderr" => Box::new(std::io::stderr()),
             path => Box::new(
@@ -67,7 +63,8 @@ impl AccessLogSink {
         self.tx.is_some()
     }
 
-    fn send(&self, line: String) {
+    /// Queues one line; counted as dropped when the writer is behind.
+    pub fn send(&self, line: String) {
         if let Some(tx) = &self.tx {
             match tx.try_send(line) {
                 Ok(()) => {}
@@ -310,7 +307,7 @@ mod tests {
     }
 
     #[test]
-    fn line_never_holds_a_query_string() {
+    fn line_shape_for_a_refusal() {
         let mut r = AccessLog::new(AccessLogSink::off(), Instant::now());
         r.path = "/a".into();
         r.status = 401;

@@ -6,26 +6,26 @@
 //! consumer when known, and the reason — never a credential. [`SecurityLayer`] collects them
 //! from anywhere in the process (proxy or plugins) and
 //!
-//! - appends each as one JSON line to the `security_log` file (a writer thread behind a bounded
-//!   queue; overflow is counted), and
+//! - appends each as one JSON line to the `security_log` file (the access log's writer: a
+//!   thread behind a bounded queue; overflow is counted),
+//! - POSTs them in batches to `security_http` when set, and
 //! - feeds the `[[alerts]]` rules of the node settings: more than `threshold` matching events
 //!   for one group (client IP, route, consumer, or all) within `window` seconds posts one JSON
 //!   alert to the rule's webhook, then stays quiet for that group for `cooldown` seconds, so a
 //!   flood produces one alert per period, not thousands.
 
 use std::collections::{HashMap, VecDeque};
-use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use serde::Deserialize;
 use serde_json::{Map, Value};
+use tokio::sync::mpsc::{channel, Receiver, Sender};
 use tracing::field::{Field, Visit};
 use tracing_subscriber::layer::Context;
 
-use crate::access_log::rfc3339;
+use crate::access_log::{rfc3339, AccessLogSink};
 
 /// The `target` of security events.
 pub const TARGET: &str = "security";
@@ -94,14 +94,16 @@ struct RuleState {
 
 /// Collects security events (see the module documentation).
 pub struct SecurityLayer {
-    file: Option<SyncSender<String>>,
+    /// `security_log`: the same JSON-lines writer as the access log.
+    file: Arc<AccessLogSink>,
     rules: Mutex<Vec<RuleState>>,
-    alerts: SyncSender<(String, Value)>,
-    alert_rx: Mutex<Option<std::sync::mpsc::Receiver<(String, Value)>>>,
+    alerts: Sender<(String, Value)>,
+    alert_rx: Mutex<Option<Receiver<(String, Value)>>>,
     /// `security_http`: events are also POSTed there in batches.
-    events_http: Option<(String, SyncSender<Value>)>,
-    events_rx: Mutex<Option<std::sync::mpsc::Receiver<Value>>>,
-    /// Events that did not fit in the file or HTTP queue, or were given up after retries.
+    events_http: Option<(String, Sender<Value>)>,
+    events_rx: Mutex<Option<Receiver<Value>>>,
+    /// Events that did not fit in the HTTP queue or were given up after retries (the file's
+    /// own drops are counted by its sink).
     pub dropped: AtomicU64,
 }
 
@@ -109,43 +111,20 @@ const MAX_GROUPS: usize = 10_000;
 
 impl SecurityLayer {
     /// Opens the event file (`off` for none; `stdout`/`stderr`/a path) and loads the rules.
+    /// Alerts and event batches queue until [`SecurityLayer::start_alerts`] runs.
     pub fn new(
         security_log: &str,
         security_http: Option<&str>,
         rules: Vec<AlertRule>,
     ) -> std::io::Result<Arc<SecurityLayer>> {
         let file = match security_log {
-            "off" | "" => None,
-            target => {
-                let mut out: Box<dyn Write + Send> = match target {
-                    "stdout" => Box::new(std::io::stdout()),
-                    "stderr" => Box::new(std::io::stderr()),
-                    path => Box::new(
-                        std::fs::OpenOptions::new()
-                            .create(true)
-                            .append(true)
-                            .open(path)?,
-                    ),
-                };
-                let (tx, rx) = sync_channel::<String>(16 * 1024);
-                std::thread::Builder::new()
-                    .name("security-log".into())
-                    .spawn(move || {
-                        while let Ok(line) = rx.recv() {
-                            let _ = writeln!(out, "{line}");
-                            while let Ok(more) = rx.try_recv() {
-                                let _ = writeln!(out, "{more}");
-                            }
-                            let _ = out.flush();
-                        }
-                    })?;
-                Some(tx)
-            }
+            "" => AccessLogSink::off(),
+            target => AccessLogSink::open(target)?,
         };
-        let (alerts, alert_rx) = sync_channel(1024);
+        let (alerts, alert_rx) = channel(1024);
         let (events_http, events_rx) = match security_http {
             Some(url) => {
-                let (tx, rx) = sync_channel(16 * 1024);
+                let (tx, rx) = channel(16 * 1024);
                 (Some((url.to_string(), tx)), Some(rx))
             }
             None => (None, None),
@@ -177,23 +156,12 @@ impl SecurityLayer {
     }
 
     fn start_event_sink(self: &Arc<Self>) {
-        let (Some((url, _)), Some(rx)) = (
+        let (Some((url, _)), Some(mut erx)) = (
             self.events_http.clone(),
             self.events_rx.lock().ok().and_then(|mut r| r.take()),
         ) else {
             return;
         };
-        let (tx, mut erx) = tokio::sync::mpsc::channel::<Value>(16 * 1024);
-        std::thread::Builder::new()
-            .name("security-events".into())
-            .spawn(move || {
-                while let Ok(e) = rx.recv() {
-                    if tx.blocking_send(e).is_err() {
-                        break;
-                    }
-                }
-            })
-            .ok();
         let me = self.clone();
         tokio::spawn(async move {
             let Some(client) = webhook_client() else {
@@ -239,21 +207,9 @@ impl SecurityLayer {
     }
 
     fn start_alert_poster(self: &Arc<Self>) {
-        let Some(rx) = self.alert_rx.lock().ok().and_then(|mut r| r.take()) else {
+        let Some(mut arx) = self.alert_rx.lock().ok().and_then(|mut r| r.take()) else {
             return;
         };
-        let (tx, mut arx) = tokio::sync::mpsc::channel::<(String, Value)>(1024);
-        // Bridge the synchronous queue (filled from any thread) to the async poster.
-        std::thread::Builder::new()
-            .name("security-alerts".into())
-            .spawn(move || {
-                while let Ok(a) = rx.recv() {
-                    if tx.blocking_send(a).is_err() {
-                        break;
-                    }
-                }
-            })
-            .ok();
         tokio::spawn(async move {
             let Some(client) = webhook_client() else {
                 return;
@@ -291,12 +247,8 @@ impl SecurityLayer {
                 self.dropped.fetch_add(1, Ordering::Relaxed);
             }
         }
-        if let Some(tx) = &self.file {
-            if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) =
-                tx.try_send(line.to_string())
-            {
-                self.dropped.fetch_add(1, Ordering::Relaxed);
-            }
+        if self.file.enabled() {
+            self.file.send(line.to_string());
         }
         let Ok(mut rules) = self.rules.lock() else {
             return;

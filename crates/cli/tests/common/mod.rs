@@ -190,6 +190,27 @@ async fn echo(
         .unwrap())
 }
 
+/// The JSON lines of a file written asynchronously by the gateway; waits (up to 2 s) for at
+/// least `n` of them.
+pub async fn json_lines(path: &std::path::Path, n: usize) -> Vec<Value> {
+    for _ in 0..100 {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        let lines: Vec<Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        if lines.len() >= n {
+            return lines;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!(
+        "fewer than {n} JSON lines in {}:\n{}",
+        path.display(),
+        std::fs::read_to_string(path).unwrap_or_default()
+    );
+}
+
 /// A free TCP port on 127.0.0.1 (bound, then released).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -312,21 +333,7 @@ impl Gw {
 
     /// Access-log lines, parsed; waits briefly for at least `n` lines (the writer is async).
     pub async fn access_lines(&self, n: usize) -> Vec<Value> {
-        for _ in 0..100 {
-            let lines: Vec<Value> = self
-                .access_log_text()
-                .lines()
-                .map(|l| serde_json::from_str(l).unwrap())
-                .collect();
-            if lines.len() >= n {
-                return lines;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        panic!(
-            "fewer than {n} access-log lines:\n{}",
-            self.access_log_text()
-        );
+        json_lines(&self.dir.join("access.log"), n).await
     }
 
     pub fn signal(&self, sig: &str) {

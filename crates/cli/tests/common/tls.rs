@@ -162,7 +162,7 @@ pub fn client_with_cert(leaf: &Leaf) -> Arc<ClientConfig> {
         .with_protocol_versions(all_versions())
         .unwrap()
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(AcceptAny(provider())))
+        .with_custom_certificate_verifier(Arc::new(AcceptAny::all()))
         .with_client_auth_cert(vec![leaf.der.clone()], leaf.key())
         .unwrap();
     Arc::new(cfg)
@@ -192,57 +192,9 @@ pub fn client_offering(schemes: &[SignatureScheme]) -> Arc<ClientConfig> {
         .with_protocol_versions(&[&rustls::version::TLS13])
         .unwrap()
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(Offering(provider(), schemes.to_vec())))
+        .with_custom_certificate_verifier(Arc::new(AcceptAny::offering(schemes.to_vec())))
         .with_no_client_auth();
     Arc::new(cfg)
-}
-
-#[derive(Debug)]
-struct Offering(Arc<CryptoProvider>, Vec<SignatureScheme>);
-
-impl ServerCertVerifier for Offering {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.1.clone()
-    }
 }
 
 /// A YAML scalar holding `text` (a JSON string is a valid YAML double-quoted scalar).
@@ -270,7 +222,7 @@ pub fn client_config(
         }
         None => builder
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(AcceptAny(provider())))
+            .with_custom_certificate_verifier(Arc::new(AcceptAny::all()))
             .with_no_client_auth(),
     };
     cfg.alpn_protocols = alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
@@ -640,9 +592,22 @@ pub fn grpc_frame(payload: &[u8]) -> Vec<u8> {
     out
 }
 
-/// Accepts any server certificate; signatures are still checked.
+/// Accepts any server certificate; signatures are still checked. Offers the provider's
+/// signature schemes, or only the given ones (to see which certificate a server picks).
 #[derive(Debug)]
-struct AcceptAny(Arc<CryptoProvider>);
+struct AcceptAny(Arc<CryptoProvider>, Vec<SignatureScheme>);
+
+impl AcceptAny {
+    fn all() -> AcceptAny {
+        let p = provider();
+        let schemes = p.signature_verification_algorithms.supported_schemes();
+        AcceptAny(p, schemes)
+    }
+
+    fn offering(schemes: Vec<SignatureScheme>) -> AcceptAny {
+        AcceptAny(provider(), schemes)
+    }
+}
 
 impl ServerCertVerifier for AcceptAny {
     fn verify_server_cert(
@@ -685,6 +650,6 @@ impl ServerCertVerifier for AcceptAny {
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
+        self.1.clone()
     }
 }
