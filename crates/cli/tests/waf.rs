@@ -122,6 +122,40 @@ async fn benign_traffic_passes_with_its_body_intact() {
 }
 
 #[tokio::test]
+async fn repeated_requests_get_the_same_verdict_and_event() {
+    // The verdict cache answers repeats of a request without a new transaction: a repeated
+    // attack must still be refused and reported every time, and a repeated benign request
+    // must still reach the upstream every time.
+    let origin = Origin::start("a").await;
+    let gw = Gw::start(&config(&origin.url(), "{}")).await;
+    for _ in 0..3 {
+        let r = get(gw.proxy, "/items?id=1'%20OR%20'1'='1", BROWSER)
+            .await
+            .unwrap();
+        assert_forbidden(&r);
+        let r = get(gw.proxy, "/items?id=7", BROWSER).await.unwrap();
+        assert_status(&r, 200);
+    }
+    assert_eq!(origin.hits(), 3);
+    let lines = gw.access_lines(6).await;
+    let refused = lines.iter().filter(|l| l["refused_by"] == "waf").count();
+    assert_eq!(refused, 3, "{lines:?}");
+    let logs = gw.logs();
+    let events: Vec<&str> = logs.lines().filter(|l| l.contains("waf_block")).collect();
+    assert_eq!(events.len(), 3, "{logs}");
+    assert!(events.iter().all(|e| e.contains("942100")), "{events:?}");
+    // A request differing only in a header is a different request (the CRS checks Referer).
+    let r = get(
+        gw.proxy,
+        "/items?id=7",
+        &with(&[("referer", "<script>alert(1)</script>")]),
+    )
+    .await
+    .unwrap();
+    assert_forbidden(&r);
+}
+
+#[tokio::test]
 async fn detect_mode_lets_attacks_through_and_logs_them() {
     let origin = Origin::start("a").await;
     let gw = Gw::start(&config(&origin.url(), "{mode: detect}")).await;

@@ -119,6 +119,13 @@ impl Waf {
         };
         let inspect_body = o.bool_or("inspect_body", true, errs);
         let body_limit = o.int_or("body_limit", 128 * 1024, 1, MAX_BODY_LIMIT, errs) as usize;
+        let verdict_cache_size = o.int_or(
+            "verdict_cache_size",
+            portcullis_waf::DEFAULT_VERDICT_CACHE_SIZE as i64,
+            0,
+            1_000_000,
+            errs,
+        ) as usize;
         if o.bool_or("inspect_response", false, errs) {
             errs.push(
                 o.field_path("inspect_response"),
@@ -137,6 +144,7 @@ impl Waf {
             custom_rules,
             allowed_methods,
             body_limit,
+            verdict_cache_size,
             ..CrsConfig::default()
         };
         match compiled(&cfg) {
@@ -255,12 +263,11 @@ impl Waf {
                 }
             }
         }
-        let method = ctx.method.as_str().to_string();
         let target = match ctx.uri.path_and_query() {
-            Some(pq) if !pq.as_str().is_empty() => pq.as_str().to_string(),
+            Some(pq) if !pq.as_str().is_empty() => std::borrow::Cow::Borrowed(pq.as_str()),
             _ => match &ctx.query {
-                Some(q) => format!("{}?{q}", ctx.path),
-                None => ctx.path.clone(),
+                Some(q) => format!("{}?{q}", ctx.path).into(),
+                None => ctx.path.as_str().into(),
             },
         };
         let version = match ctx.version {
@@ -269,25 +276,32 @@ impl Waf {
             http::Version::HTTP_3 => "3.0",
             _ => "1.1",
         };
-        let mut headers = ctx.headers.clone();
-        if !headers.contains_key(http::header::HOST) && !ctx.host.is_empty() {
+        // The transaction sees the client's headers, not the id the gateway just generated
+        // for this request (unique per request, it carries nothing to inspect).
+        let mut headers: Vec<(&[u8], &[u8])> = ctx
+            .headers
+            .iter()
+            .filter(|(_, v)| v.as_bytes() != ctx.request_id.as_bytes())
+            .map(|(k, v)| (k.as_str().as_bytes(), v.as_bytes()))
+            .collect();
+        if !ctx.headers.contains_key(http::header::HOST) && !ctx.host.is_empty() {
             // HTTP/2 carries the host in :authority; the CRS expects a Host header.
-            if let Ok(v) = http::HeaderValue::from_str(&ctx.host) {
-                headers.insert(http::header::HOST, v);
-            }
+            headers.push((b"host", ctx.host.as_bytes()));
         }
-        let client_ip = ctx.client_ip;
+        let mut req = Request::new(ctx.method.as_str(), &target);
+        req.version = version;
+        req.client_ip = ctx.client_ip;
+        req.headers = headers;
+        req.body = body.as_deref();
+        let key = self.rules.cache_key(&req);
+        if let Some(verdict) = key.as_deref().and_then(|k| self.rules.cached(k)) {
+            // Seen before with identical bytes: same verdict, no transaction, no thread hop.
+            return self.decide(ctx, &verdict);
+        }
+        let owned = OwnedRequest::from(&req, body.clone());
         let rules = self.rules.clone();
         let result = tokio::task::spawn_blocking(move || {
-            let mut req = Request::new(&method, &target);
-            req.version = version;
-            req.client_ip = client_ip;
-            req.headers = headers
-                .iter()
-                .map(|(k, v)| (k.as_str().as_bytes(), v.as_bytes()))
-                .collect();
-            req.body = body.as_deref();
-            rules.inspect(&req)
+            rules.inspect_cached(&owned.view(), key.as_deref())
         })
         .await;
         match result {
@@ -313,6 +327,51 @@ impl Waf {
             Mode::Block => Self::forbidden(),
             Mode::Detect => Flow::Continue,
         }
+    }
+}
+
+/// A request's inspected parts, owned so they can move to a blocking thread.
+struct OwnedRequest {
+    method: String,
+    target: String,
+    version: &'static str,
+    headers: Vec<(Vec<u8>, Vec<u8>)>,
+    body: Option<bytes::Bytes>,
+    client_ip: std::net::IpAddr,
+}
+
+impl OwnedRequest {
+    fn from(req: &Request<'_>, body: Option<bytes::Bytes>) -> OwnedRequest {
+        OwnedRequest {
+            method: req.method.to_string(),
+            target: req.uri.to_string(),
+            version: match req.version {
+                "1.0" => "1.0",
+                "2.0" => "2.0",
+                "3.0" => "3.0",
+                _ => "1.1",
+            },
+            headers: req
+                .headers
+                .iter()
+                .map(|(k, v)| (k.to_vec(), v.to_vec()))
+                .collect(),
+            body,
+            client_ip: req.client_ip,
+        }
+    }
+
+    fn view(&self) -> Request<'_> {
+        let mut req = Request::new(&self.method, &self.target);
+        req.version = self.version;
+        req.client_ip = self.client_ip;
+        req.headers = self
+            .headers
+            .iter()
+            .map(|(k, v)| (k.as_slice(), v.as_slice()))
+            .collect();
+        req.body = self.body.as_deref();
+        req
     }
 }
 
@@ -437,6 +496,50 @@ mod tests {
         let no_body = build(json!({"inspect_body": false})).unwrap();
         assert!(!no_body.reads_body());
         assert_eq!(status(&no_body.run(&mut xss).await), 0);
+    }
+
+    #[tokio::test]
+    async fn repeated_requests_reuse_their_verdict() {
+        // A private rule set (cache size 7 is used by no other test) so counts are exact.
+        let waf = build(json!({"verdict_cache_size": 7})).unwrap();
+        assert!(waf.rules.caches_verdicts());
+        assert_eq!(waf.rules.cached_verdicts(), 0);
+        let mut attack = ctx(Method::GET, "/a?id=1'%20OR%20'1'='1", None);
+        attack.request_id = "0123456789abcdef0123456789abcdef".into();
+        attack
+            .headers
+            .insert("x-request-id", attack.request_id.parse().unwrap());
+        assert_eq!(status(&waf.run(&mut attack).await), 403);
+        assert_eq!(waf.rules.cached_verdicts(), 1);
+        // The same request again, with another gateway-generated request id: answered from
+        // the cache, still blocked.
+        attack.request_id = "fedcba9876543210fedcba9876543210".into();
+        attack
+            .headers
+            .insert("x-request-id", attack.request_id.parse().unwrap());
+        assert_eq!(status(&waf.run(&mut attack).await), 403);
+        assert_eq!(waf.rules.cached_verdicts(), 1);
+        // Any other byte is another request: inspected on its own.
+        let mut benign = ctx(Method::GET, "/a?id=1", None);
+        assert_eq!(status(&waf.run(&mut benign).await), 0);
+        assert_eq!(status(&waf.run(&mut benign).await), 0);
+        let mut other_ip = ctx(Method::GET, "/a?id=1", None);
+        other_ip.client_ip = "10.1.2.3".parse().unwrap();
+        assert_eq!(status(&waf.run(&mut other_ip).await), 0);
+        let mut body = ctx(Method::POST, "/a?id=1", Some("q=1"));
+        assert_eq!(status(&waf.run(&mut body).await), 0);
+        let mut evil_body = ctx(Method::POST, "/a?id=1", Some("q=1'%20OR%20'1'='1"));
+        assert_eq!(status(&waf.run(&mut evil_body).await), 403);
+        assert!(waf.rules.cached_verdicts() >= 3);
+
+        let off = build(json!({"verdict_cache_size": 0})).unwrap();
+        assert!(!off.rules.caches_verdicts());
+        assert_eq!(status(&off.run(&mut attack).await), 403);
+        let stateful = build(json!({"custom_rules": [
+            "SecRule TIME_HOUR \"@lt 0\" \"id:10001,phase:1,deny,status:403\""
+        ]}))
+        .unwrap();
+        assert!(!stateful.rules.caches_verdicts());
     }
 
     #[tokio::test]

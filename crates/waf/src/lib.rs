@@ -18,8 +18,11 @@
 // Unsafe code is confined to `ffi`; the rest of the crate may not use it.
 #![deny(unsafe_code)]
 
+mod cache;
 #[allow(unsafe_code)]
 mod ffi;
+
+pub use cache::MAX_KEY_BYTES;
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
@@ -81,6 +84,9 @@ pub struct CrsConfig {
     pub allowed_methods: Vec<String>,
     /// Request body bytes inspected at most; [`Rules::inspect`] looks at no more than this.
     pub body_limit: usize,
+    /// Slots in the verdict cache (0: no cache). The cache is only used when the rule set is
+    /// deterministic: see [`Rules::caches_verdicts`].
+    pub verdict_cache_size: usize,
 }
 
 impl Default for CrsConfig {
@@ -97,9 +103,13 @@ impl Default for CrsConfig {
                 .map(|m| m.to_string())
                 .collect(),
             body_limit: 128 * 1024,
+            verdict_cache_size: DEFAULT_VERDICT_CACHE_SIZE,
         }
     }
 }
+
+/// Default number of verdict cache slots (at most [`MAX_KEY_BYTES`] each).
+pub const DEFAULT_VERDICT_CACHE_SIZE: usize = 4096;
 
 /// What [`Rules::inspect`] sees of a request. Header names and values are raw bytes.
 #[derive(Debug, Clone)]
@@ -180,6 +190,8 @@ pub struct Rules {
     serial: Option<Mutex<()>>,
     body_limit: usize,
     rule_count: usize,
+    /// Verdicts of requests seen before, when the rule set is deterministic.
+    cache: Option<cache::VerdictCache>,
 }
 
 impl std::fmt::Debug for Rules {
@@ -188,6 +200,7 @@ impl std::fmt::Debug for Rules {
             .field("rule_count", &self.rule_count)
             .field("body_limit", &self.body_limit)
             .field("serialised", &self.serial.is_some())
+            .field("caches_verdicts", &self.cache.is_some())
             .finish()
     }
 }
@@ -431,11 +444,16 @@ impl Rules {
             .iter()
             .any(|r| writes_persistent_collections(r))
             .then(|| Mutex::new(()));
+        // The CRS with this crate's setup is deterministic: its stateful parts (IP reputation
+        // blocking, DoS protection, sampling) stay off unless custom rules switch them on.
+        let deterministic = !cfg.custom_rules.iter().any(|r| cache::nondeterministic(r));
         Ok(Rules {
             set,
             serial,
             body_limit: cfg.body_limit,
             rule_count: count,
+            cache: (deterministic && cfg.verdict_cache_size > 0)
+                .then(|| cache::VerdictCache::new(cfg.verdict_cache_size)),
         })
     }
 
@@ -454,6 +472,8 @@ impl Rules {
             set,
             body_limit: cfg.body_limit,
             rule_count: count,
+            cache: (!cache::nondeterministic(text) && cfg.verdict_cache_size > 0)
+                .then(|| cache::VerdictCache::new(cfg.verdict_cache_size)),
         })
     }
 
@@ -465,6 +485,50 @@ impl Rules {
     /// Largest number of body bytes [`Rules::inspect`] looks at.
     pub fn body_limit(&self) -> usize {
         self.body_limit
+    }
+
+    /// Whether verdicts are cached: a cache size above 0 and no custom rule that could make a
+    /// verdict depend on more than the request's own bytes (persistent collections, time,
+    /// randomness, the client port, the CRS's stateful features).
+    pub fn caches_verdicts(&self) -> bool {
+        self.cache.is_some()
+    }
+
+    /// Number of verdicts currently cached (for tests and diagnostics; takes every slot lock).
+    pub fn cached_verdicts(&self) -> usize {
+        self.cache.as_ref().map_or(0, cache::VerdictCache::len)
+    }
+
+    /// The cache key of `req`, when this rule set caches verdicts and the request is small
+    /// enough (at most [`MAX_KEY_BYTES`] of inputs) to be cached.
+    pub fn cache_key(&self, req: &Request<'_>) -> Option<Vec<u8>> {
+        self.cache.as_ref()?;
+        cache::key(req, self.body_limit)
+    }
+
+    /// The verdict given before to the request with this key, if it is still cached. Cheap
+    /// (a hash, one uncontended lock and a key comparison): fine on an async reactor.
+    pub fn cached(&self, key: &[u8]) -> Option<Verdict> {
+        self.cache.as_ref()?.get(key)
+    }
+
+    /// [`Rules::inspect`], answering from the verdict cache when `key` (from
+    /// [`Rules::cache_key`] for this same request) was seen before, and caching the result
+    /// otherwise.
+    pub fn inspect_cached(
+        &self,
+        req: &Request<'_>,
+        key: Option<&[u8]>,
+    ) -> Result<Verdict, WafError> {
+        if let (Some(cache), Some(key)) = (&self.cache, key) {
+            if let Some(v) = cache.get(key) {
+                return Ok(v);
+            }
+            let v = self.inspect(req)?;
+            cache.put(key, &v);
+            return Ok(v);
+        }
+        self.inspect(req)
     }
 
     /// Runs one request through a fresh transaction: connection, URI, headers, then (if
