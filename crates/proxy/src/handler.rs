@@ -601,7 +601,18 @@ async fn proxy(
     };
     strip_hop_by_hop(&mut head.headers, false);
     let mut incoming = UpstreamBody::new(incoming);
-    match inspect_response(route, conn, &mut ctx, &head, &mut incoming, log).await {
+    let read_timeout = Duration::from_millis(service.service.read_timeout);
+    match inspect_response(
+        route,
+        conn,
+        &mut ctx,
+        &head,
+        &mut incoming,
+        read_timeout,
+        log,
+    )
+    .await
+    {
         Ok(None) => {}
         Ok(Some((plugin, r))) => {
             // Replaced: nothing of the upstream's response (status, headers, body) is sent.
@@ -839,13 +850,15 @@ fn wants_response_body(
 /// ([`portcullis_plugins::Plugin::response_inspection`]) see the upstream's head and the first
 /// bytes of its body (read ahead into `body`, still sent afterwards), in priority order. The
 /// first `Flow::Respond` replaces the response: returned with the plugin's name. A body that
-/// fails while being read ahead is Kong's 502.
+/// fails while being read ahead is Kong's 502; one that does not deliver the prefix within the
+/// service's `read_timeout`, its 504.
 async fn inspect_response(
     route: &CompiledRoute,
     conn: &ConnInfo,
     ctx: &mut Ctx,
     head: &ResponseHead,
     body: &mut UpstreamBody,
+    read_timeout: Duration,
     log: &mut AccessLog,
 ) -> Result<Option<(&'static str, portcullis_plugins::Response)>, Response<ProxyBody>> {
     let wanted: Vec<(&ChainEntry, usize)> = route
@@ -866,9 +879,10 @@ async fn inspect_response(
     } else if most == 0 {
         BodyPrefix::default()
     } else {
-        match body.peek(most).await {
-            Ok((bytes, complete)) => BodyPrefix { bytes, complete },
-            Err(_) => return Err(errors::upstream_failure(errors::UpstreamFailure::Failed)),
+        match tokio::time::timeout(read_timeout, body.peek(most)).await {
+            Ok(Ok((bytes, complete))) => BodyPrefix { bytes, complete },
+            Ok(Err(_)) => return Err(errors::upstream_failure(errors::UpstreamFailure::Failed)),
+            Err(_) => return Err(errors::upstream_failure(errors::UpstreamFailure::Timeout)),
         }
     };
     for (entry, n) in wanted {
