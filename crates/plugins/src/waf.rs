@@ -420,14 +420,14 @@ impl Waf {
     /// responses) the first `response_body_limit` bytes of its body through the response
     /// rules, on the blocking pool.
     async fn run_response(&self, ctx: &mut Ctx, head: &ResponseHead, body: &BodyPrefix) -> Flow {
-        let route = ctx.route_name.as_deref().unwrap_or("-").to_string();
+        let route = ctx.route_name.as_deref().unwrap_or("-");
         let kind = ResponseBody::of(head);
         match &kind {
             ResponseBody::Encoded(encoding) => tracing::info!(
                 plugin = "waf",
                 event = "waf_response_body_skipped",
                 content_encoding = %encoding,
-                route = %route,
+                route,
                 request_id = %ctx.request_id,
                 "waf inspected only the headers of a compressed response (bodies are not decompressed)"
             ),
@@ -435,7 +435,7 @@ impl Waf {
                 plugin = "waf",
                 event = "waf_response_body_truncated",
                 response_body_limit = self.response_body_limit,
-                route = %route,
+                route,
                 request_id = %ctx.request_id,
                 "response body larger than the waf inspects: its first response_body_limit bytes were inspected"
             ),
