@@ -5,9 +5,13 @@
 //!
 //! 1. [`Plugin::access`] — after the route is matched, before the upstream is chosen. May
 //!    short-circuit with a response (authentication failures, termination, rate limits).
-//! 2. [`Plugin::response_headers`] — when the response head is known (from the upstream or from a
+//! 2. [`Plugin::inspect_response`] — proxied responses only, for instances that asked
+//!    ([`Plugin::response_inspection`]): sees the upstream's head and the first bytes of its
+//!    body, may replace the whole response. May await.
+//! 3. [`Plugin::response_headers`] — when the response head is known (from the upstream or from a
 //!    short-circuit), before it is sent to the client.
-//! 3. [`Plugin::log`] — after the response was sent; never affects the client.
+//! 4. [`Plugin::response_body`] — rewrites a buffered upstream body ([`Plugin::reads_response_body`]).
+//! 5. [`Plugin::log`] — after the response was sent; never affects the client.
 //!
 //! Plugins never see the proxy engine's types: they get a [`Ctx`] holding the request head
 //! (`http` crate types), the matched route and service names, and per-request state.
@@ -103,13 +107,25 @@ pub enum Flow {
     Respond(Response),
 }
 
-/// The result of [`Plugin::access`]: decided now, or after an await (a Redis round trip, an
-/// introspection call). Synchronous plugins return `Now` and cost no allocation.
+/// The result of [`Plugin::access`] and [`Plugin::inspect_response`]: decided now, or after an
+/// await (a Redis round trip, an introspection call, work on the blocking pool). Synchronous
+/// plugins return `Now` and cost no allocation.
 pub enum Access<'a> {
     /// Decided synchronously.
     Now(Flow),
     /// Decided by a future that may borrow the context.
     Later(Pin<Box<dyn Future<Output = Flow> + Send + 'a>>),
+}
+
+/// What [`Plugin::inspect_response`] sees of a proxied response's body: its first bytes, read
+/// (and held back from the client) before the response is sent.
+#[derive(Debug, Clone, Default)]
+pub struct BodyPrefix {
+    /// The first bytes of the body: at most what the instance asked for, fewer when the body
+    /// is shorter; empty when it asked for the head only.
+    pub bytes: Bytes,
+    /// `bytes` is the whole body (it ended within what was read).
+    pub complete: bool,
 }
 
 impl<'a> From<Flow> for Access<'a> {
@@ -144,6 +160,33 @@ pub trait Plugin: Send + Sync + 'static {
     /// proxied and short-circuited responses alike. Default: no change.
     fn response_headers(&self, ctx: &mut Ctx, head: &mut ResponseHead) {
         let _ = (ctx, head);
+    }
+
+    /// Does this instance inspect this proxied response, and with how many leading body bytes?
+    /// Asked when the upstream's response head is known (hop-by-hop headers removed), before
+    /// the response-headers phase. `Some(n)`: the proxy reads up to `n` bytes of the body
+    /// (holding them back from the client; `Some(0)` for the head only) and calls
+    /// [`Plugin::inspect_response`]. Default `None`: nothing is read ahead.
+    fn response_inspection(&self, ctx: &Ctx, head: &ResponseHead) -> Option<usize> {
+        let _ = (ctx, head);
+        None
+    }
+
+    /// Response-inspection phase: runs for proxied responses, in priority order, for the
+    /// instances whose [`Plugin::response_inspection`] asked, with the upstream's head and the
+    /// first bytes of its body, before the response-headers phase. `Flow::Respond(r)` replaces
+    /// the response entirely: the upstream's status, headers and body are discarded and `r` is
+    /// sent (the response-headers phase then runs on it, as for access-phase refusals).
+    /// `Access::Later` for work that must await, e.g. CPU-bound work on the blocking pool.
+    /// Default: continue.
+    fn inspect_response<'a>(
+        &'a self,
+        ctx: &'a mut Ctx,
+        head: &'a ResponseHead,
+        body: &'a BodyPrefix,
+    ) -> Access<'a> {
+        let _ = (ctx, head, body);
+        Access::Now(Flow::Continue)
     }
 
     /// Does this instance rewrite response bodies? When it does, the proxy buffers the

@@ -15,6 +15,15 @@
 //! Bodies larger than `body_limit` are refused (413) in block mode rather than inspected in
 //! part: an attack placed past the inspected prefix would otherwise pass. In detect mode the
 //! first `body_limit` bytes are inspected and the oversize is logged.
+//!
+//! With `inspect_response`, proxied responses go through the CRS response rules (data
+//! leakages: SQL error messages, stack traces, directory listings) in the response-inspection
+//! phase: the headers always, the first `response_body_limit` bytes of the body for text-like,
+//! uncompressed responses. The engine runs a second transaction that replays the request's
+//! URI and headers first (see `portcullis_waf::Rules::inspect_response`), on the blocking pool.
+//! In block mode a response the rules deny becomes **502** with Kong's "invalid response"
+//! message and none of the upstream's headers (`waf_response_block`); in detect mode it passes
+//! unchanged (`waf_response_detect`).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock, Weak};
@@ -24,7 +33,7 @@ use portcullis_config::{Errors, Obj};
 use portcullis_waf::{CrsConfig, Request, Rules, Verdict};
 use serde_json::Value;
 
-use crate::{Access, Ctx, Flow, Plugin, Response};
+use crate::{Access, BodyPrefix, Ctx, Flow, Plugin, Response, ResponseHead};
 
 /// Largest `body_limit` accepted (the proxy's buffer bounds what can be read anyway).
 const MAX_BODY_LIMIT: i64 = 64 * 1024 * 1024;
@@ -51,6 +60,128 @@ pub struct Waf {
     mode: Mode,
     inspect_body: bool,
     body_limit: usize,
+    inspect_response: bool,
+    response_body_limit: usize,
+}
+
+/// Kong's message for a response the gateway will not pass on (its 502 wording).
+const INVALID_RESPONSE: &str = "An invalid response was received from the upstream server";
+
+/// Builds the request a transaction is shown: method, target as sent, version, the client's
+/// headers (without the id the gateway generated for this request: unique per request, it
+/// carries nothing to inspect and would defeat the verdict cache) and `body`.
+fn with_request<R>(ctx: &Ctx, body: Option<&[u8]>, f: impl FnOnce(&Request<'_>) -> R) -> R {
+    let target = match ctx.uri.path_and_query() {
+        Some(pq) if !pq.as_str().is_empty() => std::borrow::Cow::Borrowed(pq.as_str()),
+        _ => match &ctx.query {
+            Some(q) => format!("{}?{q}", ctx.path).into(),
+            None => ctx.path.as_str().into(),
+        },
+    };
+    let mut headers: Vec<(&[u8], &[u8])> = ctx
+        .headers
+        .iter()
+        .filter(|(_, v)| v.as_bytes() != ctx.request_id.as_bytes())
+        .map(|(k, v)| (k.as_str().as_bytes(), v.as_bytes()))
+        .collect();
+    if !ctx.headers.contains_key(http::header::HOST) && !ctx.host.is_empty() {
+        // HTTP/2 carries the host in :authority; the CRS expects a Host header.
+        headers.push((b"host", ctx.host.as_bytes()));
+    }
+    let mut req = Request::new(ctx.method.as_str(), &target);
+    req.version = match ctx.version {
+        http::Version::HTTP_10 => "1.0",
+        http::Version::HTTP_2 => "2.0",
+        http::Version::HTTP_3 => "3.0",
+        _ => "1.1",
+    };
+    req.client_ip = ctx.client_ip;
+    req.headers = headers;
+    req.body = body;
+    f(&req)
+}
+
+/// A request as [`with_request`] built it, without its body, owned so it can move to a
+/// blocking thread and be kept in [`Ctx::state`] for the response's transaction to replay.
+#[derive(Debug, Clone)]
+struct RequestView {
+    method: String,
+    target: String,
+    version: &'static str,
+    headers: Vec<(Vec<u8>, Vec<u8>)>,
+    client_ip: std::net::IpAddr,
+}
+
+impl RequestView {
+    fn of(req: &Request<'_>) -> RequestView {
+        RequestView {
+            method: req.method.to_string(),
+            target: req.uri.to_string(),
+            version: match req.version {
+                "1.0" => "1.0",
+                "2.0" => "2.0",
+                "3.0" => "3.0",
+                _ => "1.1",
+            },
+            headers: req
+                .headers
+                .iter()
+                .map(|(k, v)| (k.to_vec(), v.to_vec()))
+                .collect(),
+            client_ip: req.client_ip,
+        }
+    }
+
+    /// The request again (no body).
+    fn request(&self) -> Request<'_> {
+        let mut req = Request::new(&self.method, &self.target);
+        req.version = self.version;
+        req.client_ip = self.client_ip;
+        req.headers = self
+            .headers
+            .iter()
+            .map(|(k, v)| (k.as_slice(), v.as_slice()))
+            .collect();
+        req
+    }
+}
+
+/// How much of a response the rules see.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum ResponseBody {
+    /// Text-like and not content-encoded: the first `response_body_limit` bytes.
+    Inspected,
+    /// Not a text-like type: headers only.
+    NotText,
+    /// Content-encoded (the gateway does not decompress): headers only.
+    Encoded(String),
+}
+
+impl ResponseBody {
+    fn of(head: &ResponseHead) -> ResponseBody {
+        let encodings: Vec<String> = head
+            .headers
+            .get_all(http::header::CONTENT_ENCODING)
+            .iter()
+            .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+            .map(|e| String::from_utf8_lossy(e).trim().to_ascii_lowercase())
+            .filter(|e| !e.is_empty() && e != "identity")
+            .collect();
+        if !encodings.is_empty() {
+            return ResponseBody::Encoded(encodings.join(","));
+        }
+        let text = head
+            .headers
+            .get_all(http::header::CONTENT_TYPE)
+            .iter()
+            .next_back()
+            .is_some_and(|ct| portcullis_waf::response_body_inspected(ct.as_bytes()));
+        if text {
+            ResponseBody::Inspected
+        } else {
+            ResponseBody::NotText
+        }
+    }
 }
 
 /// Compiled rule sets by settings: `config validate`, the load that follows it and several
@@ -126,12 +257,9 @@ impl Waf {
             1_000_000,
             errs,
         ) as usize;
-        if o.bool_or("inspect_response", false, errs) {
-            errs.push(
-                o.field_path("inspect_response"),
-                "response inspection is not implemented: the proxy has no response-body phase yet",
-            );
-        }
+        let inspect_response = o.bool_or("inspect_response", false, errs);
+        let response_body_limit =
+            o.int_or("response_body_limit", 128 * 1024, 1, MAX_BODY_LIMIT, errs) as usize;
         o.finish(errs);
         if errs.len() > before {
             return None;
@@ -145,6 +273,13 @@ impl Waf {
             allowed_methods,
             body_limit,
             verdict_cache_size,
+            inspect_response,
+            // Only part of the compiled rule set (and its cache key) when it is used.
+            response_body_limit: if inspect_response {
+                response_body_limit
+            } else {
+                CrsConfig::default().response_body_limit
+            },
             ..CrsConfig::default()
         };
         match compiled(&cfg) {
@@ -153,6 +288,8 @@ impl Waf {
                 mode,
                 inspect_body,
                 body_limit,
+                inspect_response,
+                response_body_limit,
             }),
             Err(portcullis_waf::WafError::Rule(e)) => {
                 errs.push(custom_path, e);
@@ -263,45 +400,30 @@ impl Waf {
                 }
             }
         }
-        let target = match ctx.uri.path_and_query() {
-            Some(pq) if !pq.as_str().is_empty() => std::borrow::Cow::Borrowed(pq.as_str()),
-            _ => match &ctx.query {
-                Some(q) => format!("{}?{q}", ctx.path).into(),
-                None => ctx.path.as_str().into(),
-            },
-        };
-        let version = match ctx.version {
-            http::Version::HTTP_10 => "1.0",
-            http::Version::HTTP_2 => "2.0",
-            http::Version::HTTP_3 => "3.0",
-            _ => "1.1",
-        };
-        // The transaction sees the client's headers, not the id the gateway just generated
-        // for this request (unique per request, it carries nothing to inspect).
-        let mut headers: Vec<(&[u8], &[u8])> = ctx
-            .headers
-            .iter()
-            .filter(|(_, v)| v.as_bytes() != ctx.request_id.as_bytes())
-            .map(|(k, v)| (k.as_str().as_bytes(), v.as_bytes()))
-            .collect();
-        if !ctx.headers.contains_key(http::header::HOST) && !ctx.host.is_empty() {
-            // HTTP/2 carries the host in :authority; the CRS expects a Host header.
-            headers.push((b"host", ctx.host.as_bytes()));
+        let (key, cached, view) = with_request(ctx, body.as_deref(), |req| {
+            let key = self.rules.cache_key(req);
+            let cached = key.as_deref().and_then(|k| self.rules.cached(k));
+            let view = (cached.is_none() || self.inspect_response).then(|| RequestView::of(req));
+            (key, cached, view)
+        });
+        if self.inspect_response {
+            if let Some(v) = &view {
+                // The response's transaction replays this request (later plugins may still
+                // change the headers).
+                ctx.state.insert(v.clone());
+            }
         }
-        let mut req = Request::new(ctx.method.as_str(), &target);
-        req.version = version;
-        req.client_ip = ctx.client_ip;
-        req.headers = headers;
-        req.body = body.as_deref();
-        let key = self.rules.cache_key(&req);
-        if let Some(verdict) = key.as_deref().and_then(|k| self.rules.cached(k)) {
+        let view = match (cached, view) {
             // Seen before with identical bytes: same verdict, no transaction, no thread hop.
-            return self.decide(ctx, &verdict);
-        }
-        let owned = OwnedRequest::from(&req, body.clone());
+            (Some(verdict), _) => return self.decide(ctx, &verdict),
+            (None, Some(view)) => view,
+            (None, None) => with_request(ctx, body.as_deref(), RequestView::of),
+        };
         let rules = self.rules.clone();
         let result = tokio::task::spawn_blocking(move || {
-            rules.inspect_cached(&owned.view(), key.as_deref())
+            let mut req = view.request();
+            req.body = body.as_deref();
+            rules.inspect_cached(&req, key.as_deref())
         })
         .await;
         match result {
@@ -330,48 +452,146 @@ impl Waf {
     }
 }
 
-/// A request's inspected parts, owned so they can move to a blocking thread.
-struct OwnedRequest {
-    method: String,
-    target: String,
-    version: &'static str,
-    headers: Vec<(Vec<u8>, Vec<u8>)>,
-    body: Option<bytes::Bytes>,
-    client_ip: std::net::IpAddr,
-}
-
-impl OwnedRequest {
-    fn from(req: &Request<'_>, body: Option<bytes::Bytes>) -> OwnedRequest {
-        OwnedRequest {
-            method: req.method.to_string(),
-            target: req.uri.to_string(),
-            version: match req.version {
-                "1.0" => "1.0",
-                "2.0" => "2.0",
-                "3.0" => "3.0",
-                _ => "1.1",
-            },
-            headers: req
-                .headers
+impl Waf {
+    /// Response-inspection phase: the upstream's head and (for text-like, uncompressed
+    /// responses) the first `response_body_limit` bytes of its body through the response
+    /// rules, on the blocking pool.
+    async fn run_response(&self, ctx: &mut Ctx, head: &ResponseHead, body: &BodyPrefix) -> Flow {
+        let route = ctx.route_name.as_deref().unwrap_or("-");
+        let kind = ResponseBody::of(head);
+        match &kind {
+            ResponseBody::Encoded(encoding) => tracing::info!(
+                plugin = "waf",
+                event = "waf_response_body_skipped",
+                content_encoding = %encoding,
+                route,
+                request_id = %ctx.request_id,
+                "waf inspected only the headers of a compressed response (bodies are not decompressed)"
+            ),
+            ResponseBody::Inspected if !body.complete => tracing::info!(
+                plugin = "waf",
+                event = "waf_response_body_truncated",
+                response_body_limit = self.response_body_limit,
+                route,
+                request_id = %ctx.request_id,
+                "response body larger than the waf inspects: its first response_body_limit bytes were inspected"
+            ),
+            _ => {}
+        }
+        let view = ctx
+            .state
+            .remove::<RequestView>()
+            .unwrap_or_else(|| with_request(ctx, None, RequestView::of));
+        let status = head.status.as_u16();
+        let resp_headers = head.headers.clone();
+        let bytes = (kind == ResponseBody::Inspected).then(|| body.bytes.clone());
+        let rules = self.rules.clone();
+        let result = tokio::task::spawn_blocking(move || {
+            let req = view.request();
+            let mut resp = portcullis_waf::Response::new(status);
+            resp.headers = resp_headers
                 .iter()
-                .map(|(k, v)| (k.to_vec(), v.to_vec()))
-                .collect(),
-            body,
-            client_ip: req.client_ip,
+                .map(|(k, v)| (k.as_str().as_bytes(), v.as_bytes()))
+                .collect();
+            resp.body = bytes.as_deref();
+            rules.inspect_response(&req, &resp)
+        })
+        .await;
+        match result {
+            Ok(Ok(verdict)) => self.decide_response(ctx, &verdict, status),
+            Ok(Err(e)) => self.failed_response(ctx, &e.to_string()),
+            Err(e) => self.failed_response(ctx, &e.to_string()),
         }
     }
 
-    fn view(&self) -> Request<'_> {
-        let mut req = Request::new(&self.method, &self.target);
-        req.version = self.version;
-        req.client_ip = self.client_ip;
-        req.headers = self
-            .headers
+    fn invalid_response() -> Flow {
+        Flow::Respond(Response::message(StatusCode::BAD_GATEWAY, INVALID_RESPONSE))
+    }
+
+    /// Logs the security event for a response verdict that matched rules, and decides.
+    fn decide_response(&self, ctx: &Ctx, verdict: &Verdict, upstream_status: u16) -> Flow {
+        if verdict.rule_ids.is_empty() {
+            return Flow::Continue;
+        }
+        let ids = verdict
+            .rule_ids
             .iter()
-            .map(|(k, v)| (k.as_slice(), v.as_slice()))
-            .collect();
-        req.body = self.body.as_deref();
-        req
+            .map(u32::to_string)
+            .collect::<Vec<_>>()
+            .join(",");
+        let route = ctx.route_name.as_deref().unwrap_or("-");
+        if !verdict.blocked {
+            tracing::debug!(
+                target: "security",
+                plugin = "waf",
+                event = "waf_response_match",
+                mode = self.mode.as_str(),
+                rule_ids = %ids,
+                upstream_status,
+                client_ip = %ctx.client_ip,
+                route,
+                request_id = %ctx.request_id,
+                "waf response rules matched below the blocking threshold"
+            );
+            return Flow::Continue;
+        }
+        let score = verdict
+            .anomaly_score
+            .map_or_else(|| "-".to_string(), |s| s.to_string());
+        match self.mode {
+            Mode::Block => {
+                tracing::warn!(
+                    target: "security",
+                    plugin = "waf",
+                    event = "waf_response_block",
+                    mode = "block",
+                    rule_ids = %ids,
+                    anomaly_score = %score,
+                    upstream_status,
+                    client_ip = %ctx.client_ip,
+                    method = %ctx.method,
+                    route,
+                    request_id = %ctx.request_id,
+                    "waf blocked an upstream response"
+                );
+                Self::invalid_response()
+            }
+            Mode::Detect => {
+                tracing::warn!(
+                    target: "security",
+                    plugin = "waf",
+                    event = "waf_response_detect",
+                    mode = "detect",
+                    rule_ids = %ids,
+                    anomaly_score = %score,
+                    upstream_status,
+                    client_ip = %ctx.client_ip,
+                    method = %ctx.method,
+                    route,
+                    request_id = %ctx.request_id,
+                    "waf would have blocked an upstream response (detect mode)"
+                );
+                Flow::Continue
+            }
+        }
+    }
+
+    /// The engine could not inspect the response: fail closed when enforcing.
+    fn failed_response(&self, ctx: &Ctx, error: &str) -> Flow {
+        tracing::error!(
+            target: "security",
+            plugin = "waf",
+            event = "waf_response_error",
+            mode = self.mode.as_str(),
+            error,
+            client_ip = %ctx.client_ip,
+            request_id = %ctx.request_id,
+            "waf could not inspect a response"
+        );
+        match self.mode {
+            Mode::Block => Self::invalid_response(),
+            Mode::Detect => Flow::Continue,
+        }
     }
 }
 
@@ -386,6 +606,25 @@ impl Plugin for Waf {
 
     fn access<'a>(&'a self, ctx: &'a mut Ctx) -> Access<'a> {
         Access::Later(Box::pin(self.run(ctx)))
+    }
+
+    fn response_inspection(&self, _ctx: &Ctx, head: &ResponseHead) -> Option<usize> {
+        if !self.inspect_response {
+            return None;
+        }
+        Some(match ResponseBody::of(head) {
+            ResponseBody::Inspected => self.response_body_limit,
+            _ => 0,
+        })
+    }
+
+    fn inspect_response<'a>(
+        &'a self,
+        ctx: &'a mut Ctx,
+        head: &'a ResponseHead,
+        body: &'a BodyPrefix,
+    ) -> Access<'a> {
+        Access::Later(Box::pin(self.run_response(ctx, head, body)))
     }
 }
 
@@ -441,7 +680,8 @@ mod tests {
             "mode": "log",
             "bogus": true,
             "exclude_rules": ["x"],
-            "inspect_response": true,
+            "inspect_response": "yes",
+            "response_body_limit": 0,
             "custom_rules": ["SecRuleEngine Off", "SecRule ARGS \"@rx a\" \"id:10001,phase:2,denyy\""],
         }))
         .unwrap_err();
@@ -451,6 +691,7 @@ mod tests {
             "plugins[0].config.bogus",
             "plugins[0].config.exclude_rules[0]",
             "plugins[0].config.inspect_response",
+            "plugins[0].config.response_body_limit",
             "plugins[0].config.custom_rules[0]",
             "plugins[0].config.custom_rules[1]",
         ] {
@@ -549,5 +790,133 @@ mod tests {
         let mut c = ctx(Method::POST, "/", Some(&"a=b&".repeat(10)));
         assert_eq!(status(&block.run(&mut c).await), 413);
         assert_eq!(status(&detect.run(&mut c).await), 0);
+    }
+
+    fn head(status: u16, headers: &[(&str, &str)]) -> ResponseHead {
+        let mut h = http::HeaderMap::new();
+        for (k, v) in headers {
+            h.append(
+                http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                http::HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        ResponseHead {
+            status: StatusCode::from_u16(status).unwrap(),
+            headers: h,
+        }
+    }
+
+    fn prefix(body: &str) -> BodyPrefix {
+        BodyPrefix {
+            bytes: bytes::Bytes::from(body.to_string()),
+            complete: true,
+        }
+    }
+
+    async fn flow(a: Access<'_>) -> Flow {
+        match a {
+            Access::Now(f) => f,
+            Access::Later(f) => f.await,
+        }
+    }
+
+    const MYSQL_ERROR: &str = "<p>You have an error in your SQL syntax; check the manual that corresponds to your MySQL server version for the right syntax to use near 'x' at line 1</p>";
+
+    #[test]
+    fn response_inspection_is_asked_for_only_when_configured() {
+        let off = build(json!({})).unwrap();
+        let html = head(200, &[("content-type", "text/html; charset=utf-8")]);
+        let c = ctx(Method::GET, "/", None);
+        assert_eq!(off.response_inspection(&c, &html), None);
+        let on = build(json!({"inspect_response": true, "response_body_limit": 4096})).unwrap();
+        assert_eq!(on.response_inspection(&c, &html), Some(4096));
+        let json_head = head(200, &[("content-type", "application/json")]);
+        assert_eq!(on.response_inspection(&c, &json_head), Some(4096));
+        // Not text, or compressed: the head only.
+        let png = head(200, &[("content-type", "image/png")]);
+        assert_eq!(on.response_inspection(&c, &png), Some(0));
+        let gz = head(
+            200,
+            &[("content-type", "text/html"), ("content-encoding", "gzip")],
+        );
+        assert_eq!(on.response_inspection(&c, &gz), Some(0));
+        let identity = head(
+            200,
+            &[
+                ("content-type", "text/html"),
+                ("content-encoding", "identity"),
+            ],
+        );
+        assert_eq!(on.response_inspection(&c, &identity), Some(4096));
+        // Response inspection compiles its own rule set.
+        assert!(on.rules.inspects_responses());
+        assert!(!off.rules.inspects_responses());
+        // An unused response_body_limit does not split the compilation cache.
+        let off2 = build(json!({"response_body_limit": 4096})).unwrap();
+        assert!(Arc::ptr_eq(&off.rules, &off2.rules));
+    }
+
+    #[tokio::test]
+    async fn leaky_responses_are_replaced_or_reported() {
+        let block = build(json!({"inspect_response": true})).unwrap();
+        let detect = build(json!({"inspect_response": true, "mode": "detect"})).unwrap();
+        let html = head(500, &[("content-type", "text/html")]);
+        let mut c = ctx(Method::GET, "/items/1", None);
+        let f = block
+            .run_response(&mut c, &html, &prefix(MYSQL_ERROR))
+            .await;
+        assert_eq!(status(&f), 502);
+        if let Flow::Respond(r) = f {
+            assert_eq!(
+                &r.body[..],
+                br#"{"message":"An invalid response was received from the upstream server"}"#
+            );
+            assert_eq!(r.headers.len(), 1, "{:?}", r.headers);
+        }
+        let f = detect
+            .run_response(&mut c, &html, &prefix(MYSQL_ERROR))
+            .await;
+        assert_eq!(status(&f), 0);
+        // Benign, not text, compressed: passed.
+        let json_head = head(200, &[("content-type", "application/json")]);
+        let f = block
+            .run_response(&mut c, &json_head, &prefix(r#"{"id": 1}"#))
+            .await;
+        assert_eq!(status(&f), 0);
+        let png = head(200, &[("content-type", "image/png")]);
+        let f = block.run_response(&mut c, &png, &prefix(MYSQL_ERROR)).await;
+        assert_eq!(status(&f), 0);
+        let gz = head(
+            200,
+            &[("content-type", "text/html"), ("content-encoding", "gzip")],
+        );
+        let f = block.run_response(&mut c, &gz, &prefix(MYSQL_ERROR)).await;
+        assert_eq!(status(&f), 0);
+    }
+
+    #[tokio::test]
+    async fn the_request_view_from_the_access_phase_is_replayed() {
+        let block = build(json!({
+            "inspect_response": true,
+            "custom_rules": ["SecRule REQUEST_FILENAME \"@beginsWith /debug\" \"id:10030,phase:1,pass,nolog,ctl:ruleRemoveByTag=attack-disclosure\""],
+        }))
+        .unwrap();
+        let html = head(500, &[("content-type", "text/html")]);
+        let mut c = ctx(Method::GET, "/debug/x", None);
+        assert_eq!(status(&flow(block.access(&mut c)).await), 0);
+        assert!(c.state.get::<RequestView>().is_some());
+        // A later plugin rewrites the target: the response replays what the WAF saw.
+        c.path = "/items".into();
+        c.uri = "/items".parse().unwrap();
+        let f = block
+            .run_response(&mut c, &html, &prefix(MYSQL_ERROR))
+            .await;
+        assert_eq!(status(&f), 0);
+        assert!(c.state.get::<RequestView>().is_none());
+        // Without a stored view (the access phase did not run) the context is used.
+        let f = block
+            .run_response(&mut c, &html, &prefix(MYSQL_ERROR))
+            .await;
+        assert_eq!(status(&f), 502);
     }
 }

@@ -1,12 +1,14 @@
 //! One body type for both directions, so no request or response body is boxed.
 
+use std::collections::VecDeque;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
 use crate::access_log::AccessLog;
@@ -38,6 +40,112 @@ impl Drop for InFlight {
     }
 }
 
+/// An upstream response body whose first frames may already have been read (response
+/// inspection reads a prefix before anything is sent): those frames are sent first, then the
+/// rest of the stream.
+pub struct UpstreamBody {
+    read: VecDeque<Frame<Bytes>>,
+    rest: Incoming,
+    /// `rest` has ended (returned `None`) while reading ahead.
+    ended: bool,
+}
+
+impl UpstreamBody {
+    /// Nothing read ahead yet (no allocation).
+    pub fn new(rest: Incoming) -> UpstreamBody {
+        UpstreamBody {
+            read: VecDeque::new(),
+            rest,
+            ended: false,
+        }
+    }
+
+    fn read_bytes(&self) -> usize {
+        self.read
+            .iter()
+            .filter_map(|f| f.data_ref().map(Bytes::len))
+            .sum()
+    }
+
+    /// Reads ahead until at least `n` data bytes are held or the body ends. Returns the first
+    /// (at most) `n` bytes and whether they are the whole body. What was read is still sent.
+    pub async fn peek(&mut self, n: usize) -> Result<(Bytes, bool), hyper::Error> {
+        let mut have = self.read_bytes();
+        while have < n && !self.ended {
+            if self.rest.is_end_stream() {
+                self.ended = true;
+                break;
+            }
+            match self.rest.frame().await {
+                None => self.ended = true,
+                Some(Ok(frame)) => {
+                    have += frame.data_ref().map_or(0, Bytes::len);
+                    self.read.push_back(frame);
+                }
+                Some(Err(e)) => return Err(e),
+            }
+        }
+        if self.rest.is_end_stream() {
+            self.ended = true;
+        }
+        let complete = self.ended && have <= n;
+        let mut data = self.read.iter().filter_map(Frame::data_ref);
+        let prefix = match (data.next(), data.next()) {
+            (None, _) => Bytes::new(),
+            (Some(only), None) => only.slice(..only.len().min(n)),
+            _ => {
+                let mut buf = BytesMut::with_capacity(have.min(n));
+                for d in self.read.iter().filter_map(Frame::data_ref) {
+                    let take = d.len().min(n - buf.len());
+                    buf.extend_from_slice(&d[..take]);
+                    if buf.len() == n {
+                        break;
+                    }
+                }
+                buf.freeze()
+            }
+        };
+        Ok((prefix, complete))
+    }
+}
+
+impl Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = self.get_mut();
+        if let Some(f) = this.read.pop_front() {
+            return Poll::Ready(Some(Ok(f)));
+        }
+        if this.ended {
+            return Poll::Ready(None);
+        }
+        Pin::new(&mut this.rest).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.read.is_empty() && (self.ended || self.rest.is_end_stream())
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        let held = self.read_bytes() as u64;
+        if self.ended {
+            return SizeHint::with_exact(held);
+        }
+        let rest = self.rest.size_hint();
+        let mut hint = SizeHint::new();
+        hint.set_lower(rest.lower() + held);
+        if let Some(u) = rest.upper() {
+            hint.set_upper(u + held);
+        }
+        hint
+    }
+}
+
 /// A request or response body.
 pub enum ProxyBody {
     /// Nothing.
@@ -52,7 +160,7 @@ pub enum ProxyBody {
     Limited(Incoming, u64, Arc<AtomicBool>),
     /// Streamed from an upstream, with its in-flight count and the request's access-log
     /// record (written when the body ends or the client goes away).
-    Upstream(Incoming, InFlight, Option<Box<AccessLog>>),
+    Upstream(UpstreamBody, InFlight, Option<Box<AccessLog>>),
 }
 
 impl ProxyBody {
@@ -129,9 +237,8 @@ impl Body for ProxyBody {
         match self {
             ProxyBody::Empty => true,
             ProxyBody::Full(b) => b.is_none(),
-            ProxyBody::Stream(s) | ProxyBody::Upstream(s, _, _) | ProxyBody::Limited(s, _, _) => {
-                s.is_end_stream()
-            }
+            ProxyBody::Stream(s) | ProxyBody::Limited(s, _, _) => s.is_end_stream(),
+            ProxyBody::Upstream(s, _, _) => s.is_end_stream(),
         }
     }
 
@@ -139,9 +246,8 @@ impl Body for ProxyBody {
         match self {
             ProxyBody::Empty => SizeHint::with_exact(0),
             ProxyBody::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
-            ProxyBody::Stream(s) | ProxyBody::Upstream(s, _, _) | ProxyBody::Limited(s, _, _) => {
-                s.size_hint()
-            }
+            ProxyBody::Stream(s) | ProxyBody::Limited(s, _, _) => s.size_hint(),
+            ProxyBody::Upstream(s, _, _) => s.size_hint(),
         }
     }
 }

@@ -13,12 +13,12 @@ use hyper::body::Incoming;
 use portcullis_config::HashOn;
 use portcullis_plugins::log_entry::{self, EntityRef};
 use portcullis_plugins::trace;
-use portcullis_plugins::{Access, Ctx, Flow, LogEntry, ResponseHead};
+use portcullis_plugins::{Access, BodyPrefix, Ctx, Flow, LogEntry, ResponseHead};
 use portcullis_router::{Headers, RequestInfo};
 
 use crate::access_log::{AccessLog, LogTail};
 use crate::balancer::Outcome;
-use crate::body::{InFlight, ProxyBody};
+use crate::body::{InFlight, ProxyBody, UpstreamBody};
 use crate::errors::{self, kong_error};
 use crate::gateway::Gateway;
 use crate::guard::UpgradeSignal;
@@ -600,6 +600,34 @@ async fn proxy(
         headers: p.headers,
     };
     strip_hop_by_hop(&mut head.headers, false);
+    let mut incoming = UpstreamBody::new(incoming);
+    let read_timeout = Duration::from_millis(service.service.read_timeout);
+    match inspect_response(
+        route,
+        conn,
+        &mut ctx,
+        &head,
+        &mut incoming,
+        read_timeout,
+        log,
+    )
+    .await
+    {
+        Ok(None) => {}
+        Ok(Some((plugin, r))) => {
+            // Replaced: nothing of the upstream's response (status, headers, body) is sent.
+            drop(incoming);
+            drop(target);
+            log.refused_by = Some(plugin);
+            let mut head = ResponseHead {
+                status: r.status,
+                headers: r.headers,
+            };
+            run_response_phase(route, conn, &mut ctx, &mut head, log);
+            return build_response(head, ProxyBody::full(r.body));
+        }
+        Err(resp) => return resp,
+    }
     set_latency(&mut head.headers, &UPSTREAM_LATENCY, upstream_latency);
     if let Some(c) = set_cookie {
         head.headers.append(header::SET_COOKIE, c);
@@ -816,6 +844,74 @@ fn wants_response_body(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     declared.is_none_or(|n| n <= limit as u64)
+}
+
+/// The response-inspection phase: the route's instances that ask
+/// ([`portcullis_plugins::Plugin::response_inspection`]) see the upstream's head and the first
+/// bytes of its body (read ahead into `body`, still sent afterwards), in priority order. The
+/// first `Flow::Respond` replaces the response: returned with the plugin's name. A body that
+/// fails while being read ahead is Kong's 502; one that does not deliver the prefix within the
+/// service's `read_timeout`, its 504.
+async fn inspect_response(
+    route: &CompiledRoute,
+    conn: &ConnInfo,
+    ctx: &mut Ctx,
+    head: &ResponseHead,
+    body: &mut UpstreamBody,
+    read_timeout: Duration,
+    log: &mut AccessLog,
+) -> Result<Option<(&'static str, portcullis_plugins::Response)>, Response<ProxyBody>> {
+    let wanted: Vec<(&ChainEntry, usize)> = route
+        .plugins
+        .iter()
+        .filter(|e| enabled_for(e, conn))
+        .filter_map(|e| e.plugin.response_inspection(ctx, head).map(|n| (e, n)))
+        .collect();
+    let Some(most) = wanted.iter().map(|(_, n)| *n).max() else {
+        return Ok(None);
+    };
+    let bodiless = ctx.method == Method::HEAD || matches!(head.status.as_u16(), 204 | 304);
+    let prefix = if bodiless {
+        BodyPrefix {
+            bytes: bytes::Bytes::new(),
+            complete: true,
+        }
+    } else if most == 0 {
+        BodyPrefix::default()
+    } else {
+        match tokio::time::timeout(read_timeout, body.peek(most)).await {
+            Ok(Ok((bytes, complete))) => BodyPrefix { bytes, complete },
+            Ok(Err(_)) => return Err(errors::upstream_failure(errors::UpstreamFailure::Failed)),
+            Err(_) => return Err(errors::upstream_failure(errors::UpstreamFailure::Timeout)),
+        }
+    };
+    for (entry, n) in wanted {
+        let view = if prefix.bytes.len() > n {
+            BodyPrefix {
+                bytes: prefix.bytes.slice(..n),
+                complete: false,
+            }
+        } else {
+            prefix.clone()
+        };
+        let start = route.traced.then(trace::now_nanos);
+        let flow = match entry.plugin.inspect_response(ctx, head, &view) {
+            Access::Now(f) => f,
+            Access::Later(fut) => fut.await,
+        };
+        if let (Some(start), Some(tc)) = (
+            start,
+            log.tail.as_mut().and_then(|t| t.entry.trace.as_mut()),
+        ) {
+            let name = format!("kong.body_filter.plugin.{}", entry.plugin.name());
+            let span = tc.child(name, trace::SpanKind::Internal, start, trace::now_nanos());
+            span.error = matches!(&flow, Flow::Respond(r) if r.status.as_u16() >= 500);
+        }
+        if let Flow::Respond(r) = flow {
+            return Ok(Some((entry.plugin.name(), r)));
+        }
+    }
+    Ok(None)
 }
 
 fn run_response_phase(

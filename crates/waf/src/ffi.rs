@@ -14,6 +14,10 @@
 //! * A [`Transaction`] borrows its rule set, is used by one thread and freed on drop. It is
 //!   neither `Send` nor `Sync` (it holds raw pointers), so it cannot leave the thread that
 //!   runs it.
+//!   Response inspection does not keep a request's transaction alive until the response
+//!   arrives (that would need it to be `Send` and freed on every path, including a client
+//!   that goes away): it starts a second transaction on the blocking thread that inspects the
+//!   response, and replays the request's URI and headers into it first.
 //! * The log callback gets the transaction's `logCbData` pointer: a heap-allocated
 //!   [`Matches`] owned by the [`Transaction`], written only from inside the library's calls
 //!   on that transaction's thread, read only between calls.
@@ -289,6 +293,56 @@ impl Transaction<'_> {
     pub(crate) fn process_body(&mut self) {
         // SAFETY: live transaction, `&mut self`.
         unsafe { sys::msc_process_request_body(self.tx.as_ptr()) };
+    }
+
+    pub(crate) fn response_header(&mut self, name: &[u8], value: &[u8]) {
+        // SAFETY: live transaction, `&mut self`; pointer/length pairs describe valid slices
+        // for the call; the library copies them into std::strings.
+        unsafe {
+            sys::msc_add_n_response_header(
+                self.tx.as_ptr(),
+                name.as_ptr(),
+                name.len(),
+                value.as_ptr(),
+                value.len(),
+            )
+        };
+    }
+
+    /// Phase 3. `protocol` is the response's protocol, e.g. `HTTP/1.1`.
+    pub(crate) fn process_response_headers(
+        &mut self,
+        status: u16,
+        protocol: &str,
+    ) -> Result<(), String> {
+        let p = CString::new(protocol).map_err(|_| "NUL in protocol".to_string())?;
+        // SAFETY: live transaction, `&mut self`; `p` is NUL-terminated and copied by the
+        // library (into the RESPONSE_PROTOCOL variable) during the call.
+        unsafe {
+            sys::msc_process_response_headers(self.tx.as_ptr(), c_int::from(status), p.as_ptr())
+        };
+        Ok(())
+    }
+
+    pub(crate) fn response_body(&mut self, body: &[u8]) {
+        // SAFETY: live transaction, `&mut self`; a valid slice for the call, copied (up to
+        // the rule set's SecResponseBodyLimit).
+        unsafe { sys::msc_append_response_body(self.tx.as_ptr(), body.as_ptr(), body.len()) };
+    }
+
+    /// Phase 4 (runs only when the rule set has `SecResponseBodyAccess On` and the response's
+    /// Content-Type is one of its `SecResponseBodyMimeType`s).
+    pub(crate) fn process_response_body(&mut self) {
+        // SAFETY: live transaction, `&mut self`.
+        unsafe { sys::msc_process_response_body(self.tx.as_ptr()) };
+    }
+
+    /// Forgets the log lines collected so far (a replayed request phase's matches).
+    pub(crate) fn clear_matches(&mut self) {
+        // SAFETY: `self.matches` is valid until drop; the library writes it only inside
+        // `msc_*` calls, which need `&mut self`, so none runs during this exclusive access,
+        // and no shared borrow from `matches()` can be alive while `&mut self` is.
+        unsafe { (*self.matches).lines.clear() };
     }
 
     pub(crate) fn process_logging(&mut self) {

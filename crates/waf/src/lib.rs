@@ -9,6 +9,12 @@
 //! * [`Rules::inspect`]: runs one request through its own ModSecurity transaction and returns a
 //!   [`Verdict`] (blocked or not, and the ids of every rule that matched). The call is
 //!   CPU-bound and synchronous: async callers should run it on a blocking thread.
+//! * [`Rules::inspect_response`]: for rule sets built with [`CrsConfig::inspect_response`],
+//!   runs an upstream response (status, headers, the first bytes of a text body) through the
+//!   CRS response rules (data leakages, 950–959) in a transaction of its own that first
+//!   replays the request's phase 1 (connection, URI, headers), because the response rules
+//!   depend on the variables the CRS initialisation (REQUEST-901) sets there. Same threading
+//!   advice.
 //!
 //! The engine always runs with `SecRuleEngine On`; whether a disruptive verdict is enforced
 //! (block) or only reported (detect) is the caller's choice, so both modes see identical
@@ -41,6 +47,46 @@ pub const SETUP_RULE_IDS: &[u32] = &[
 /// OPTIONS`) plus the methods REST APIs use.
 pub const DEFAULT_ALLOWED_METHODS: &[&str] =
     &["GET", "HEAD", "POST", "OPTIONS", "PUT", "PATCH", "DELETE"];
+
+/// Response media types whose bodies are inspected (`SecResponseBodyMimeType` of rule sets
+/// built with [`CrsConfig::inspect_response`]): text-like types where data leakages (SQL
+/// error messages, stack traces, directory listings) show. libmodsecurity matches the
+/// Content-Type (without parameters) exactly against this list; [`response_body_inspected`]
+/// applies the same test. Streaming types (`text/event-stream`) are deliberately absent.
+pub const RESPONSE_BODY_MIME_TYPES: &[&str] = &[
+    "text/plain",
+    "text/html",
+    "text/xml",
+    "text/css",
+    "text/csv",
+    "text/javascript",
+    "text/markdown",
+    "application/json",
+    "application/problem+json",
+    "application/hal+json",
+    "application/ld+json",
+    "application/vnd.api+json",
+    "application/xml",
+    "application/problem+xml",
+    "application/soap+xml",
+    "application/xhtml+xml",
+    "application/javascript",
+    "application/x-javascript",
+];
+
+/// Does a response with this `Content-Type` value get its body inspected? The media type
+/// (the text before any `;`) must be one of [`RESPONSE_BODY_MIME_TYPES`], compared exactly as
+/// libmodsecurity compares it (so `application/json; charset=utf-8` is inspected, and a type
+/// the engine would skip is never fed to it).
+pub fn response_body_inspected(content_type: &[u8]) -> bool {
+    let media = content_type
+        .split(|b| *b == b';')
+        .next()
+        .unwrap_or_default();
+    RESPONSE_BODY_MIME_TYPES
+        .iter()
+        .any(|t| t.as_bytes() == media)
+}
 
 /// Errors building a rule set or running a transaction.
 #[derive(Debug, thiserror::Error)]
@@ -87,6 +133,12 @@ pub struct CrsConfig {
     /// Slots in the verdict cache (0: no cache). The cache is only used when the rule set is
     /// deterministic: see [`Rules::caches_verdicts`].
     pub verdict_cache_size: usize,
+    /// Build the rule set for response inspection too ([`Rules::inspect_response`]):
+    /// `SecResponseBodyAccess On` for [`RESPONSE_BODY_MIME_TYPES`], so the CRS response rules
+    /// (phase 4) run. Off: responses are never evaluated.
+    pub inspect_response: bool,
+    /// Response body bytes inspected at most (`SecResponseBodyLimit`, processed partially).
+    pub response_body_limit: usize,
 }
 
 impl Default for CrsConfig {
@@ -104,6 +156,8 @@ impl Default for CrsConfig {
                 .collect(),
             body_limit: 128 * 1024,
             verdict_cache_size: DEFAULT_VERDICT_CACHE_SIZE,
+            inspect_response: false,
+            response_body_limit: 128 * 1024,
         }
     }
 }
@@ -163,6 +217,45 @@ impl<'a> Request<'a> {
     }
 }
 
+/// What [`Rules::inspect_response`] sees of an upstream response. Header names and values
+/// are raw bytes.
+#[derive(Debug, Clone)]
+pub struct Response<'a> {
+    /// Status code.
+    pub status: u16,
+    /// HTTP version without the `HTTP/` prefix: `1.0`, `1.1`, `2.0`.
+    pub version: &'a str,
+    /// Response headers in order (as received, hop-by-hop headers removed).
+    pub headers: Vec<(&'a [u8], &'a [u8])>,
+    /// The first bytes of the body, if it is to be inspected (only the first
+    /// `response_body_limit` bytes are, and only for [`RESPONSE_BODY_MIME_TYPES`]).
+    pub body: Option<&'a [u8]>,
+}
+
+impl<'a> Response<'a> {
+    /// A response with this status and no headers or body.
+    pub fn new(status: u16) -> Response<'a> {
+        Response {
+            status,
+            version: "1.1",
+            headers: Vec::new(),
+            body: None,
+        }
+    }
+
+    /// Adds a header (builder style).
+    pub fn header(mut self, name: &'a str, value: &'a str) -> Response<'a> {
+        self.headers.push((name.as_bytes(), value.as_bytes()));
+        self
+    }
+
+    /// Sets the body (builder style).
+    pub fn body(mut self, body: &'a [u8]) -> Response<'a> {
+        self.body = Some(body);
+        self
+    }
+}
+
 /// The outcome of one inspection.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Verdict {
@@ -175,7 +268,8 @@ pub struct Verdict {
     /// (scoring rules such as 942100, and the blocking evaluation 949110 when the anomaly
     /// score reached the threshold).
     pub rule_ids: Vec<u32>,
-    /// The inbound anomaly score, when the blocking evaluation reported it.
+    /// The anomaly score the blocking evaluation reported: inbound (949110) for a request,
+    /// outbound (959100) for a response.
     pub anomaly_score: Option<u32>,
 }
 
@@ -189,6 +283,8 @@ pub struct Rules {
     /// concurrently.
     serial: Option<Mutex<()>>,
     body_limit: usize,
+    /// `Some(limit)` when built with [`CrsConfig::inspect_response`].
+    response_body_limit: Option<usize>,
     rule_count: usize,
     /// Verdicts of requests seen before, when the rule set is deterministic.
     cache: Option<cache::VerdictCache>,
@@ -199,6 +295,7 @@ impl std::fmt::Debug for Rules {
         f.debug_struct("Rules")
             .field("rule_count", &self.rule_count)
             .field("body_limit", &self.body_limit)
+            .field("response_body_limit", &self.response_body_limit)
             .field("serialised", &self.serial.is_some())
             .field("caches_verdicts", &self.cache.is_some())
             .finish()
@@ -218,7 +315,7 @@ SecRequestBodyAccess On
 SecRequestBodyLimit {limit}
 SecRequestBodyNoFilesLimit {limit}
 SecRequestBodyLimitAction ProcessPartial
-SecResponseBodyAccess Off
+{response}
 SecAuditEngine Off
 SecArgumentSeparator &
 SecCookieFormat 0
@@ -239,6 +336,19 @@ SecAction "id:900990,phase:1,nolog,pass,t:none,setvar:tx.crs_setup_version=334"
         inbound = cfg.inbound_anomaly_threshold,
         outbound = cfg.outbound_anomaly_threshold,
         methods = cfg.allowed_methods.join(" "),
+        response = response_setup(cfg),
+    )
+}
+
+/// The response half of the engine setup: off, or body access for the text-like types.
+fn response_setup(cfg: &CrsConfig) -> String {
+    if !cfg.inspect_response {
+        return "SecResponseBodyAccess Off".to_string();
+    }
+    format!(
+        "SecResponseBodyAccess On\nSecResponseBodyMimeType {}\nSecResponseBodyLimit {}\nSecResponseBodyLimitAction ProcessPartial",
+        RESPONSE_BODY_MIME_TYPES.join(" "),
+        cfg.response_body_limit.max(1)
     )
 }
 
@@ -451,6 +561,7 @@ impl Rules {
             set,
             serial,
             body_limit: cfg.body_limit,
+            response_body_limit: cfg.inspect_response.then(|| cfg.response_body_limit.max(1)),
             rule_count: count,
             cache: (deterministic && cfg.verdict_cache_size > 0)
                 .then(|| cache::VerdictCache::new(cfg.verdict_cache_size)),
@@ -471,6 +582,7 @@ impl Rules {
             serial: writes_persistent_collections(text).then(|| Mutex::new(())),
             set,
             body_limit: cfg.body_limit,
+            response_body_limit: cfg.inspect_response.then(|| cfg.response_body_limit.max(1)),
             rule_count: count,
             cache: (!cache::nondeterministic(text) && cfg.verdict_cache_size > 0)
                 .then(|| cache::VerdictCache::new(cfg.verdict_cache_size)),
@@ -585,6 +697,110 @@ impl Rules {
                     verdict.rule_ids.push(id);
                 }
                 if id == 949110 {
+                    verdict.anomaly_score = field(line, "msg").and_then(total_score);
+                }
+            }
+        }
+        Ok(verdict)
+    }
+}
+
+impl Rules {
+    /// Was this rule set built for response inspection ([`CrsConfig::inspect_response`])?
+    pub fn inspects_responses(&self) -> bool {
+        self.response_body_limit.is_some()
+    }
+
+    /// Largest number of response body bytes [`Rules::inspect_response`] looks at (0 when the
+    /// rule set was built without response inspection).
+    pub fn response_body_limit(&self) -> usize {
+        self.response_body_limit.unwrap_or(0)
+    }
+
+    /// Runs an upstream response through the response rules (data leakages, the outbound
+    /// blocking evaluation 959100), in a fresh transaction that first replays `req`'s phase 1
+    /// — connection, URI and headers, *not* its body — so the CRS initialisation (REQUEST-901:
+    /// paranoia level, thresholds, runtime exclusions written as phase-1 rules) is in place.
+    /// The replay's own matches and any request-side intervention are discarded: the request
+    /// was judged by [`Rules::inspect`]. Then the response headers (phase 3) and, for
+    /// [`RESPONSE_BODY_MIME_TYPES`], the first `response_body_limit` bytes of `resp.body`
+    /// (phase 4), then the logging phase. The verdict lists only the response-side rules.
+    ///
+    /// Fails with [`WafError::Setting`] when the rule set was not built with
+    /// [`CrsConfig::inspect_response`]. Blocking work: call it from a thread that may block.
+    pub fn inspect_response(
+        &self,
+        req: &Request<'_>,
+        resp: &Response<'_>,
+    ) -> Result<Verdict, WafError> {
+        let Some(limit) = self.response_body_limit else {
+            return Err(WafError::Setting(
+                "this rule set was built without response inspection".into(),
+            ));
+        };
+        let _guard = self
+            .serial
+            .as_ref()
+            .map(|m| m.lock().unwrap_or_else(|p| p.into_inner()));
+        let mut tx = self.set.transaction().map_err(WafError::Engine)?;
+        tx.connection(
+            &req.client_ip.to_string(),
+            req.client_port,
+            &req.server_ip.to_string(),
+            req.server_port,
+        )
+        .map_err(WafError::Engine)?;
+        tx.uri(req.uri, req.method, req.version)
+            .map_err(WafError::Engine)?;
+        for (name, value) in &req.headers {
+            tx.header(name, value);
+        }
+        tx.process_headers();
+        // Already judged on the request side: read (which resets it) and forget.
+        drop(tx.intervention());
+        tx.clear_matches();
+
+        for (name, value) in &resp.headers {
+            tx.response_header(name, value);
+        }
+        tx.process_response_headers(resp.status, &format!("HTTP/{}", resp.version))
+            .map_err(WafError::Engine)?;
+        let mut hit = tx.intervention();
+        if hit.is_none() {
+            let content_type = resp
+                .headers
+                .iter()
+                .rev()
+                .find(|(n, _)| n.eq_ignore_ascii_case(b"content-type"))
+                .map(|(_, v)| *v);
+            if let Some(body) = resp
+                .body
+                .filter(|_| content_type.is_some_and(response_body_inspected))
+            {
+                let body = &body[..body.len().min(limit)];
+                if !body.is_empty() {
+                    tx.response_body(body);
+                }
+            }
+            // Phase 4 runs even without body bytes (a compressed body is not fed): the
+            // outbound blocking evaluation (959100) is a phase-4 rule. libmodsecurity itself
+            // skips phase 4 for types outside `SecResponseBodyMimeType`.
+            tx.process_response_body();
+            hit = tx.intervention();
+        }
+        tx.process_logging();
+        let mut verdict = Verdict {
+            blocked: hit.is_some(),
+            status: hit.as_ref().map_or(200, |h| h.status),
+            ..Verdict::default()
+        };
+        let disruptive = hit.and_then(|h| h.log);
+        for line in tx.matches().lines.iter().chain(disruptive.iter()) {
+            if let Some(id) = field(line, "id").and_then(|v| v.parse::<u32>().ok()) {
+                if !verdict.rule_ids.contains(&id) {
+                    verdict.rule_ids.push(id);
+                }
+                if id == 959100 {
                     verdict.anomaly_score = field(line, "msg").and_then(total_score);
                 }
             }

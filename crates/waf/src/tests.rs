@@ -405,3 +405,242 @@ fn documented_tuning_examples_work() {
     passed(&rules, &login("/login"));
     blocked(&rules, &login("/other"));
 }
+
+// ---- Response inspection ----
+
+fn crs_resp() -> &'static Rules {
+    static R: OnceLock<Rules> = OnceLock::new();
+    R.get_or_init(|| {
+        Rules::from_crs(&CrsConfig {
+            inspect_response: true,
+            ..CrsConfig::default()
+        })
+        .unwrap()
+    })
+}
+
+const MYSQL_ERROR: &str = "<html><body><h1>Error</h1><p>You have an error in your SQL syntax; check the manual that corresponds to your MySQL server version for the right syntax to use near ''' at line 1</p></body></html>";
+
+const JAVA_TRACE: &str = "HTTP Status 500\njava.lang.NullPointerException\n\tat com.example.shop.ItemService.find(ItemService.java:42)\n\tat org.apache.catalina.core.ApplicationFilterChain.doFilter(ApplicationFilterChain.java:166)\n";
+
+fn leaky(resp: Response<'_>) -> Verdict {
+    let v = crs_resp()
+        .inspect_response(&browserish("GET", "/items/1"), &resp)
+        .unwrap();
+    assert!(v.blocked, "expected a block for {resp:?}, got {v:?}");
+    assert!(v.rule_ids.contains(&959100), "{v:?}");
+    assert!(v.anomaly_score.is_some_and(|s| s >= 4), "{v:?}");
+    v
+}
+
+fn clean(rules: &Rules, req: &Request<'_>, resp: Response<'_>) -> Verdict {
+    let v = rules.inspect_response(req, &resp).unwrap();
+    assert!(!v.blocked, "expected a pass for {resp:?}, got {v:?}");
+    v
+}
+
+#[test]
+fn sql_error_message_in_a_response_is_flagged() {
+    let v = leaky(
+        Response::new(500)
+            .header("Content-Type", "text/html; charset=utf-8")
+            .body(MYSQL_ERROR.as_bytes()),
+    );
+    assert!(
+        v.rule_ids.iter().any(|id| (951000..952000).contains(id)),
+        "{v:?}"
+    );
+    // Inside a JSON error document too.
+    let json = format!(r#"{{"error": "{}"}}"#, "You have an error in your SQL syntax; check the manual that corresponds to your MySQL server version for the right syntax to use near 'x' at line 1");
+    leaky(
+        Response::new(500)
+            .header("Content-Type", "application/json")
+            .body(json.as_bytes()),
+    );
+}
+
+#[test]
+fn java_stack_trace_in_a_response_is_flagged() {
+    let v = leaky(
+        Response::new(500)
+            .header("Content-Type", "text/plain")
+            .body(JAVA_TRACE.as_bytes()),
+    );
+    assert!(
+        v.rule_ids.iter().any(|id| (952000..953000).contains(id)),
+        "{v:?}"
+    );
+}
+
+#[test]
+fn benign_responses_pass_without_matches() {
+    for (ct, body) in [
+        (
+            "application/json",
+            r#"{"id": 1, "name": "O'Brien's shop", "select": "from the menu", "tags": ["a", "b"]}"#,
+        ),
+        (
+            "text/html; charset=utf-8",
+            "<html><body><h1>Items</h1><ul><li>one</li></ul></body></html>",
+        ),
+        (
+            "application/problem+json",
+            r#"{"title": "Not Found", "status": 404}"#,
+        ),
+    ] {
+        let v = clean(
+            crs_resp(),
+            &browserish("GET", "/items/1"),
+            Response::new(200)
+                .header("Content-Type", ct)
+                .body(body.as_bytes()),
+        );
+        assert!(v.rule_ids.is_empty(), "{ct}: {v:?}");
+    }
+}
+
+#[test]
+fn only_text_like_bodies_are_inspected() {
+    // The same leak in a body the rules are not given: a binary type.
+    let v = clean(
+        crs_resp(),
+        &browserish("GET", "/img"),
+        Response::new(200)
+            .header("Content-Type", "image/png")
+            .body(MYSQL_ERROR.as_bytes()),
+    );
+    assert!(v.rule_ids.is_empty(), "{v:?}");
+    assert!(response_body_inspected(b"application/json"));
+    assert!(response_body_inspected(b"application/json; charset=utf-8"));
+    assert!(response_body_inspected(b"text/html;charset=UTF-8"));
+    assert!(response_body_inspected(b"application/problem+json"));
+    for t in [
+        &b"image/png"[..],
+        b"application/octet-stream",
+        b"text/event-stream",
+        b"application/grpc",
+        b"",
+    ] {
+        assert!(!response_body_inspected(t), "{t:?}");
+    }
+}
+
+#[test]
+fn response_body_is_inspected_only_up_to_its_limit() {
+    let rules = Rules::from_crs(&CrsConfig {
+        inspect_response: true,
+        response_body_limit: 256,
+        ..CrsConfig::default()
+    })
+    .unwrap();
+    assert_eq!(rules.response_body_limit(), 256);
+    let mut body = "x".repeat(300);
+    body.push_str(MYSQL_ERROR);
+    let resp = || {
+        Response::new(200)
+            .header("Content-Type", "text/html")
+            .body(body.as_bytes())
+    };
+    clean(&rules, &browserish("GET", "/"), resp());
+    leaky(resp());
+}
+
+#[test]
+fn outbound_threshold_decides_blocking() {
+    let lenient = Rules::from_crs(&CrsConfig {
+        inspect_response: true,
+        outbound_anomaly_threshold: 100,
+        ..CrsConfig::default()
+    })
+    .unwrap();
+    let v = clean(
+        &lenient,
+        &browserish("GET", "/"),
+        Response::new(500)
+            .header("Content-Type", "text/html")
+            .body(MYSQL_ERROR.as_bytes()),
+    );
+    assert!(
+        v.rule_ids.iter().any(|id| (951000..952000).contains(id)),
+        "matched below the threshold: {v:?}"
+    );
+    assert!(!v.rule_ids.contains(&959100), "{v:?}");
+}
+
+#[test]
+fn request_matches_are_not_reported_again_for_the_response() {
+    // Numeric Host: 920350 matches the request (and its replay), not the response.
+    let req = Request::new("GET", "/")
+        .header("Host", "10.0.0.1")
+        .header("User-Agent", "curl/8.0")
+        .header("Accept", "*/*");
+    assert!(crs_resp().inspect(&req).unwrap().rule_ids.contains(&920350));
+    let v = clean(
+        crs_resp(),
+        &req,
+        Response::new(200)
+            .header("Content-Type", "application/json")
+            .body(b"{}"),
+    );
+    assert!(v.rule_ids.is_empty(), "{v:?}");
+    // Even a request the rules deny (detect mode lets it through) does not block its
+    // response: it was judged on the request side.
+    let attack = browserish("GET", "/items?id=1'%20OR%20'1'='1");
+    assert!(crs_resp().inspect(&attack).unwrap().blocked);
+    let v = clean(
+        crs_resp(),
+        &attack,
+        Response::new(200)
+            .header("Content-Type", "application/json")
+            .body(b"{}"),
+    );
+    assert!(v.rule_ids.is_empty(), "{v:?}");
+}
+
+#[test]
+fn replayed_request_phase_carries_runtime_exclusions_and_custom_response_rules() {
+    let rules = Rules::from_crs(&CrsConfig {
+        inspect_response: true,
+        custom_rules: vec![
+            // A runtime exclusion decided on the request (phase 1) applies to the response.
+            r#"SecRule REQUEST_FILENAME "@beginsWith /debug" "id:10020,phase:1,pass,nolog,ctl:ruleRemoveByTag=attack-disclosure""#.to_string(),
+            // A response-header rule (phase 3) runs for every response, text or not.
+            r#"SecRule RESPONSE_HEADERS:X-Debug-Token "@rx ." "id:10021,phase:3,deny,log,msg:'debug token leaked'""#.to_string(),
+        ],
+        ..CrsConfig::default()
+    })
+    .unwrap();
+    let leak = || {
+        Response::new(500)
+            .header("Content-Type", "text/html")
+            .body(MYSQL_ERROR.as_bytes())
+    };
+    let v = rules
+        .inspect_response(&browserish("GET", "/items"), &leak())
+        .unwrap();
+    assert!(v.blocked, "{v:?}");
+    clean(&rules, &browserish("GET", "/debug/items"), leak());
+    let v = rules
+        .inspect_response(
+            &browserish("GET", "/img"),
+            &Response::new(200)
+                .header("Content-Type", "image/png")
+                .header("X-Debug-Token", "abc"),
+        )
+        .unwrap();
+    assert!(v.blocked, "{v:?}");
+    assert_eq!(v.rule_ids, vec![10021]);
+}
+
+#[test]
+fn response_inspection_needs_a_rule_set_built_for_it() {
+    assert!(!crs().inspects_responses());
+    assert!(crs_resp().inspects_responses());
+    let e = crs()
+        .inspect_response(&browserish("GET", "/"), &Response::new(200))
+        .unwrap_err();
+    assert!(matches!(e, WafError::Setting(_)), "{e:?}");
+    // And requests are judged exactly as before.
+    blocked(crs_resp(), &browserish("GET", "/items?id=1'%20OR%20'1'='1"));
+    passed(crs_resp(), &browserish("GET", "/items?id=42"));
+}
