@@ -129,34 +129,44 @@ for path in /plain /four /waf /wafcold; do
   [ "$code" = 200 ] || { echo "FATAL: $path answered $code" >&2; cat "$OUT/portcullis.log" >&2; exit 1; }
 done
 
+# CPU time (user+system, clock ticks) used so far by a process and all its threads: the
+# steadiest measure on a shared 2-core VM, where wrk and the origin compete for CPU 1.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+TICK_HZ=$(getconf CLK_TCK)
+NGINX_WORKER=$(pgrep -P "$(cat "$OUT/nginx-proxy.pid")" | head -1)
 to_ms() { awk '{v=$1; if (v ~ /us$/) {sub(/us$/,"",v); v=v/1000} else if (v ~ /ms$/) {sub(/ms$/,"",v)} else if (v ~ /s$/) {sub(/s$/,"",v); v=v*1000}; printf "%.3f", v}'; }
-run() { # name url
-  local out rps p99 errs
+run() { # name url pid
+  local out rps p99 errs c0 c1 reqs cpu_us
+  c0=$(cpu_ticks "$3")
   out=$(taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d"${DUR}s" --latency "${H[@]}" "$2" 2>&1)
+  c1=$(cpu_ticks "$3")
   rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
   p99=$(echo "$out" | awk '$1=="99%" {print $2}' | to_ms)
   errs=$(echo "$out" | awk '/Non-2xx|Socket errors/ {print}' | tr '\n' ' ')
-  printf "%-7s round %d  %10.0f req/s  p99 %7s ms  %s\n" "$1" "$ROUND" "$rps" "$p99" "$errs" >&2
+  reqs=$(echo "$out" | awk '/requests in/ {print $1}')
+  cpu_us=$(awk -v c="$((c1 - c0))" -v hz="$TICK_HZ" -v n="$reqs" 'BEGIN { printf "%.1f", c * 1e6 / hz / n }')
+  printf "%-7s round %d  %10.0f req/s  p99 %7s ms  cpu %7s us/req  %s\n" "$1" "$ROUND" "$rps" "$p99" "$cpu_us" "$errs" >&2
   [ -z "$errs" ] || { echo "FATAL: errors during $1: $errs" >&2; exit 1; }
-  echo "$1 $rps $p99" >> "$OUT/results.txt"
+  echo "$1 $rps $p99 $cpu_us" >> "$OUT/results.txt"
 }
 : > "$OUT/results.txt"
 echo "warm-up..." >&2
 for p in /plain /four /waf /wafcold; do taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d2s "${H[@]}" "http://127.0.0.1:$PC_PORT$p" >/dev/null; done
 for ROUND in $(seq 1 "$ROUNDS"); do
-  run nginx "http://127.0.0.1:$NGINX_PORT/plain"
-  run plain "http://127.0.0.1:$PC_PORT/plain"
-  run four "http://127.0.0.1:$PC_PORT/four"
-  run waf "http://127.0.0.1:$PC_PORT/waf"
-  run wafcold "http://127.0.0.1:$PC_PORT/wafcold"
+  run nginx "http://127.0.0.1:$NGINX_PORT/plain" "$NGINX_WORKER"
+  run plain "http://127.0.0.1:$PC_PORT/plain" "$PC_PID"
+  run four "http://127.0.0.1:$PC_PORT/four" "$PC_PID"
+  run waf "http://127.0.0.1:$PC_PORT/waf" "$PC_PID"
+  run wafcold "http://127.0.0.1:$PC_PORT/wafcold" "$PC_PID"
 done
 awk '
-  { rps[$1]+=$2; p99[$1]+=$3; n[$1]++ }
+  { rps[$1]+=$2; p99[$1]+=$3; cpu[$1]+=$4; n[$1]++ }
   END {
-    printf "\n%-7s %12s %10s\n", "route", "req/s(avg)", "p99 ms"
+    printf "\n%-7s %12s %10s %12s\n", "route", "req/s(avg)", "p99 ms", "cpu us/req"
     split("nginx plain four waf wafcold", order, " ")
-    for (i = 1; i <= 5; i++) { k = order[i]; printf "%-7s %12.0f %10.3f\n", k, rps[k]/n[k], p99[k]/n[k] }
+    for (i = 1; i <= 5; i++) { k = order[i]; printf "%-7s %12.0f %10.3f %12.1f\n", k, rps[k]/n[k], p99[k]/n[k], cpu[k]/n[k] }
     plain = rps["plain"]/n["plain"]
+    printf "\nCPU per request relative to plain (throughput share when CPU-bound): four %.0f%%, waf %.0f%%, wafcold %.0f%%\n", 100 * cpu["plain"] / cpu["four"], 100 * cpu["plain"] / cpu["waf"], 100 * cpu["plain"] / cpu["wafcold"]
     printf "\nfour-plugin route: %.0f%% of plain (target >= 90%%)\n", 100 * (rps["four"]/n["four"]) / plain
     printf "waf route:         %.0f%% of plain (target >= 50%%; repeated request, verdict cached)\n", 100 * (rps["waf"]/n["waf"]) / plain
     printf "waf, no cache:     %.0f%% of plain (every request a full libmodsecurity transaction)\n", 100 * (rps["wafcold"]/n["wafcold"]) / plain

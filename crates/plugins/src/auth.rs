@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use http::{HeaderValue, StatusCode};
+use http::{HeaderName, HeaderValue, StatusCode};
 use portcullis_config::{Errors, Obj};
 
 use crate::catalog::{Catalog, ConsumerInfo};
@@ -111,9 +111,7 @@ pub const IDENTITY_HEADERS: &[&str] = &[
 
 /// Removes forged identity headers sent by the client.
 pub fn strip_identity_headers(h: &mut http::HeaderMap) {
-    for name in IDENTITY_HEADERS {
-        h.remove(*name);
-    }
+    crate::headers::remove_where(h, |n| IDENTITY_HEADERS.contains(&n));
 }
 
 /// Writes the identity headers for the upstream.
@@ -121,23 +119,29 @@ pub fn set_identity_headers(ctx: &mut Ctx) {
     let Some(id) = ctx.identity.clone() else {
         return;
     };
+    // Names built at compile time: inserting by `&str` would parse the name on every request.
+    static CONSUMER_ID: HeaderName = HeaderName::from_static("x-consumer-id");
+    static CONSUMER_USERNAME: HeaderName = HeaderName::from_static("x-consumer-username");
+    static CONSUMER_CUSTOM_ID: HeaderName = HeaderName::from_static("x-consumer-custom-id");
+    static CREDENTIAL_IDENTIFIER: HeaderName = HeaderName::from_static("x-credential-identifier");
+    static ANONYMOUS_CONSUMER: HeaderName = HeaderName::from_static("x-anonymous-consumer");
     let h = &mut ctx.headers;
-    let mut put = |name: &'static str, v: &str| {
+    let mut put = |name: &HeaderName, v: &str| {
         if let Ok(v) = HeaderValue::from_str(v) {
-            h.insert(name, v);
+            h.insert(name.clone(), v);
         }
     };
-    put("x-consumer-id", &id.consumer.id);
+    put(&CONSUMER_ID, &id.consumer.id);
     if let Some(u) = &id.consumer.username {
-        put("x-consumer-username", u);
+        put(&CONSUMER_USERNAME, u);
     }
     if let Some(c) = &id.consumer.custom_id {
-        put("x-consumer-custom-id", c);
+        put(&CONSUMER_CUSTOM_ID, c);
     }
     if let Some(c) = &id.credential {
-        put("x-credential-identifier", c);
+        put(&CREDENTIAL_IDENTIFIER, c);
     }
     if id.anonymous {
-        put("x-anonymous-consumer", "true");
+        h.insert(ANONYMOUS_CONSUMER.clone(), HeaderValue::from_static("true"));
     }
 }

@@ -25,6 +25,7 @@ pub mod correlation_id;
 pub mod cors;
 mod ctx;
 pub mod file_log;
+pub mod headers;
 pub mod hmac_auth;
 pub mod http_log;
 pub mod ip_restriction;

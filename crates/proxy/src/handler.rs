@@ -11,6 +11,7 @@ use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use portcullis_config::HashOn;
+use portcullis_plugins::headers::remove_where;
 use portcullis_plugins::log_entry::{self, EntityRef};
 use portcullis_plugins::trace;
 use portcullis_plugins::{Access, BodyPrefix, Ctx, Flow, LogEntry, ResponseHead};
@@ -98,9 +99,12 @@ fn strip_connection_named(h: &mut HeaderMap) {
 /// Removes the fixed hop-by-hop headers (upstream requests: the client's `Connection`-named
 /// headers were removed before the plugins ran).
 fn strip_fixed_hop_by_hop(h: &mut HeaderMap) {
-    for n in &HOP_BY_HOP {
-        h.remove(n);
-    }
+    remove_where(h, is_hop_by_hop);
+}
+
+/// Is this (lower-case) name one of [`HOP_BY_HOP`]?
+fn is_hop_by_hop(name: &str) -> bool {
+    HOP_BY_HOP.iter().any(|n| n.as_str() == name)
 }
 
 /// Removes hop-by-hop headers, including every header named by `Connection`.
@@ -117,12 +121,9 @@ fn strip_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool) {
             h.remove(n);
         }
     }
-    for n in &HOP_BY_HOP {
-        if keep_upgrade && (n == header::UPGRADE || n == header::CONNECTION) {
-            continue;
-        }
-        h.remove(n);
-    }
+    remove_where(h, |n| {
+        is_hop_by_hop(n) && !(keep_upgrade && (n == "upgrade" || n == "connection"))
+    });
 }
 
 fn is_websocket(req: &Request<Incoming>) -> bool {
@@ -356,9 +357,9 @@ async fn proxy(
     if !trusted {
         // Headers some frameworks believe as much as X-Forwarded-*: only a trusted proxy may
         // send them.
-        for name in ["forwarded", "x-original-url", "x-rewrite-url"] {
-            headers.remove(name);
-        }
+        remove_where(&mut headers, |n| {
+            matches!(n, "forwarded" | "x-original-url" | "x-rewrite-url")
+        });
     }
     let mut ctx = Ctx::new(
         parts.method.clone(),
@@ -687,9 +688,7 @@ const FINGERPRINT_HEADERS: [HeaderName; 4] = [
 /// Response hardening: no software fingerprints, and the configured security headers.
 fn harden(gw: &Gateway, h: &mut HeaderMap) {
     if gw.settings.response_hardening {
-        for n in &FINGERPRINT_HEADERS {
-            h.remove(n);
-        }
+        remove_where(h, |n| FINGERPRINT_HEADERS.iter().any(|f| f.as_str() == n));
     }
     for (k, v) in &gw.security_headers {
         if !h.contains_key(k) {
@@ -1202,16 +1201,18 @@ fn upstream_request(
         Vec::new()
     };
     let xff = if prev.is_empty() {
-        client.clone()
+        String::new()
     } else {
         format!("{}, {}", prev.join(", "), ctx.peer_ip)
     };
     // The gateway's own value is only built when the client's is not kept.
     let set = |h: &mut HeaderMap, name: &HeaderName, own: &dyn Fn() -> Option<HeaderValue>| {
-        let value = match (fwd.trusted, ctx.headers.get(name)) {
-            (true, Some(v)) => Some(v.clone()),
-            _ => own(),
+        let theirs = if fwd.trusted {
+            ctx.headers.get(name).cloned()
+        } else {
+            None
         };
+        let value = theirs.or_else(own);
         match value {
             Some(v) => {
                 h.insert(name.clone(), v);
@@ -1221,10 +1222,15 @@ fn upstream_request(
             }
         }
     };
-    if let Ok(v) = HeaderValue::from_str(&xff) {
+    let client_value = HeaderValue::from_str(&client).ok();
+    if prev.is_empty() {
+        if let Some(v) = &client_value {
+            headers.insert(X_FORWARDED_FOR.clone(), v.clone());
+        }
+    } else if let Ok(v) = HeaderValue::from_str(&xff) {
         headers.insert(X_FORWARDED_FOR.clone(), v);
     }
-    if let Ok(v) = HeaderValue::from_str(&client) {
+    if let Some(v) = client_value {
         headers.insert(X_REAL_IP.clone(), v);
     }
     set(&mut headers, &X_FORWARDED_PROTO, &|| {

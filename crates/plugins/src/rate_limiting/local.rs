@@ -91,10 +91,19 @@ impl LocalStore {
                 });
             }
         }
-        let entry = shard.map.entry(key.to_string()).or_insert_with(|| Entry {
-            windows: [Window::default(); 6],
-            expires_ms: 0,
-        });
+        // Look up before inserting: a known client (the common case) costs no key copy.
+        if !shard.map.contains_key(key) {
+            shard.map.insert(
+                key.to_string(),
+                Entry {
+                    windows: [Window::default(); 6],
+                    expires_ms: 0,
+                },
+            );
+        }
+        let Some(entry) = shard.map.get_mut(key) else {
+            return (Vec::new(), true);
+        };
         let mut observed = Vec::with_capacity(limits.len());
         let mut expires = entry.expires_ms;
         for l in limits {

@@ -272,3 +272,19 @@ async fn redis_unreachable_is_fault_tolerant_by_default() {
         }
     }
 }
+
+#[test]
+fn ip_text_matches_display() {
+    for ip in [
+        "0.0.0.0",
+        "127.0.0.1",
+        "10.20.30.40",
+        "255.255.255.255",
+        "1.100.99.9",
+        "::1",
+        "2001:db8::7",
+    ] {
+        let ip: std::net::IpAddr = ip.parse().unwrap();
+        assert_eq!(super::ip_text(ip), ip.to_string());
+    }
+}
