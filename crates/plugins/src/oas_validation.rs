@@ -15,6 +15,8 @@
 //! conform to schema`, `response doesn't conform to schema`, and with `verbose_response` the
 //! reason (which names locations and keywords but never echoes values).
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use http::{HeaderValue, Method, StatusCode};
 use jsonschema::{Draft, Validator};
@@ -40,7 +42,8 @@ struct Param {
 #[derive(Debug)]
 struct Content {
     media: MediaType,
-    validator: Option<Box<Validator>>,
+    /// Shared so a large body can be validated on the blocking pool.
+    validator: Option<Arc<Validator>>,
 }
 
 #[derive(Debug)]
@@ -296,6 +299,7 @@ impl DocReader<'_> {
             };
             let validator = if def.get("schema").is_some() && mt.is_json() {
                 self.schema_at(&format!("{pointer}/{}/schema", pointer_token(media)))
+                    .map(Arc::from)
             } else {
                 None
             };
@@ -604,12 +608,13 @@ impl OasValidation {
         Flow::Respond(Response::message(StatusCode::BAD_REQUEST, msg))
     }
 
-    fn decide(&self, ctx: &mut Ctx) -> Flow {
+    /// Everything but a large body's schema check, which is handed back as [`Step::Body`].
+    fn decide(&self, ctx: &mut Ctx) -> Step {
         let Some((pi, oi, captures)) = self.find(&ctx.path, &ctx.method) else {
-            return self.fail(
+            return Step::Done(self.fail(
                 "validation failed, path not found in api specification",
                 DENY_REQUEST,
-            );
+            ));
         };
         ctx.state.insert(Matched(pi, oi));
         let op = &self.paths[pi].ops[oi];
@@ -626,10 +631,10 @@ impl OasValidation {
                     .get(name)
                     .is_some_and(|v| !ctx.request_id.is_empty() && v == ctx.request_id.as_str());
                 if !declared && !ours && !self.allowed_headers.iter().any(|a| a == n) {
-                    return self.fail(
+                    return Step::Done(self.fail(
                         &format!("validation failed with error: header parameter '{n}' does not exist in specification"),
                         DENY_PARAM,
-                    );
+                    ));
                 }
             }
         }
@@ -645,10 +650,10 @@ impl OasValidation {
                                 if p.spec.explode && props.iter().any(|(n, _)| n == k)))
                 });
                 if !declared {
-                    return self.fail(
+                    return Step::Done(self.fail(
                         &format!("validation failed with error: query parameter '{k}' does not exist in specification"),
                         DENY_PARAM,
-                    );
+                    ));
                 }
             }
         }
@@ -688,7 +693,7 @@ impl OasValidation {
                     p.spec.name
                 );
                 if let flow @ Flow::Respond(_) = self.fail(&reason, DENY_PARAM) {
-                    return flow;
+                    return Step::Done(flow);
                 }
             }
         }
@@ -705,30 +710,31 @@ impl OasValidation {
                 .and_then(|m| contents.iter().find(|c| c.media.covers(m, false)));
             let Some(content) = matched else {
                 let shown = media.map_or_else(|| "invalid".to_string(), |m| m.essence());
-                return self.fail(
+                return Step::Done(self.fail(
                     &format!("validation failed: content-type '{shown}' is not allowed"),
                     DENY_REQUEST,
-                );
+                ));
             };
             if let Some(v) = &content.validator {
-                let raw = ctx.body.as_deref().unwrap_or_default();
-                let problem = if raw.iter().all(u8::is_ascii_whitespace) {
-                    validation::first_error(v, &Value::Object(Map::new()))
-                } else {
-                    match serde_json::from_slice::<Value>(raw) {
-                        Ok(body) => validation::first_error(v, &body),
-                        Err(_) => Some("request body is not valid JSON".to_string()),
-                    }
-                };
-                if let Some(e) = problem {
-                    return self.fail(
-                        &format!("request body validation failed with error: '{e}'"),
-                        DENY_PARAM,
-                    );
+                let raw = ctx.body.clone().unwrap_or_default();
+                if raw.len() > OFFLOAD_BYTES {
+                    return Step::Body(v.clone(), raw);
                 }
+                return Step::Done(self.body_verdict(body_problem(v, &raw)));
             }
         }
-        Flow::Continue
+        Step::Done(Flow::Continue)
+    }
+
+    /// The access decision once the body was checked.
+    fn body_verdict(&self, problem: Option<String>) -> Flow {
+        match problem {
+            Some(e) => self.fail(
+                &format!("request body validation failed with error: '{e}'"),
+                DENY_PARAM,
+            ),
+            None => Flow::Continue,
+        }
     }
 
     fn check_response(&self, ctx: &Ctx, head: &ResponseHead, body: &Bytes) -> Option<String> {
@@ -761,6 +767,30 @@ impl OasValidation {
     }
 }
 
+/// Bodies larger than this are parsed and validated on the blocking pool, not on the reactor.
+const OFFLOAD_BYTES: usize = 64 * 1024;
+
+/// What the access phase still has to do.
+enum Step {
+    /// Decided.
+    Done(Flow),
+    /// Validate this (large) body against this schema, then decide.
+    Body(Arc<Validator>, Bytes),
+}
+
+/// Parses a JSON body and checks it against the schema: the first problem, if any. An empty
+/// body is checked as `{}`.
+fn body_problem(v: &Validator, raw: &[u8]) -> Option<String> {
+    if raw.iter().all(u8::is_ascii_whitespace) {
+        validation::first_error(v, &Value::Object(Map::new()))
+    } else {
+        match serde_json::from_slice::<Value>(raw) {
+            Ok(body) => validation::first_error(v, &body),
+            Err(_) => Some("request body is not valid JSON".to_string()),
+        }
+    }
+}
+
 impl Plugin for OasValidation {
     fn name(&self) -> &'static str {
         "oas-validation"
@@ -771,7 +801,16 @@ impl Plugin for OasValidation {
     }
 
     fn access<'a>(&'a self, ctx: &'a mut Ctx) -> Access<'a> {
-        Access::Now(self.decide(ctx))
+        match self.decide(ctx) {
+            Step::Done(flow) => Access::Now(flow),
+            // A large JSON body: parse and validate it off the reactor threads.
+            Step::Body(v, raw) => Access::Later(Box::pin(async move {
+                match tokio::task::spawn_blocking(move || body_problem(&v, &raw)).await {
+                    Ok(problem) => self.body_verdict(problem),
+                    Err(_) => self.body_verdict(Some("request body could not be validated".into())),
+                }
+            })),
+        }
     }
 
     fn reads_response_body(&self) -> bool {
@@ -890,6 +929,42 @@ components:
         c
     }
 
+    impl OasValidation {
+        /// The access decision with any body check done inline.
+        fn decide_now(&self, ctx: &mut Ctx) -> Flow {
+            match self.decide(ctx) {
+                Step::Done(f) => f,
+                Step::Body(v, raw) => self.body_verdict(body_problem(&v, &raw)),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn large_bodies_are_validated_off_the_reactor() {
+        let p = verbose();
+        let json = ("content-type", "application/json");
+        let pad = "x".repeat(OFFLOAD_BYTES);
+        let good = format!(r#"{{"name":"rex","tag":"{pad}"}}"#);
+        let bad = format!(r#"{{"tag":"{pad}"}}"#);
+        let mut c = ctx(Method::POST, "/pets", &[json], &good);
+        assert!(matches!(p.decide(&mut c), Step::Body(..)));
+        let f = match p.access(&mut c) {
+            crate::Access::Later(fut) => fut.await,
+            crate::Access::Now(_) => panic!("a large body was validated on the reactor"),
+        };
+        assert_eq!(message(f), None);
+        let mut c = ctx(Method::POST, "/pets", &[json], &bad);
+        let f = match p.access(&mut c) {
+            crate::Access::Later(fut) => fut.await,
+            crate::Access::Now(_) => panic!("a large body was validated on the reactor"),
+        };
+        assert!(message(f)
+            .unwrap()
+            .contains("request body validation failed"));
+        let mut c = ctx(Method::POST, "/pets", &[json], "{not json");
+        assert!(matches!(p.access(&mut c), crate::Access::Now(_)));
+    }
+
     fn message(f: Flow) -> Option<String> {
         match f {
             Flow::Continue => None,
@@ -916,8 +991,8 @@ components:
             &[("x-trace", "ab12")],
             "",
         );
-        assert_eq!(message(p.decide(&mut { ok })), None);
-        let m = message(p.decide(&mut ctx(
+        assert_eq!(message(p.decide_now(&mut { ok })), None);
+        let m = message(p.decide_now(&mut ctx(
             Method::GET,
             "/pets?limit=500",
             &[("x-trace", "ab")],
@@ -928,23 +1003,23 @@ components:
             m.starts_with("query 'limit' validation failed with error: '"),
             "{m}"
         );
-        let m = message(p.decide(&mut ctx(Method::GET, "/pets", &[], ""))).unwrap();
+        let m = message(p.decide_now(&mut ctx(Method::GET, "/pets", &[], ""))).unwrap();
         assert_eq!(m, "header 'x-trace' validation failed with error: 'required parameter value not found in request'");
         assert_eq!(
-            message(p.decide(&mut ctx(Method::GET, "/pets/7", &[], ""))),
+            message(p.decide_now(&mut ctx(Method::GET, "/pets/7", &[], ""))),
             None
         );
         assert_eq!(
-            message(p.decide(&mut ctx(Method::GET, "/pets/mine", &[], ""))),
+            message(p.decide_now(&mut ctx(Method::GET, "/pets/mine", &[], ""))),
             None
         );
-        let m = message(p.decide(&mut ctx(Method::GET, "/pets/0", &[], ""))).unwrap();
+        let m = message(p.decide_now(&mut ctx(Method::GET, "/pets/0", &[], ""))).unwrap();
         assert!(m.starts_with("path 'id' validation failed"), "{m}");
-        let m = message(p.decide(&mut ctx(Method::GET, "/pets/x", &[], ""))).unwrap();
+        let m = message(p.decide_now(&mut ctx(Method::GET, "/pets/x", &[], ""))).unwrap();
         assert!(m.starts_with("path 'id' validation failed"), "{m}");
-        let m = message(p.decide(&mut ctx(Method::DELETE, "/pets/1", &[], ""))).unwrap();
+        let m = message(p.decide_now(&mut ctx(Method::DELETE, "/pets/1", &[], ""))).unwrap();
         assert_eq!(m, "validation failed, path not found in api specification");
-        let m = message(p.decide(&mut ctx(Method::GET, "/cats", &[], ""))).unwrap();
+        let m = message(p.decide_now(&mut ctx(Method::GET, "/cats", &[], ""))).unwrap();
         assert_eq!(m, "validation failed, path not found in api specification");
     }
 
@@ -954,16 +1029,16 @@ components:
         let json = ("content-type", "application/json");
         let body = |b: &str| ctx(Method::POST, "/pets", &[json], b);
         assert_eq!(
-            message(p.decide(&mut body(r#"{"name":"rex","tag":null}"#))),
+            message(p.decide_now(&mut body(r#"{"name":"rex","tag":null}"#))),
             None
         );
-        let m = message(p.decide(&mut body(r#"{"tag":"x"}"#))).unwrap();
+        let m = message(p.decide_now(&mut body(r#"{"tag":"x"}"#))).unwrap();
         assert!(
             m.starts_with("request body validation failed with error: '"),
             "{m}"
         );
-        assert!(message(p.decide(&mut body(r#"{"name":"a","extra":1}"#))).is_some());
-        let m = message(p.decide(&mut ctx(
+        assert!(message(p.decide_now(&mut body(r#"{"name":"a","extra":1}"#))).is_some());
+        let m = message(p.decide_now(&mut ctx(
             Method::POST,
             "/pets",
             &[("content-type", "text/plain")],
@@ -976,16 +1051,19 @@ components:
         );
         // Not verbose: Kong's generic messages.
         let quiet = build(json!({"api_spec": SPEC, "api_spec_encoded": false})).unwrap();
-        assert_eq!(message(quiet.decide(&mut body("{}"))).unwrap(), DENY_PARAM);
         assert_eq!(
-            message(quiet.decide(&mut ctx(Method::GET, "/x", &[], ""))).unwrap(),
+            message(quiet.decide_now(&mut body("{}"))).unwrap(),
+            DENY_PARAM
+        );
+        assert_eq!(
+            message(quiet.decide_now(&mut ctx(Method::GET, "/x", &[], ""))).unwrap(),
             DENY_REQUEST
         );
         // Notify only: passes.
         let notify = build(json!({"api_spec": SPEC, "api_spec_encoded": false,
             "notify_only_request_validation_failure": true}))
         .unwrap();
-        assert_eq!(message(notify.decide(&mut body("{}"))), None);
+        assert_eq!(message(notify.decide_now(&mut body("{}"))), None);
     }
 
     #[test]
@@ -996,7 +1074,7 @@ components:
             "include_base_path": true}),
         )
         .unwrap();
-        let m = message(p.decide(&mut ctx(
+        let m = message(p.decide_now(&mut ctx(
             Method::GET,
             "/v1/pets?bogus=1",
             &[("x-trace", "a")],
@@ -1007,7 +1085,7 @@ components:
             m,
             "validation failed with error: query parameter 'bogus' does not exist in specification"
         );
-        let m = message(p.decide(&mut ctx(
+        let m = message(p.decide_now(&mut ctx(
             Method::GET,
             "/v1/pets",
             &[("x-trace", "a"), ("x-other", "1")],
@@ -1016,7 +1094,7 @@ components:
         .unwrap();
         assert_eq!(m, "validation failed with error: header parameter 'x-other' does not exist in specification");
         assert_eq!(
-            message(p.decide(&mut ctx(
+            message(p.decide_now(&mut ctx(
                 Method::GET,
                 "/v1/pets",
                 &[("x-trace", "a"), ("accept", "*/*")],
@@ -1025,7 +1103,8 @@ components:
             None
         );
         assert!(
-            message(p.decide(&mut ctx(Method::GET, "/pets", &[("x-trace", "a")], ""))).is_some()
+            message(p.decide_now(&mut ctx(Method::GET, "/pets", &[("x-trace", "a")], "")))
+                .is_some()
         );
     }
 
@@ -1035,7 +1114,7 @@ components:
             "validate_response_body": true}))
         .unwrap();
         let mut c = ctx(Method::GET, "/pets/3", &[], "");
-        assert_eq!(message(p.decide(&mut c)), None);
+        assert_eq!(message(p.decide_now(&mut c)), None);
         let mut head = ResponseHead {
             status: StatusCode::OK,
             headers: http::HeaderMap::new(),
