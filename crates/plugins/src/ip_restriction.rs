@@ -56,6 +56,31 @@ pub fn canonical_ip(ip: IpAddr) -> IpAddr {
     }
 }
 
+/// The address as text (`Display`), without the formatting machinery for the common IPv4
+/// case: rate limiting by IP and the proxy's
+/// forwarding headers format one on every request.
+pub fn ip_text(ip: std::net::IpAddr) -> String {
+    match ip {
+        std::net::IpAddr::V4(v4) => {
+            let mut s = String::with_capacity(15);
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    s.push('.');
+                }
+                if octet >= 100 {
+                    s.push(char::from(b'0' + octet / 100));
+                }
+                if octet >= 10 {
+                    s.push(char::from(b'0' + octet / 10 % 10));
+                }
+                s.push(char::from(b'0' + octet % 10));
+            }
+            s
+        }
+        v6 => v6.to_string(),
+    }
+}
+
 fn read_list(o: &mut Obj<'_>, key: &str, errs: &mut Errors) -> Vec<IpNet> {
     let list = o.array(key, errs, |v, path, errs| match v {
         Value::String(s) => match parse_ip_or_cidr(s) {

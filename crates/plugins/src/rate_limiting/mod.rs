@@ -372,7 +372,8 @@ impl RateLimiting {
             }),
             LimitBy::Ip => None,
         };
-        let id = found.unwrap_or_else(|| ip_text(canonical_ip(ctx.client_ip)));
+        let id =
+            found.unwrap_or_else(|| crate::ip_restriction::ip_text(canonical_ip(ctx.client_ip)));
         if id.len() > MAX_IDENTIFIER {
             let digest = Sha256::digest(id.as_bytes());
             let mut hex = String::with_capacity(64);
@@ -482,30 +483,6 @@ impl RateLimiting {
                 "An unexpected error occurred",
             ))
         }
-    }
-}
-
-/// The address as text (`Display`), without the formatting machinery for the common IPv4
-/// case: this runs on every request limited by IP.
-fn ip_text(ip: std::net::IpAddr) -> String {
-    match ip {
-        std::net::IpAddr::V4(v4) => {
-            let mut s = String::with_capacity(15);
-            for (i, octet) in v4.octets().into_iter().enumerate() {
-                if i > 0 {
-                    s.push('.');
-                }
-                if octet >= 100 {
-                    s.push(char::from(b'0' + octet / 100));
-                }
-                if octet >= 10 {
-                    s.push(char::from(b'0' + octet / 10 % 10));
-                }
-                s.push(char::from(b'0' + octet % 10));
-            }
-            s
-        }
-        v6 => v6.to_string(),
     }
 }
 

@@ -285,6 +285,6 @@ fn ip_text_matches_display() {
         "2001:db8::7",
     ] {
         let ip: std::net::IpAddr = ip.parse().unwrap();
-        assert_eq!(super::ip_text(ip), ip.to_string());
+        assert_eq!(crate::ip_restriction::ip_text(ip), ip.to_string());
     }
 }
