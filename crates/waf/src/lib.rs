@@ -683,25 +683,7 @@ impl Rules {
             hit = tx.intervention();
         }
         tx.process_logging();
-        let mut verdict = Verdict {
-            blocked: hit.is_some(),
-            status: hit.as_ref().map_or(200, |h| h.status),
-            ..Verdict::default()
-        };
-        // Scoring rules report through the log callback; the disruptive rule's message comes
-        // with the intervention.
-        let disruptive = hit.and_then(|h| h.log);
-        for line in tx.matches().lines.iter().chain(disruptive.iter()) {
-            if let Some(id) = field(line, "id").and_then(|v| v.parse::<u32>().ok()) {
-                if !verdict.rule_ids.contains(&id) {
-                    verdict.rule_ids.push(id);
-                }
-                if id == 949110 {
-                    verdict.anomaly_score = field(line, "msg").and_then(total_score);
-                }
-            }
-        }
-        Ok(verdict)
+        Ok(verdict_of(&tx, hit, 949110))
     }
 }
 
@@ -789,23 +771,7 @@ impl Rules {
             hit = tx.intervention();
         }
         tx.process_logging();
-        let mut verdict = Verdict {
-            blocked: hit.is_some(),
-            status: hit.as_ref().map_or(200, |h| h.status),
-            ..Verdict::default()
-        };
-        let disruptive = hit.and_then(|h| h.log);
-        for line in tx.matches().lines.iter().chain(disruptive.iter()) {
-            if let Some(id) = field(line, "id").and_then(|v| v.parse::<u32>().ok()) {
-                if !verdict.rule_ids.contains(&id) {
-                    verdict.rule_ids.push(id);
-                }
-                if id == 959100 {
-                    verdict.anomaly_score = field(line, "msg").and_then(total_score);
-                }
-            }
-        }
-        Ok(verdict)
+        Ok(verdict_of(&tx, hit, 959100))
     }
 }
 
@@ -838,6 +804,35 @@ fn check_ids(custom: &[String], crs: &[PathBuf]) -> Result<(), WafError> {
         }
     }
     Ok(())
+}
+
+/// The verdict of a finished transaction: the intervention (if any), and the ids of every rule
+/// that matched; the anomaly score comes from `evaluation_rule` (the CRS blocking evaluation,
+/// 949110 inbound or 959100 outbound).
+fn verdict_of(
+    tx: &ffi::Transaction<'_>,
+    hit: Option<ffi::Intervention>,
+    evaluation_rule: u32,
+) -> Verdict {
+    let mut verdict = Verdict {
+        blocked: hit.is_some(),
+        status: hit.as_ref().map_or(200, |h| h.status),
+        ..Verdict::default()
+    };
+    // Scoring rules report through the log callback; the disruptive rule's message comes with
+    // the intervention.
+    let disruptive = hit.and_then(|h| h.log);
+    for line in tx.matches().lines.iter().chain(disruptive.iter()) {
+        if let Some(id) = field(line, "id").and_then(|v| v.parse::<u32>().ok()) {
+            if !verdict.rule_ids.contains(&id) {
+                verdict.rule_ids.push(id);
+            }
+            if id == evaluation_rule {
+                verdict.anomaly_score = field(line, "msg").and_then(total_score);
+            }
+        }
+    }
+    verdict
 }
 
 /// The value of `[name "value"]` in a ModSecurity log line.
