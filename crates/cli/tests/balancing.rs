@@ -129,6 +129,50 @@ async fn a_dead_target_causes_no_client_error_and_is_marked_down() {
 }
 
 #[tokio::test]
+async fn chunked_request_bodies_are_retried_on_another_target() {
+    // A chunked body (no Content-Length) is read whole before the first attempt, like
+    // nginx's request buffering, so a target that takes the request and hangs up costs a
+    // retry with the same body, not a 502 (a streamed body could not be sent again).
+    let a = Origin::start("a").await;
+    let hangup = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let dead = hangup.local_addr().unwrap().port();
+    let hangups = Arc::new(AtomicUsize::new(0));
+    let seen = hangups.clone();
+    tokio::spawn(async move {
+        use tokio::io::AsyncReadExt;
+        while let Ok((mut s, _)) = hangup.accept().await {
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf).await;
+            seen.fetch_add(1, Ordering::SeqCst);
+            drop(s);
+        }
+    });
+    let gw = Gw::start(&upstream_config(&format!(
+        "  - name: backend\n    targets:\n      - target: 127.0.0.1:{dead}\n      - target: 127.0.0.1:{}\n",
+        a.port()
+    )))
+    .await;
+    for i in 0..6 {
+        let req = format!(
+            "PUT /items/{i} HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n5\r\nhello\r\n7\r\n, world\r\n0\r\n\r\n"
+        );
+        let (out, _) = raw(gw.proxy, req.as_bytes()).await;
+        assert_eq!(status_of(&out), 200, "attempt {i}: {out}");
+        let json = &out[out.find("\r\n\r\n").unwrap() + 4..];
+        let json: serde_json::Value = serde_json::from_str(json).unwrap();
+        assert_eq!(json["body"], "hello, world", "{json}");
+        // Sent upstream with its length, not re-chunked.
+        assert_eq!(json["headers"]["content-length"][0], "12", "{json}");
+        assert!(json["headers"].get("transfer-encoding").is_none(), "{json}");
+    }
+    assert_eq!(a.hits(), 6);
+    assert!(
+        hangups.load(Ordering::SeqCst) > 0,
+        "the hang-up target was never tried"
+    );
+}
+
+#[tokio::test]
 async fn active_checks_take_targets_out_and_bring_them_back() {
     let a = Origin::start("a").await;
     let b = Origin::start("b").await;

@@ -87,6 +87,33 @@ async fn streamed_chunked_bodies_stop_at_the_limit() {
 }
 
 #[tokio::test]
+async fn chunked_bodies_are_buffered_up_to_the_node_limit_then_streamed() {
+    // No plugin limit: a chunked body within request_buffer_bytes reaches the upstream whole,
+    // with a Content-Length; a larger one streams on (the part read ahead first), unchanged.
+    let origin = Origin::start("a").await;
+    let gw = Gw::start_with(
+        &one_service(&origin.url(), "      - name: r\n        paths: [/]\n"),
+        "request_buffer_bytes = 1024\n",
+    )
+    .await;
+    let body_of = |resp: &str| -> serde_json::Value {
+        serde_json::from_str(&resp[resp.find("\r\n\r\n").unwrap() + 4..]).unwrap()
+    };
+    let (resp, _) = raw(gw.proxy, &chunked("/", &[300, 700])).await;
+    assert_eq!(status_of(&resp), 200, "{resp}");
+    let json = body_of(&resp);
+    assert_eq!(json["body"].as_str().unwrap().len(), 1000);
+    assert_eq!(json["headers"]["content-length"][0], "1000", "{json}");
+    let (resp, _) = raw(gw.proxy, &chunked("/", &[600, 600, 4096, 4096])).await;
+    assert_eq!(status_of(&resp), 200, "{resp}");
+    let json = body_of(&resp);
+    assert_eq!(json["body"].as_str().unwrap().len(), 9392);
+    assert!(json["body"].as_str().unwrap().bytes().all(|b| b == b'x'));
+    assert!(json["headers"].get("content-length").is_none(), "{json}");
+    assert_eq!(json["headers"]["transfer-encoding"][0], "chunked", "{json}");
+}
+
+#[tokio::test]
 async fn content_length_can_be_required() {
     let origin = Origin::start("a").await;
     let gw = Gw::start(&config(

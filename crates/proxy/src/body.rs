@@ -158,6 +158,9 @@ pub enum ProxyBody {
     /// Content-Length): past the limit the stream fails and the flag is set, so the handler
     /// answers 413 instead of forwarding a truncated body.
     Limited(Incoming, u64, Arc<AtomicBool>),
+    /// A client body whose first frames were read ahead (a chunked body that outgrew the
+    /// request buffer, or that carried trailers), then the rest of the stream.
+    Prefixed(std::collections::VecDeque<Frame<Bytes>>, Incoming),
     /// Streamed from an upstream, with its in-flight count and the request's access-log
     /// record (written when the body ends or the client goes away).
     Upstream(UpstreamBody, InFlight, Option<Box<AccessLog>>),
@@ -221,6 +224,10 @@ impl Body for ProxyBody {
                 }
                 polled.map_err(BodyError::from)
             }
+            ProxyBody::Prefixed(frames, s) => match frames.pop_front() {
+                Some(f) => Poll::Ready(Some(Ok(f))),
+                None => Pin::new(s).poll_frame(cx).map_err(BodyError::from),
+            },
             ProxyBody::Upstream(s, _, log) => {
                 let polled = Pin::new(s).poll_frame(cx);
                 if let (Some(log), Poll::Ready(Some(Ok(frame)))) = (log.as_mut(), &polled) {
@@ -238,6 +245,7 @@ impl Body for ProxyBody {
             ProxyBody::Empty => true,
             ProxyBody::Full(b) => b.is_none(),
             ProxyBody::Stream(s) | ProxyBody::Limited(s, _, _) => s.is_end_stream(),
+            ProxyBody::Prefixed(f, s) => f.is_empty() && s.is_end_stream(),
             ProxyBody::Upstream(s, _, _) => s.is_end_stream(),
         }
     }
@@ -247,6 +255,19 @@ impl Body for ProxyBody {
             ProxyBody::Empty => SizeHint::with_exact(0),
             ProxyBody::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
             ProxyBody::Stream(s) | ProxyBody::Limited(s, _, _) => s.size_hint(),
+            ProxyBody::Prefixed(f, s) => {
+                let ahead: u64 = f
+                    .iter()
+                    .filter_map(|f| f.data_ref().map(|d| d.len() as u64))
+                    .sum();
+                let rest = s.size_hint();
+                let mut hint = SizeHint::new();
+                hint.set_lower(rest.lower().saturating_add(ahead));
+                if let Some(u) = rest.upper() {
+                    hint.set_upper(u.saturating_add(ahead));
+                }
+                hint
+            }
             ProxyBody::Upstream(s, _, _) => s.size_hint(),
         }
     }

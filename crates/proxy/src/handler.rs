@@ -540,6 +540,12 @@ async fn proxy(
         (Some(buffered), _) => buffered_body(&mut ctx, buffered),
         (None, Some(incoming)) => {
             match prepare_body(gw, route, incoming, &ctx, &limit_tripped).await {
+                // A chunked body read whole: sent with its length, like a buffered one.
+                Ok(ProxyBody::Full(Some(b)))
+                    if !ctx.headers.contains_key(header::CONTENT_LENGTH) =>
+                {
+                    buffered_body(&mut ctx, b)
+                }
                 Ok(b) => b,
                 Err(resp) => return resp,
             }
@@ -1086,8 +1092,53 @@ async fn prepare_body(
             read_body(body, max).await.map(ProxyBody::full)
         }
         (None, Some(max)) => Ok(ProxyBody::Limited(body, max, tripped.clone())),
+        // HTTP/1 only: an HTTP/2 body without a length may be a gRPC or other bidirectional
+        // stream, which must reach the upstream before the client has finished sending.
+        (None, None)
+            if route.route.request_buffering
+                && matches!(ctx.version, Version::HTTP_10 | Version::HTTP_11) =>
+        {
+            read_ahead(body, buffer_limit).await
+        }
         _ => Ok(ProxyBody::Stream(body)),
     }
+}
+
+/// Reads a body of unknown length (chunked) into memory, as nginx does for Kong, so a failed
+/// attempt can be retried on another target: up to `limit` bytes it becomes a replayable
+/// in-memory body (sent with a Content-Length); past that, or with trailers, the frames read
+/// so far are sent first and the rest streams (not replayable).
+async fn read_ahead(mut body: Incoming, limit: u64) -> Result<ProxyBody, Response<ProxyBody>> {
+    use http_body_util::BodyExt as _;
+    let mut frames = std::collections::VecDeque::new();
+    let mut total = 0u64;
+    loop {
+        match body.frame().await {
+            None => break,
+            Some(Err(_)) => return Err(kong_error(StatusCode::BAD_REQUEST, "Bad request")),
+            Some(Ok(frame)) => {
+                let data = frame.data_ref().map(|d| d.len() as u64);
+                frames.push_back(frame);
+                match data {
+                    Some(n) => {
+                        total += n;
+                        if total > limit {
+                            return Ok(ProxyBody::Prefixed(frames, body));
+                        }
+                    }
+                    // Trailers: keep the frames as they are.
+                    None => return Ok(ProxyBody::Prefixed(frames, body)),
+                }
+            }
+        }
+    }
+    let mut all = bytes::BytesMut::with_capacity(usize::try_from(total).unwrap_or(0));
+    for f in frames {
+        if let Ok(d) = f.into_data() {
+            all.extend_from_slice(&d);
+        }
+    }
+    Ok(ProxyBody::full(all.freeze()))
 }
 
 /// What the upstream request is built from, besides the context.
