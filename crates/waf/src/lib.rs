@@ -643,12 +643,13 @@ impl Rules {
         self.inspect(req)
     }
 
-    /// Runs one request through a fresh transaction: connection, URI, headers, then (if
-    /// given and no earlier phase already blocked) the first `body_limit` bytes of the body,
-    /// then the logging phase. Blocking work (regexes over the whole request): call it from a
-    /// thread that may block.
-    pub fn inspect(&self, req: &Request<'_>) -> Result<Verdict, WafError> {
-        let _guard = self
+    /// A fresh transaction that has seen the connection and the request line (phase 1 not yet
+    /// run), with the lock that serialises rule sets writing persistent collections.
+    fn begin(
+        &self,
+        req: &Request<'_>,
+    ) -> Result<(Option<std::sync::MutexGuard<'_, ()>>, ffi::Transaction<'_>), WafError> {
+        let guard = self
             .serial
             .as_ref()
             .map(|m| m.lock().unwrap_or_else(|p| p.into_inner()));
@@ -662,6 +663,16 @@ impl Rules {
         .map_err(WafError::Engine)?;
         tx.uri(req.uri, req.method, req.version)
             .map_err(WafError::Engine)?;
+        Ok((guard, tx))
+    }
+
+    /// Runs one request through a fresh transaction: connection, URI, headers, then (if
+    /// given and no earlier phase already blocked) the first `body_limit` bytes of the body,
+    /// then the logging phase. Blocking work (regexes over the whole request): call it from a
+    /// thread that may block.
+    pub fn inspect(&self, req: &Request<'_>) -> Result<Verdict, WafError> {
+        // The transaction (bound last) is freed before the lock is released.
+        let (_guard, mut tx) = self.begin(req)?;
         let mut hit = tx.intervention();
         if hit.is_none() {
             for (name, value) in &req.headers {
@@ -720,20 +731,8 @@ impl Rules {
                 "this rule set was built without response inspection".into(),
             ));
         };
-        let _guard = self
-            .serial
-            .as_ref()
-            .map(|m| m.lock().unwrap_or_else(|p| p.into_inner()));
-        let mut tx = self.set.transaction().map_err(WafError::Engine)?;
-        tx.connection(
-            &req.client_ip.to_string(),
-            req.client_port,
-            &req.server_ip.to_string(),
-            req.server_port,
-        )
-        .map_err(WafError::Engine)?;
-        tx.uri(req.uri, req.method, req.version)
-            .map_err(WafError::Engine)?;
+        // The transaction (bound last) is freed before the lock is released.
+        let (_guard, mut tx) = self.begin(req)?;
         for (name, value) in &req.headers {
             tx.header(name, value);
         }
