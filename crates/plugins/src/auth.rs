@@ -116,30 +116,31 @@ pub fn strip_identity_headers(h: &mut http::HeaderMap) {
 
 /// Writes the identity headers for the upstream.
 pub fn set_identity_headers(ctx: &mut Ctx) {
-    let Some(id) = ctx.identity.clone() else {
-        return;
-    };
     // Names built at compile time: inserting by `&str` would parse the name on every request.
     static CONSUMER_ID: HeaderName = HeaderName::from_static("x-consumer-id");
     static CONSUMER_USERNAME: HeaderName = HeaderName::from_static("x-consumer-username");
     static CONSUMER_CUSTOM_ID: HeaderName = HeaderName::from_static("x-consumer-custom-id");
     static CREDENTIAL_IDENTIFIER: HeaderName = HeaderName::from_static("x-credential-identifier");
     static ANONYMOUS_CONSUMER: HeaderName = HeaderName::from_static("x-anonymous-consumer");
-    let h = &mut ctx.headers;
-    let mut put = |name: &HeaderName, v: &str| {
-        if let Ok(v) = HeaderValue::from_str(v) {
-            h.insert(name.clone(), v);
-        }
+    let Some(id) = &ctx.identity else {
+        return;
     };
-    put(&CONSUMER_ID, &id.consumer.id);
-    if let Some(u) = &id.consumer.username {
-        put(&CONSUMER_USERNAME, u);
-    }
-    if let Some(c) = &id.consumer.custom_id {
-        put(&CONSUMER_CUSTOM_ID, c);
+    let h = &mut ctx.headers;
+    // The consumer's values were prepared at config load; only the credential varies.
+    let [cid, username, custom_id] = &id.consumer.header_values;
+    for (name, value) in [
+        (&CONSUMER_ID, cid),
+        (&CONSUMER_USERNAME, username),
+        (&CONSUMER_CUSTOM_ID, custom_id),
+    ] {
+        if let Some(v) = value {
+            h.insert(name.clone(), v.clone());
+        }
     }
     if let Some(c) = &id.credential {
-        put(&CREDENTIAL_IDENTIFIER, c);
+        if let Ok(v) = HeaderValue::from_str(c) {
+            h.insert(CREDENTIAL_IDENTIFIER.clone(), v);
+        }
     }
     if id.anonymous {
         h.insert(ANONYMOUS_CONSUMER.clone(), HeaderValue::from_static("true"));

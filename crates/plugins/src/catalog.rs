@@ -14,6 +14,22 @@ pub struct ConsumerInfo {
     pub username: Option<Arc<str>>,
     /// Custom id, if set.
     pub custom_id: Option<Arc<str>>,
+    /// `id`, `username` and `custom_id` as header values, built once per config load for the
+    /// identity headers sent upstream (`None` where unset or not a valid header value).
+    pub(crate) header_values: [Option<http::HeaderValue>; 3],
+}
+
+impl ConsumerInfo {
+    /// A consumer with its identity header values prepared.
+    pub fn new(id: &str, username: Option<&str>, custom_id: Option<&str>) -> ConsumerInfo {
+        let value = |v: Option<&str>| v.and_then(|v| http::HeaderValue::from_str(v).ok());
+        ConsumerInfo {
+            id: Arc::from(id),
+            username: username.map(Arc::from),
+            custom_id: custom_id.map(Arc::from),
+            header_values: [value(Some(id)), value(username), value(custom_id)],
+        }
+    }
 }
 
 /// A basic-auth user: the consumer and an argon2id PHC hash of the password.
@@ -63,11 +79,11 @@ impl Catalog {
             ..Catalog::default()
         };
         for k in &config.consumers {
-            let info = Arc::new(ConsumerInfo {
-                id: Arc::from(k.id.as_str()),
-                username: k.username.as_deref().map(Arc::from),
-                custom_id: k.custom_id.as_deref().map(Arc::from),
-            });
+            let info = Arc::new(ConsumerInfo::new(
+                &k.id,
+                k.username.as_deref(),
+                k.custom_id.as_deref(),
+            ));
             c.by_id.insert(k.id.clone(), info.clone());
             if let Some(u) = &k.username {
                 c.by_name.insert(u.clone(), info.clone());

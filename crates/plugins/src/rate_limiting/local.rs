@@ -91,66 +91,67 @@ impl LocalStore {
                 });
             }
         }
-        // Look up before inserting: a known client (the common case) costs no key copy.
-        if !shard.map.contains_key(key) {
-            shard.map.insert(
-                key.to_string(),
-                Entry {
-                    windows: [Window::default(); 6],
-                    expires_ms: 0,
-                },
-            );
+        // A known client (the common case): one lookup, no key copy.
+        if let Some(entry) = shard.map.get_mut(key) {
+            return count(entry, limits, sliding, now_ms);
         }
-        let Some(entry) = shard.map.get_mut(key) else {
-            return (Vec::new(), true);
-        };
-        let mut observed = Vec::with_capacity(limits.len());
-        let mut expires = entry.expires_ms;
-        for l in limits {
-            let len = l.period.seconds() * 1000;
-            let start = if sliding {
-                l.period.sliding_start(now_ms)
-            } else {
-                l.period.fixed_start(now_ms)
-            };
-            let Some(w) = entry.windows.get_mut(l.period.index()) else {
-                continue;
-            };
-            if w.start != start {
-                w.previous = if sliding && w.start == start - len {
-                    w.current
-                } else {
-                    0
-                };
-                w.current = 0;
-                w.start = start;
-            }
-            let weight = if sliding {
-                sliding_weight(now_ms, start, len)
-            } else {
-                0.0
-            };
-            observed.push(Observed {
-                period: l.period,
-                limit: l.limit,
-                current: w.current,
-                previous: w.previous,
-                weight,
-            });
-            let keep = if sliding { 2 * len } else { len };
-            expires = expires.max(start + keep);
-        }
-        let admitted = observed.iter().all(Observed::admits);
-        if admitted {
-            for l in limits {
-                if let Some(w) = entry.windows.get_mut(l.period.index()) {
-                    w.current += 1;
-                }
-            }
-        }
-        entry.expires_ms = expires;
-        (observed, admitted)
+        let entry = shard.map.entry(key.to_string()).or_insert(Entry {
+            windows: [Window::default(); 6],
+            expires_ms: 0,
+        });
+        count(entry, limits, sliding, now_ms)
     }
+}
+
+/// Checks every limit against one client's windows at `now_ms` and, when all admit the
+/// request, counts it. Runs under the shard's lock.
+fn count(entry: &mut Entry, limits: &[Limit], sliding: bool, now_ms: i64) -> (Vec<Observed>, bool) {
+    let mut observed = Vec::with_capacity(limits.len());
+    let mut expires = entry.expires_ms;
+    for l in limits {
+        let len = l.period.seconds() * 1000;
+        let start = if sliding {
+            l.period.sliding_start(now_ms)
+        } else {
+            l.period.fixed_start(now_ms)
+        };
+        let Some(w) = entry.windows.get_mut(l.period.index()) else {
+            continue;
+        };
+        if w.start != start {
+            w.previous = if sliding && w.start == start - len {
+                w.current
+            } else {
+                0
+            };
+            w.current = 0;
+            w.start = start;
+        }
+        let weight = if sliding {
+            sliding_weight(now_ms, start, len)
+        } else {
+            0.0
+        };
+        observed.push(Observed {
+            period: l.period,
+            limit: l.limit,
+            current: w.current,
+            previous: w.previous,
+            weight,
+        });
+        let keep = if sliding { 2 * len } else { len };
+        expires = expires.max(start + keep);
+    }
+    let admitted = observed.iter().all(Observed::admits);
+    if admitted {
+        for l in limits {
+            if let Some(w) = entry.windows.get_mut(l.period.index()) {
+                w.current += 1;
+            }
+        }
+    }
+    entry.expires_ms = expires;
+    (observed, admitted)
 }
 
 #[cfg(test)]

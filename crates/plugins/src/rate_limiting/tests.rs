@@ -115,11 +115,7 @@ fn redis_settings_nested_and_flat() {
 
 #[test]
 fn identifiers_fall_back_to_the_client_ip() {
-    let consumer = Arc::new(ConsumerInfo {
-        id: Arc::from("c-1"),
-        username: None,
-        custom_id: None,
-    });
+    let consumer = Arc::new(ConsumerInfo::new("c-1", None, None));
     let with_identity = |c: &mut Ctx| {
         c.identity = Some(Identity {
             consumer: consumer.clone(),
