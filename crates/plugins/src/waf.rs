@@ -302,12 +302,8 @@ impl Waf {
         }
     }
 
-    fn forbidden() -> Flow {
-        Flow::Respond(Response::message(StatusCode::FORBIDDEN, "Forbidden"))
-    }
-
     /// Logs the security event for a verdict that matched rules, and decides.
-    fn decide(&self, ctx: &Ctx, verdict: &Verdict) -> Flow {
+    fn decide(&self, ctx: &Ctx, verdict: &Verdict, side: Side) -> Flow {
         if verdict.rule_ids.is_empty() {
             return Flow::Continue;
         }
@@ -318,57 +314,51 @@ impl Waf {
             .collect::<Vec<_>>()
             .join(",");
         let route = ctx.route_name.as_deref().unwrap_or("-");
+        let upstream_status = side.upstream_status();
         if !verdict.blocked {
             // Below the anomaly threshold: useful when tuning, not an incident.
             tracing::debug!(
                 target: "security",
                 plugin = "waf",
-                event = "waf_match",
+                event = side.event("match"),
                 mode = self.mode.as_str(),
                 rule_ids = %ids,
+                upstream_status,
                 client_ip = %ctx.client_ip,
                 route,
                 request_id = %ctx.request_id,
-                "waf rules matched below the blocking threshold"
+                "waf {}rules matched below the blocking threshold",
+                if matches!(side, Side::Response(_)) { "response " } else { "" }
             );
             return Flow::Continue;
         }
         let score = verdict
             .anomaly_score
             .map_or_else(|| "-".to_string(), |s| s.to_string());
+        let (event, message) = match self.mode {
+            Mode::Block => ("block", "waf blocked"),
+            Mode::Detect => ("detect", "waf would have blocked"),
+        };
+        tracing::warn!(
+            target: "security",
+            plugin = "waf",
+            event = side.event(event),
+            mode = self.mode.as_str(),
+            rule_ids = %ids,
+            anomaly_score = %score,
+            upstream_status,
+            client_ip = %ctx.client_ip,
+            method = %ctx.method,
+            route,
+            request_id = %ctx.request_id,
+            "{message} {} {}{}",
+            side.article(),
+            side.what(),
+            if self.mode == Mode::Detect { " (detect mode)" } else { "" }
+        );
         match self.mode {
-            Mode::Block => {
-                tracing::warn!(
-                    target: "security",
-                plugin = "waf",
-                    event = "waf_block",
-                    mode = "block",
-                    rule_ids = %ids,
-                    anomaly_score = %score,
-                    client_ip = %ctx.client_ip,
-                    method = %ctx.method,
-                    route,
-                    request_id = %ctx.request_id,
-                    "waf blocked a request"
-                );
-                Self::forbidden()
-            }
-            Mode::Detect => {
-                tracing::warn!(
-                    target: "security",
-                plugin = "waf",
-                    event = "waf_detect",
-                    mode = "detect",
-                    rule_ids = %ids,
-                    anomaly_score = %score,
-                    client_ip = %ctx.client_ip,
-                    method = %ctx.method,
-                    route,
-                    request_id = %ctx.request_id,
-                    "waf would have blocked a request (detect mode)"
-                );
-                Flow::Continue
-            }
+            Mode::Block => side.refusal(),
+            Mode::Detect => Flow::Continue,
         }
     }
 
@@ -415,7 +405,7 @@ impl Waf {
         }
         let view = match (cached, view) {
             // Seen before with identical bytes: same verdict, no transaction, no thread hop.
-            (Some(verdict), _) => return self.decide(ctx, &verdict),
+            (Some(verdict), _) => return self.decide(ctx, &verdict, Side::Request),
             (None, Some(view)) => view,
             (None, None) => with_request(ctx, body.as_deref(), RequestView::of),
         };
@@ -427,26 +417,27 @@ impl Waf {
         })
         .await;
         match result {
-            Ok(Ok(verdict)) => self.decide(ctx, &verdict),
-            Ok(Err(e)) => self.failed(ctx, &e.to_string()),
-            Err(e) => self.failed(ctx, &e.to_string()),
+            Ok(Ok(verdict)) => self.decide(ctx, &verdict, Side::Request),
+            Ok(Err(e)) => self.failed(ctx, &e.to_string(), Side::Request),
+            Err(e) => self.failed(ctx, &e.to_string(), Side::Request),
         }
     }
 
-    /// The engine could not inspect the request: fail closed when enforcing.
-    fn failed(&self, ctx: &Ctx, error: &str) -> Flow {
+    /// The engine could not inspect: fail closed when enforcing.
+    fn failed(&self, ctx: &Ctx, error: &str, side: Side) -> Flow {
         tracing::error!(
             target: "security",
-                plugin = "waf",
-            event = "waf_error",
+            plugin = "waf",
+            event = side.event("error"),
             mode = self.mode.as_str(),
             error,
             client_ip = %ctx.client_ip,
             request_id = %ctx.request_id,
-            "waf could not inspect a request"
+            "waf could not inspect a {}",
+            side.noun()
         );
         match self.mode {
-            Mode::Block => Self::forbidden(),
+            Mode::Block => side.refusal(),
             Mode::Detect => Flow::Continue,
         }
     }
@@ -498,99 +489,66 @@ impl Waf {
         })
         .await;
         match result {
-            Ok(Ok(verdict)) => self.decide_response(ctx, &verdict, status),
-            Ok(Err(e)) => self.failed_response(ctx, &e.to_string()),
-            Err(e) => self.failed_response(ctx, &e.to_string()),
+            Ok(Ok(verdict)) => self.decide(ctx, &verdict, Side::Response(status)),
+            Ok(Err(e)) => self.failed(ctx, &e.to_string(), Side::Response(status)),
+            Err(e) => self.failed(ctx, &e.to_string(), Side::Response(status)),
+        }
+    }
+}
+
+/// Which transaction a verdict came from: its event names, log wording and refusal.
+#[derive(Debug, Clone, Copy)]
+enum Side {
+    Request,
+    /// With the upstream's status.
+    Response(u16),
+}
+
+impl Side {
+    /// `waf_<what>` for a request, `waf_response_<what>` for a response.
+    fn event(self, what: &str) -> String {
+        match self {
+            Side::Request => format!("waf_{what}"),
+            Side::Response(_) => format!("waf_response_{what}"),
         }
     }
 
-    fn invalid_response() -> Flow {
-        Flow::Respond(Response::message(StatusCode::BAD_GATEWAY, INVALID_RESPONSE))
+    fn noun(self) -> &'static str {
+        match self {
+            Side::Request => "request",
+            Side::Response(_) => "response",
+        }
     }
 
-    /// Logs the security event for a response verdict that matched rules, and decides.
-    fn decide_response(&self, ctx: &Ctx, verdict: &Verdict, upstream_status: u16) -> Flow {
-        if verdict.rule_ids.is_empty() {
-            return Flow::Continue;
+    fn article(self) -> &'static str {
+        match self {
+            Side::Request => "a",
+            Side::Response(_) => "an",
         }
-        let ids = verdict
-            .rule_ids
-            .iter()
-            .map(u32::to_string)
-            .collect::<Vec<_>>()
-            .join(",");
-        let route = ctx.route_name.as_deref().unwrap_or("-");
-        if !verdict.blocked {
-            tracing::debug!(
-                target: "security",
-                plugin = "waf",
-                event = "waf_response_match",
-                mode = self.mode.as_str(),
-                rule_ids = %ids,
-                upstream_status,
-                client_ip = %ctx.client_ip,
-                route,
-                request_id = %ctx.request_id,
-                "waf response rules matched below the blocking threshold"
-            );
-            return Flow::Continue;
+    }
+
+    fn what(self) -> &'static str {
+        match self {
+            Side::Request => "request",
+            Side::Response(_) => "upstream response",
         }
-        let score = verdict
-            .anomaly_score
-            .map_or_else(|| "-".to_string(), |s| s.to_string());
-        match self.mode {
-            Mode::Block => {
-                tracing::warn!(
-                    target: "security",
-                    plugin = "waf",
-                    event = "waf_response_block",
-                    mode = "block",
-                    rule_ids = %ids,
-                    anomaly_score = %score,
-                    upstream_status,
-                    client_ip = %ctx.client_ip,
-                    method = %ctx.method,
-                    route,
-                    request_id = %ctx.request_id,
-                    "waf blocked an upstream response"
-                );
-                Self::invalid_response()
+    }
+
+    /// Recorded only for responses (`None` adds no field).
+    fn upstream_status(self) -> Option<u16> {
+        match self {
+            Side::Request => None,
+            Side::Response(s) => Some(s),
+        }
+    }
+
+    /// What the client gets when enforcing: 403 for a request, Kong's 502 for a response.
+    fn refusal(self) -> Flow {
+        match self {
+            Side::Request => Flow::Respond(Response::message(StatusCode::FORBIDDEN, "Forbidden")),
+            Side::Response(_) => {
+                Flow::Respond(Response::message(StatusCode::BAD_GATEWAY, INVALID_RESPONSE))
             }
-            Mode::Detect => {
-                tracing::warn!(
-                    target: "security",
-                    plugin = "waf",
-                    event = "waf_response_detect",
-                    mode = "detect",
-                    rule_ids = %ids,
-                    anomaly_score = %score,
-                    upstream_status,
-                    client_ip = %ctx.client_ip,
-                    method = %ctx.method,
-                    route,
-                    request_id = %ctx.request_id,
-                    "waf would have blocked an upstream response (detect mode)"
-                );
-                Flow::Continue
-            }
-        }
-    }
-
-    /// The engine could not inspect the response: fail closed when enforcing.
-    fn failed_response(&self, ctx: &Ctx, error: &str) -> Flow {
-        tracing::error!(
-            target: "security",
-            plugin = "waf",
-            event = "waf_response_error",
-            mode = self.mode.as_str(),
-            error,
-            client_ip = %ctx.client_ip,
-            request_id = %ctx.request_id,
-            "waf could not inspect a response"
-        );
-        match self.mode {
-            Mode::Block => Self::invalid_response(),
-            Mode::Detect => Flow::Continue,
         }
     }
 }
