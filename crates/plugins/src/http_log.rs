@@ -6,7 +6,6 @@
 //! JSON array otherwise, and a collector status of 400 or more counts as a failure (retried).
 //! Unlike Kong, `https` endpoints are verified against the webpki roots.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine;
@@ -15,17 +14,14 @@ use portcullis_config::{Errors, Obj};
 use reqwest::Url;
 use serde_json::Value;
 
-use crate::sink::{self, CustomFields, Deliver, QueueConfig, Sink};
-use crate::{LogEntry, Plugin};
+use crate::sink::{self, CustomFields, Deliver, QueueConfig, Sink, SinkLog};
 
 /// Largest collector answer read (and discarded) so the connection can be reused.
 const MAX_ANSWER: usize = 64 * 1024;
 
-/// A compiled `http-log` instance.
-pub struct HttpLog {
-    sink: Arc<Sink>,
-    custom: CustomFields,
-}
+/// The `http-log` plugin: its config is checked and its sink started by [`HttpLog::build`];
+/// instances are [`SinkLog`]s.
+pub struct HttpLog;
 
 struct Collector {
     client: reqwest::Client,
@@ -79,22 +75,9 @@ impl Deliver for Collector {
 }
 
 fn client(timeout: Duration, keepalive: Duration) -> Result<reqwest::Client, String> {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(|e| e.to_string())?
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    reqwest::Client::builder()
-        .use_preconfigured_tls(tls)
-        .redirect(reqwest::redirect::Policy::none())
-        .timeout(timeout)
+    sink::outbound_client(Vec::new(), timeout)?
         .connect_timeout(timeout)
         .pool_idle_timeout(keepalive)
-        .no_proxy()
         .user_agent("portcullis-http-log")
         .build()
         .map_err(|e| e.to_string())
@@ -103,7 +86,7 @@ fn client(timeout: Duration, keepalive: Duration) -> Result<reqwest::Client, Str
 impl HttpLog {
     /// Validates the config; when `start` (a real config load, not a schema check), starts or
     /// shares the delivery queue for this endpoint.
-    pub fn build(config: &Value, path: &str, errs: &mut Errors, start: bool) -> Option<HttpLog> {
+    pub fn build(config: &Value, path: &str, errs: &mut Errors, start: bool) -> Option<SinkLog> {
         let before = errs.len();
         let mut o = Obj::open(config, path, errs)?;
         let endpoint_path = o.field_path("http_endpoint");
@@ -172,10 +155,7 @@ impl HttpLog {
         }
         let mut url = url?;
         if !start {
-            return Some(HttpLog {
-                sink: Arc::new(Sink::disabled()),
-                custom,
-            });
+            return Some(SinkLog::unstarted("http-log", custom));
         }
         // Kong: user info in the endpoint becomes Basic authentication (and wins).
         if !url.username().is_empty() {
@@ -215,27 +195,7 @@ impl HttpLog {
             };
             Sink::start("http-log", dest, queue, None, collector).map_err(|e| e.to_string())
         });
-        match shared {
-            Ok(sink) => Some(HttpLog { sink, custom }),
-            Err(e) => {
-                errs.push(path, format!("cannot start: {e}"));
-                None
-            }
-        }
-    }
-}
-
-impl Plugin for HttpLog {
-    fn name(&self) -> &'static str {
-        "http-log"
-    }
-
-    fn has_log(&self) -> bool {
-        true
-    }
-
-    fn log(&self, entry: &LogEntry) {
-        self.sink.push(self.custom.serialize(entry));
+        SinkLog::started("http-log", shared, custom, path, errs)
     }
 }
 

@@ -26,6 +26,33 @@ use tokio::sync::mpsc::{self, error::TryRecvError, error::TrySendError};
 use tokio::sync::Semaphore;
 
 use crate::file_log::set_path;
+
+/// A client builder for the gateway's own outbound HTTPS calls (log collectors, OTLP, OpenID
+/// providers): rustls with ring, the webpki roots plus `extra_roots`, no redirects followed,
+/// no proxy taken from the environment, `timeout` for a whole call. Callers add what differs
+/// (connect timeout, idle pool timeout, user agent).
+pub(crate) fn outbound_client(
+    extra_roots: Vec<rustls_pki_types::CertificateDer<'static>>,
+    timeout: Duration,
+) -> Result<reqwest::ClientBuilder, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    for der in extra_roots {
+        roots.add(der).map_err(|e| format!("CA certificate: {e}"))?;
+    }
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| e.to_string())?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Ok(reqwest::Client::builder()
+        .use_preconfigured_tls(tls)
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(timeout)
+        .no_proxy())
+}
 use crate::LogEntry;
 
 /// Largest UDP payload over IPv4: entries above it cannot be sent as one datagram.
@@ -388,6 +415,62 @@ pub fn shared(
     let sink = Arc::new(start()?);
     map.insert(key, Arc::downgrade(&sink));
     Ok(sink)
+}
+
+/// The sink `shared` returned, or `None` with the start error reported at `path`.
+pub fn started(
+    shared: Result<Arc<Sink>, String>,
+    path: &str,
+    errs: &mut Errors,
+) -> Option<Arc<Sink>> {
+    shared
+        .map_err(|e| errs.push(path, format!("cannot start: {e}")))
+        .ok()
+}
+
+/// A log plugin that sends each entry in Kong's serialized format (with its custom fields)
+/// to a shared sink: `http-log`, `tcp-log` and `udp-log`.
+pub struct SinkLog {
+    name: &'static str,
+    pub(crate) sink: Arc<Sink>,
+    custom: CustomFields,
+}
+
+impl SinkLog {
+    /// An instance for a schema check: nothing is started.
+    pub(crate) fn unstarted(name: &'static str, custom: CustomFields) -> SinkLog {
+        SinkLog {
+            name,
+            sink: Arc::new(Sink::disabled()),
+            custom,
+        }
+    }
+
+    /// An instance on the sink `shared` returned (see [`started`]).
+    pub(crate) fn started(
+        name: &'static str,
+        shared: Result<Arc<Sink>, String>,
+        custom: CustomFields,
+        path: &str,
+        errs: &mut Errors,
+    ) -> Option<SinkLog> {
+        let sink = started(shared, path, errs)?;
+        Some(SinkLog { name, sink, custom })
+    }
+}
+
+impl crate::Plugin for SinkLog {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+
+    fn has_log(&self) -> bool {
+        true
+    }
+
+    fn log(&self, entry: &LogEntry) {
+        self.sink.push(self.custom.serialize(entry));
+    }
 }
 
 /// At most one message per second; counts what it held back.

@@ -224,16 +224,8 @@ impl Syslog {
             Sink::start("syslog", dest, datagram_queue(), Some(MAX_DATAGRAM), target)
                 .map_err(|e| e.to_string())
         });
-        match shared {
-            Ok(sink) => {
-                plugin.sink = sink;
-                Some(plugin)
-            }
-            Err(e) => {
-                errs.push(path, format!("cannot start: {e}"));
-                None
-            }
-        }
+        plugin.sink = sink::started(shared, path, errs)?;
+        Some(plugin)
     }
 
     /// The syslog line for `entry`, or `None` when its severity is below `log_level`.

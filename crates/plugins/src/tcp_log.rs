@@ -20,8 +20,7 @@ use tokio::sync::Mutex;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
-use crate::sink::{self, CustomFields, Deliver, QueueConfig, Sink};
-use crate::{LogEntry, Plugin};
+use crate::sink::{self, CustomFields, Deliver, QueueConfig, Sink, SinkLog};
 
 /// Queue of the stream sinks (tcp-log has no `queue` record in Kong).
 pub(crate) fn stream_queue() -> QueueConfig {
@@ -32,11 +31,9 @@ pub(crate) fn stream_queue() -> QueueConfig {
     }
 }
 
-/// A compiled `tcp-log` instance.
-pub struct TcpLog {
-    sink: Arc<Sink>,
-    custom: CustomFields,
-}
+/// The `tcp-log` plugin: its config is checked and its sink started by [`TcpLog::build`];
+/// instances are [`SinkLog`]s.
+pub struct TcpLog;
 
 enum Conn {
     Plain(TcpStream),
@@ -163,7 +160,7 @@ pub(crate) fn host_port(o: &mut Obj<'_>, errs: &mut Errors) -> (Option<String>, 
 
 impl TcpLog {
     /// Validates the config; when `start`, starts or shares the connection's queue.
-    pub fn build(config: &Value, path: &str, errs: &mut Errors, start: bool) -> Option<TcpLog> {
+    pub fn build(config: &Value, path: &str, errs: &mut Errors, start: bool) -> Option<SinkLog> {
         let before = errs.len();
         let mut o = Obj::open(config, path, errs)?;
         let (host, port) = host_port(&mut o, errs);
@@ -182,10 +179,7 @@ impl TcpLog {
         }
         let (host, port) = (host?, port?);
         if !start {
-            return Some(TcpLog {
-                sink: Arc::new(Sink::disabled()),
-                custom,
-            });
+            return Some(SinkLog::unstarted("tcp-log", custom));
         }
         let name = sni.clone().unwrap_or_else(|| {
             host.trim_start_matches('[')
@@ -213,27 +207,7 @@ impl TcpLog {
             };
             Sink::start("tcp-log", dest, stream_queue(), None, target).map_err(|e| e.to_string())
         });
-        match shared {
-            Ok(sink) => Some(TcpLog { sink, custom }),
-            Err(e) => {
-                errs.push(path, format!("cannot start: {e}"));
-                None
-            }
-        }
-    }
-}
-
-impl Plugin for TcpLog {
-    fn name(&self) -> &'static str {
-        "tcp-log"
-    }
-
-    fn has_log(&self) -> bool {
-        true
-    }
-
-    fn log(&self, entry: &LogEntry) {
-        self.sink.push(self.custom.serialize(entry));
+        SinkLog::started("tcp-log", shared, custom, path, errs)
     }
 }
 

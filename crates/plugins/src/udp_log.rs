@@ -5,7 +5,6 @@
 //! invalid JSON. Send errors are retried briefly (1 s), then the entries are counted as lost.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use portcullis_config::{Errors, Obj};
@@ -13,9 +12,8 @@ use serde_json::Value;
 use tokio::net::UdpSocket;
 use tokio::sync::Mutex;
 
-use crate::sink::{self, CustomFields, Deliver, QueueConfig, Sink, MAX_DATAGRAM};
+use crate::sink::{self, CustomFields, Deliver, QueueConfig, Sink, SinkLog, MAX_DATAGRAM};
 use crate::tcp_log::host_port;
-use crate::{LogEntry, Plugin};
 
 /// Queue of the datagram sinks: no waiting for batches, short retries.
 pub(crate) fn datagram_queue() -> QueueConfig {
@@ -27,11 +25,9 @@ pub(crate) fn datagram_queue() -> QueueConfig {
     }
 }
 
-/// A compiled `udp-log` instance.
-pub struct UdpLog {
-    sink: Arc<Sink>,
-    custom: CustomFields,
-}
+/// The `udp-log` plugin: its config is checked and its sink started by [`UdpLog::build`];
+/// instances are [`SinkLog`]s.
+pub struct UdpLog;
 
 /// A UDP destination, resolved and connected on first use (again after an error).
 pub(crate) struct UdpTarget {
@@ -84,7 +80,7 @@ impl Deliver for UdpTarget {
 
 impl UdpLog {
     /// Validates the config; when `start`, starts or shares the destination's queue.
-    pub fn build(config: &Value, path: &str, errs: &mut Errors, start: bool) -> Option<UdpLog> {
+    pub fn build(config: &Value, path: &str, errs: &mut Errors, start: bool) -> Option<SinkLog> {
         let before = errs.len();
         let mut o = Obj::open(config, path, errs)?;
         let (host, port) = host_port(&mut o, errs);
@@ -96,10 +92,7 @@ impl UdpLog {
         }
         let (host, port) = (host?, port?);
         if !start {
-            return Some(UdpLog {
-                sink: Arc::new(Sink::disabled()),
-                custom,
-            });
+            return Some(SinkLog::unstarted("udp-log", custom));
         }
         let dest = format!("{host}:{port}");
         let shared = sink::shared(format!("udp-log {config}"), || {
@@ -121,33 +114,14 @@ impl UdpLog {
             )
             .map_err(|e| e.to_string())
         });
-        match shared {
-            Ok(sink) => Some(UdpLog { sink, custom }),
-            Err(e) => {
-                errs.push(path, format!("cannot start: {e}"));
-                None
-            }
-        }
-    }
-}
-
-impl Plugin for UdpLog {
-    fn name(&self) -> &'static str {
-        "udp-log"
-    }
-
-    fn has_log(&self) -> bool {
-        true
-    }
-
-    fn log(&self, entry: &LogEntry) {
-        self.sink.push(self.custom.serialize(entry));
+        SinkLog::started("udp-log", shared, custom, path, errs)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::{LogEntry, Plugin};
     use serde_json::json;
 
     #[test]

@@ -206,28 +206,16 @@ impl Provider {
     }
 
     fn build_client(&self) -> Result<reqwest::Client, String> {
-        let mut roots = rustls::RootCertStore::empty();
-        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+        let mut cas = Vec::new();
         for pem in &self.ca_pems {
-            for der in parse_pem_certs(pem)? {
-                roots
-                    .add(rustls_pki_types::CertificateDer::from(der))
-                    .map_err(|e| format!("CA certificate: {e}"))?;
-            }
+            cas.extend(
+                parse_pem_certs(pem)?
+                    .into_iter()
+                    .map(rustls_pki_types::CertificateDer::from),
+            );
         }
-        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-        reqwest::Client::builder()
-            .use_preconfigured_tls(tls)
-            .redirect(reqwest::redirect::Policy::none())
-            .timeout(self.timeout)
+        crate::sink::outbound_client(cas, self.timeout)?
             .connect_timeout(self.timeout)
-            .no_proxy()
             .user_agent("portcullis-openid-connect")
             .build()
             .map_err(|e| e.to_string())
