@@ -17,12 +17,8 @@ cd "$(dirname "$0")/.."
 DUR=${1:-10}
 ROUNDS=${2:-3}
 CONNS=${3:-50}
-for tool in nginx wrk taskset curl; do
-  command -v "$tool" >/dev/null || { echo "FATAL: $tool not installed (apt install nginx-light wrk util-linux curl)" >&2; exit 1; }
-done
-NCPU=$(nproc)
-PROXY_CPU=0
-LOAD_CPU=$(( NCPU > 1 ? 1 : 0 ))
+. bench/lib.sh
+require_tools nginx wrk taskset curl
 [ -n "${BIN:-}" ] || cargo build --release -q -p portcullis
 BIN=${BIN:-./target/release/portcullis}
 OUT=bench/out-plugins
@@ -32,42 +28,7 @@ ORIGIN_PORT=18180
 NGINX_PORT=18181
 PC_PORT=18182
 
-cat > "$OUT/origin.conf" <<CONF
-worker_processes 1;
-pid $PWD/$OUT/origin.pid;
-error_log $PWD/$OUT/origin.err warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  keepalive_requests 1000000;
-  server {
-    listen 127.0.0.1:$ORIGIN_PORT reuseport backlog=4096;
-    location / { return 200 "hello from origin\n"; }
-  }
-}
-CONF
-cat > "$OUT/nginx-proxy.conf" <<CONF
-worker_processes 1;
-pid $PWD/$OUT/nginx-proxy.pid;
-error_log $PWD/$OUT/nginx-proxy.err warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  keepalive_requests 1000000;
-  upstream origin { server 127.0.0.1:$ORIGIN_PORT; keepalive 128; }
-  server {
-    listen 127.0.0.1:$NGINX_PORT backlog=4096;
-    location / {
-      proxy_pass http://origin;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-      proxy_set_header Host \$host;
-      proxy_set_header X-Real-IP \$remote_addr;
-      proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
-    }
-  }
-}
-CONF
+write_configs "$OUT" "$ORIGIN_PORT" "$NGINX_PORT"
 cat > "$OUT/kong.yml" <<CONF
 _format_version: "3.0"
 consumers:
@@ -105,19 +66,8 @@ services:
           - name: waf
             config: {paranoia_level: 1, verdict_cache_size: 0}
 CONF
-cat > "$OUT/portcullis.toml" <<CONF
-log_format = "json"
-log_level = "warn"
-access_log = "off"
-CONF
-
-cleanup() {
-  for p in "$OUT"/*.pid; do [ -f "$p" ] && kill "$(cat "$p")" 2>/dev/null || true; done
-  [ -n "${PC_PID:-}" ] && kill "$PC_PID" 2>/dev/null || true
-}
 trap cleanup EXIT
-taskset -c "$LOAD_CPU" nginx -c "$PWD/$OUT/origin.conf" -p "$PWD/$OUT"
-taskset -c "$PROXY_CPU" nginx -c "$PWD/$OUT/nginx-proxy.conf" -p "$PWD/$OUT"
+start_nginx
 taskset -c "$PROXY_CPU" "$BIN" start --config "$OUT/kong.yml" --settings "$OUT/portcullis.toml" \
   --proxy-listen 127.0.0.1:$PC_PORT --proxy-tls-listen 127.0.0.1:18543 --admin-listen 127.0.0.1:18101 --workers 1 \
   2> "$OUT/portcullis.log" &
@@ -129,12 +79,7 @@ for path in /plain /four /waf /wafcold; do
   [ "$code" = 200 ] || { echo "FATAL: $path answered $code" >&2; cat "$OUT/portcullis.log" >&2; exit 1; }
 done
 
-# CPU time (user+system, clock ticks) used so far by a process and all its threads: the
-# steadiest measure on a shared 2-core VM, where wrk and the origin compete for CPU 1.
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-TICK_HZ=$(getconf CLK_TCK)
 NGINX_WORKER=$(pgrep -P "$(cat "$OUT/nginx-proxy.pid")" | head -1)
-to_ms() { awk '{v=$1; if (v ~ /us$/) {sub(/us$/,"",v); v=v/1000} else if (v ~ /ms$/) {sub(/ms$/,"",v)} else if (v ~ /s$/) {sub(/s$/,"",v); v=v*1000}; printf "%.3f", v}'; }
 run() { # name url pid
   local out rps p99 errs c0 c1 reqs cpu_us
   c0=$(cpu_ticks "$3")

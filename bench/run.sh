@@ -12,12 +12,8 @@ cd "$(dirname "$0")/.."
 DUR=${1:-10}
 ROUNDS=${2:-3}
 CONNS=${3:-50}
-for tool in nginx wrk taskset; do
-  command -v "$tool" >/dev/null || { echo "FATAL: $tool not installed (apt install nginx-light wrk util-linux)" >&2; exit 1; }
-done
-NCPU=$(nproc)
-PROXY_CPU=0
-LOAD_CPU=$(( NCPU > 1 ? 1 : 0 ))
+. bench/lib.sh
+require_tools nginx wrk taskset curl
 
 [ -n "${BIN:-}" ] || cargo build --release -q -p portcullis
 BIN=${BIN:-./target/release/portcullis}
@@ -29,43 +25,7 @@ ORIGIN_PORT=18080
 NGINX_PORT=18081
 PC_PORT=18082
 
-cat > "$OUT/origin.conf" <<CONF
-worker_processes 1;
-pid $PWD/$OUT/origin.pid;
-error_log $PWD/$OUT/origin.err warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  keepalive_requests 1000000;
-  server {
-    listen 127.0.0.1:$ORIGIN_PORT reuseport backlog=4096;
-    location / { return 200 "hello from origin\n"; }
-  }
-}
-CONF
-
-cat > "$OUT/nginx-proxy.conf" <<CONF
-worker_processes 1;
-pid $PWD/$OUT/nginx-proxy.pid;
-error_log $PWD/$OUT/nginx-proxy.err warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  keepalive_requests 1000000;
-  upstream origin { server 127.0.0.1:$ORIGIN_PORT; keepalive 128; }
-  server {
-    listen 127.0.0.1:$NGINX_PORT backlog=4096;
-    location / {
-      proxy_pass http://origin;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-      proxy_set_header Host \$host;
-      proxy_set_header X-Real-IP \$remote_addr;
-      proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
-    }
-  }
-}
-CONF
+write_configs "$OUT" "$ORIGIN_PORT" "$NGINX_PORT"
 
 cat > "$OUT/kong.yml" <<CONF
 _format_version: "3.0"
@@ -76,21 +36,9 @@ services:
       - name: all
         paths: ["/"]
 CONF
-# Access logs off on both sides (nginx: access_log off), so the comparison is the proxy path.
-cat > "$OUT/portcullis.toml" <<CONF
-log_format = "json"
-log_level = "warn"
-access_log = "off"
-CONF
-
-cleanup() {
-  for p in "$OUT"/*.pid; do [ -f "$p" ] && kill "$(cat "$p")" 2>/dev/null || true; done
-  [ -n "${PC_PID:-}" ] && kill "$PC_PID" 2>/dev/null || true
-}
 trap cleanup EXIT
 
-taskset -c "$LOAD_CPU" nginx -c "$PWD/$OUT/origin.conf" -p "$PWD/$OUT"
-taskset -c "$PROXY_CPU" nginx -c "$PWD/$OUT/nginx-proxy.conf" -p "$PWD/$OUT"
+start_nginx
 taskset -c "$PROXY_CPU" "$BIN" start --config "$OUT/kong.yml" --settings "$OUT/portcullis.toml" \
   --proxy-listen 127.0.0.1:$PC_PORT --proxy-tls-listen 127.0.0.1:18443 --admin-listen 127.0.0.1:18001 --workers 1 \
   2> "$OUT/portcullis.log" &
@@ -99,13 +47,8 @@ for _ in $(seq 1 100); do curl -sf -o /dev/null http://127.0.0.1:18001/status &&
 curl -sf -o /dev/null "http://127.0.0.1:$NGINX_PORT/" || { echo "nginx proxy not answering" >&2; exit 1; }
 curl -sf -o /dev/null "http://127.0.0.1:$PC_PORT/" || { echo "portcullis not answering" >&2; cat "$OUT/portcullis.log"; exit 1; }
 
-# CPU time (user+system, in clock ticks) used so far by a process and all its threads.
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-TICK_HZ=$(getconf CLK_TCK)
 NGINX_WORKER=$(pgrep -P "$(cat "$OUT/nginx-proxy.pid")" | head -1)
 
-# wrk prints latency percentiles with units; normalise to milliseconds.
-to_ms() { awk '{v=$1; if (v ~ /us$/) {sub(/us$/,"",v); v=v/1000} else if (v ~ /ms$/) {sub(/ms$/,"",v)} else if (v ~ /s$/) {sub(/s$/,"",v); v=v*1000}; printf "%.3f", v}'; }
 run() { # name port pid
   local out c0 c1
   c0=$(cpu_ticks "$3")
