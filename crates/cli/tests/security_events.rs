@@ -6,50 +6,15 @@
 
 mod common;
 
-use std::convert::Infallible;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::Bytes;
 use common::*;
-use http_body_util::{BodyExt, Full};
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
 use serde_json::Value;
 
 /// An HTTP receiver that keeps every JSON body POSTed to it.
-async fn webhook() -> (u16, Arc<Mutex<Vec<Value>>>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let got = Arc::new(Mutex::new(Vec::new()));
-    let store = got.clone();
-    tokio::spawn(async move {
-        loop {
-            let Ok((s, _)) = listener.accept().await else {
-                break;
-            };
-            let store = store.clone();
-            tokio::spawn(async move {
-                let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                    let store = store.clone();
-                    async move {
-                        let b = req.into_body().collect().await.unwrap().to_bytes();
-                        store
-                            .lock()
-                            .unwrap()
-                            .push(serde_json::from_slice(&b).unwrap());
-                        Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::from_static(
-                            b"ok",
-                        ))))
-                    }
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(s), svc)
-                    .await;
-            });
-        }
-    });
-    (port, got)
+async fn webhook() -> (u16, Received<Value>) {
+    let (addr, got) = receiver(|_, body| serde_json::from_slice(&body).unwrap()).await;
+    (addr.port(), got)
 }
 
 #[tokio::test]

@@ -5,57 +5,29 @@
 
 mod common;
 
-use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::Bytes;
 use common::*;
-use http_body_util::{BodyExt, Full};
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::trace::v1::Span;
 use prost::Message;
 
 /// An OTLP/HTTP receiver keeping every decoded export request (and its content type).
-async fn collector() -> (String, Arc<Mutex<Vec<(String, ExportTraceServiceRequest)>>>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/v1/traces", listener.local_addr().unwrap());
-    let got = Arc::new(Mutex::new(Vec::new()));
-    let store = got.clone();
-    tokio::spawn(async move {
-        loop {
-            let Ok((s, _)) = listener.accept().await else {
-                break;
-            };
-            let store = store.clone();
-            tokio::spawn(async move {
-                let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                    let store = store.clone();
-                    async move {
-                        let ct = req
-                            .headers()
-                            .get("content-type")
-                            .map(|v| v.to_str().unwrap().to_string())
-                            .unwrap_or_default();
-                        let auth = req.headers().get("x-collector-token").is_some();
-                        let b = req.into_body().collect().await.unwrap().to_bytes();
-                        let decoded = ExportTraceServiceRequest::decode(b).unwrap();
-                        store
-                            .lock()
-                            .unwrap()
-                            .push((format!("{ct}|{auth}"), decoded));
-                        Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::new())))
-                    }
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(s), svc)
-                    .await;
-            });
-        }
-    });
-    (url, got)
+async fn collector() -> (String, Received<(String, ExportTraceServiceRequest)>) {
+    let (addr, got) = receiver(|headers, body| {
+        let ct = headers
+            .get("content-type")
+            .map(|v| v.to_str().unwrap().to_string())
+            .unwrap_or_default();
+        let auth = headers.get("x-collector-token").is_some();
+        (
+            format!("{ct}|{auth}"),
+            ExportTraceServiceRequest::decode(body).unwrap(),
+        )
+    })
+    .await;
+    (format!("http://{addr}/v1/traces"), got)
 }
 
 fn spans(got: &Arc<Mutex<Vec<(String, ExportTraceServiceRequest)>>>) -> Vec<Span> {

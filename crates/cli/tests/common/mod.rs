@@ -25,6 +25,41 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
+/// What a [`receiver`] keeps: `decode(headers, body)` of every request, in arrival order.
+pub type Received<T> = Arc<std::sync::Mutex<Vec<T>>>;
+
+/// An HTTP/1 receiver on 127.0.0.1 (a webhook, a log or trace collector) that answers every
+/// request 200 with an empty body and keeps what `decode` makes of it.
+pub async fn receiver<T: Send + 'static>(
+    decode: impl Fn(&hyper::HeaderMap, Bytes) -> T + Send + Sync + 'static,
+) -> (SocketAddr, Received<T>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let got: Received<T> = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let store = got.clone();
+    let decode = Arc::new(decode);
+    tokio::spawn(async move {
+        while let Ok((s, _)) = listener.accept().await {
+            let (store, decode) = (store.clone(), decode.clone());
+            tokio::spawn(async move {
+                let svc = service_fn(move |req: Request<Incoming>| {
+                    let (store, decode) = (store.clone(), decode.clone());
+                    async move {
+                        let headers = req.headers().clone();
+                        let body = req.into_body().collect().await.unwrap().to_bytes();
+                        store.lock().unwrap().push(decode(&headers, body));
+                        Ok::<_, Infallible>(Response::new(Full::new(Bytes::new())))
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(s), svc)
+                    .await;
+            });
+        }
+    });
+    (addr, got)
+}
+
 /// An origin server that answers every request with a JSON echo of what it received.
 ///
 /// Special paths: `/status/<code>` answers that status, `/delay/<ms>` sleeps first,
