@@ -117,12 +117,7 @@ impl RequestView {
         RequestView {
             method: req.method.to_string(),
             target: req.uri.to_string(),
-            version: match req.version {
-                "1.0" => "1.0",
-                "2.0" => "2.0",
-                "3.0" => "3.0",
-                _ => "1.1",
-            },
+            version: req.version,
             headers: req
                 .headers
                 .iter()

@@ -173,7 +173,7 @@ pub struct Request<'a> {
     /// Request target as sent: path and query (`/a?b=c`).
     pub uri: &'a str,
     /// HTTP version without the `HTTP/` prefix: `1.0`, `1.1`, `2.0`.
-    pub version: &'a str,
+    pub version: &'static str,
     /// Request headers in order.
     pub headers: Vec<(&'a [u8], &'a [u8])>,
     /// The request body, if it is to be inspected (only the first `body_limit` bytes are).
