@@ -63,6 +63,12 @@ pub struct Ctx {
 }
 
 impl Ctx {
+    /// Is `value` the id the gateway generated for this request (set in its request-id header
+    /// before the plugins run)? Plugins that judge what the client sent skip that header.
+    pub fn is_own_request_id(&self, value: &http::HeaderValue) -> bool {
+        !self.request_id.is_empty() && value.as_bytes() == self.request_id.as_bytes()
+    }
+
     /// A context for a request; the proxy fills route and service after matching.
     pub fn new(
         method: Method,

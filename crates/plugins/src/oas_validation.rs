@@ -629,7 +629,7 @@ impl OasValidation {
                 let ours = ctx
                     .headers
                     .get(name)
-                    .is_some_and(|v| !ctx.request_id.is_empty() && v == ctx.request_id.as_str());
+                    .is_some_and(|v| ctx.is_own_request_id(v));
                 if !declared && !ours && !self.allowed_headers.iter().any(|a| a == n) {
                     return Step::Done(self.fail(
                         &format!("validation failed with error: header parameter '{n}' does not exist in specification"),

@@ -81,7 +81,7 @@ fn with_request<R>(ctx: &Ctx, body: Option<&[u8]>, f: impl FnOnce(&Request<'_>) 
     let mut headers: Vec<(&[u8], &[u8])> = ctx
         .headers
         .iter()
-        .filter(|(_, v)| v.as_bytes() != ctx.request_id.as_bytes())
+        .filter(|(_, v)| !ctx.is_own_request_id(v))
         .map(|(k, v)| (k.as_str().as_bytes(), v.as_bytes()))
         .collect();
     if !ctx.headers.contains_key(http::header::HOST) && !ctx.host.is_empty() {
