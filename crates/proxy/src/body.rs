@@ -13,6 +13,7 @@ use hyper::body::Incoming;
 
 use crate::access_log::AccessLog;
 use crate::balancer::Balancer;
+use crate::h1client::{H1Error, RawBody};
 
 /// Counts a request against a target's in-flight total until the response body ends.
 pub struct InFlight {
@@ -40,19 +41,56 @@ impl Drop for InFlight {
     }
 }
 
+/// An upstream response body as the connection delivers it.
+pub enum Rest {
+    /// From an HTTP/1 connection (see [`crate::h1client`]).
+    H1(RawBody),
+    /// From an HTTP/2 stream.
+    H2(Incoming),
+}
+
+impl Body for Rest {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        match self.get_mut() {
+            Rest::H1(b) => Pin::new(b).poll_frame(cx).map_err(BodyError::from),
+            Rest::H2(b) => Pin::new(b).poll_frame(cx).map_err(BodyError::from),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Rest::H1(b) => b.is_end_stream(),
+            Rest::H2(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Rest::H1(b) => b.size_hint(),
+            Rest::H2(b) => b.size_hint(),
+        }
+    }
+}
+
 /// An upstream response body whose first frames may already have been read (response
 /// inspection reads a prefix before anything is sent): those frames are sent first, then the
 /// rest of the stream.
 pub struct UpstreamBody {
     read: VecDeque<Frame<Bytes>>,
-    rest: Incoming,
+    rest: Rest,
     /// `rest` has ended (returned `None`) while reading ahead.
     ended: bool,
 }
 
 impl UpstreamBody {
     /// Nothing read ahead yet (no allocation).
-    pub fn new(rest: Incoming) -> UpstreamBody {
+    pub fn new(rest: Rest) -> UpstreamBody {
         UpstreamBody {
             read: VecDeque::new(),
             rest,
@@ -69,7 +107,7 @@ impl UpstreamBody {
 
     /// Reads ahead until at least `n` data bytes are held or the body ends. Returns the first
     /// (at most) `n` bytes and whether they are the whole body. What was read is still sent.
-    pub async fn peek(&mut self, n: usize) -> Result<(Bytes, bool), hyper::Error> {
+    pub async fn peek(&mut self, n: usize) -> Result<(Bytes, bool), BodyError> {
         let mut have = self.read_bytes();
         while have < n && !self.ended {
             if self.rest.is_end_stream() {
@@ -111,12 +149,12 @@ impl UpstreamBody {
 
 impl Body for UpstreamBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BodyError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let this = self.get_mut();
         if let Some(f) = this.read.pop_front() {
             return Poll::Ready(Some(Ok(f)));
@@ -193,6 +231,9 @@ pub enum BodyError {
     /// The peer's stream failed.
     #[error(transparent)]
     Hyper(#[from] hyper::Error),
+    /// An HTTP/1 upstream's response failed.
+    #[error(transparent)]
+    Upstream(#[from] H1Error),
     /// The body grew past its limit.
     #[error("body exceeds the size limit")]
     TooLarge,
@@ -235,7 +276,7 @@ impl Body for ProxyBody {
                         log.response_bytes += d.len() as u64;
                     }
                 }
-                polled.map_err(BodyError::from)
+                polled
             }
         }
     }

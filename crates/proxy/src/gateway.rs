@@ -33,7 +33,7 @@ pub struct Gateway {
     pub settings: Settings,
     current: ArcSwap<Snapshot>,
     /// Upstream keep-alive pool.
-    pub pool: Pool,
+    pub pool: Arc<Pool>,
     /// TLS certificate selection (its table follows the snapshot).
     pub resolver: Arc<SniResolver>,
     /// Counters for `/status`.
@@ -94,10 +94,10 @@ impl Gateway {
                 ))
             })
             .collect();
-        let pool = Pool::new(
+        let pool = Arc::new(Pool::new(
             settings.upstream_keepalive_pool_size,
             secs(settings.upstream_keepalive_idle_timeout),
-        );
+        ));
         let snap = Arc::new(snap);
         let gw = Arc::new(Gateway {
             settings,

@@ -19,14 +19,15 @@ use portcullis_router::{Headers, RequestInfo};
 
 use crate::access_log::{AccessLog, LogTail};
 use crate::balancer::Outcome;
-use crate::body::{InFlight, ProxyBody, UpstreamBody};
+use crate::body::{InFlight, ProxyBody, Rest, UpstreamBody};
 use crate::errors::{self, kong_error};
 use crate::gateway::Gateway;
 use crate::guard::UpgradeSignal;
+use crate::h1client::Home;
 use crate::path;
 use crate::settings::canonical;
 use crate::snapshot::{upstream_path, ChainEntry, CompiledRoute, CompiledService};
-use crate::upstream::{ConnectError, Endpoint};
+use crate::upstream::{send_h2, ConnectError, Endpoint, PoolKey, Sender};
 
 /// Facts about the client connection a request arrived on.
 pub struct ConnInfo {
@@ -57,17 +58,6 @@ impl Headers for HeaderView<'_> {
             .any(|v| v.to_str().map(&mut *pred).unwrap_or(false))
     }
 }
-
-/// Hop-by-hop headers never forwarded (RFC 9110 §7.6.1).
-const HOP_BY_HOP: [HeaderName; 7] = [
-    header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    HeaderName::from_static("proxy-connection"),
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
-    header::UPGRADE,
-];
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
@@ -106,23 +96,26 @@ fn request_id() -> String {
 
 fn hex_id(n: u128) -> String {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    (0..32)
-        .rev()
-        .map(|i| char::from(HEX[((n >> (4 * i)) & 0xf) as usize]))
-        .collect()
+    let mut digits = [0u8; 32];
+    for (i, d) in digits.iter_mut().enumerate() {
+        *d = HEX[((n >> (4 * (31 - i))) & 0xf) as usize];
+    }
+    std::str::from_utf8(&digits)
+        .map(str::to_owned)
+        .unwrap_or_default()
 }
 
 fn strip_fixed_hop_by_hop(h: &mut HeaderMap) {
     remove_where(h, is_hop_by_hop);
 }
 
-/// Is this (lower-case) name one of [`HOP_BY_HOP`]?
+/// Is this (lower-case) name a hop-by-hop header (RFC 9110 §7.6.1), never forwarded?
 fn is_hop_by_hop(name: &str) -> bool {
-    HOP_BY_HOP.iter().any(|n| n.as_str() == name)
+    crate::h1client::is_hop_by_hop(name.as_bytes())
 }
 
 /// Removes hop-by-hop headers, including every header named by `Connection`.
-fn strip_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool) {
+fn strip_hop_by_hop(h: &mut HeaderMap) {
     let named: Vec<HeaderName> = h
         .get_all(header::CONNECTION)
         .iter()
@@ -131,13 +124,9 @@ fn strip_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool) {
         .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
         .collect();
     for n in named {
-        if !(keep_upgrade && n == header::UPGRADE) {
-            h.remove(n);
-        }
+        h.remove(n);
     }
-    remove_where(h, |n| {
-        is_hop_by_hop(n) && !(keep_upgrade && (n == "upgrade" || n == "connection"))
-    });
+    remove_where(h, is_hop_by_hop);
 }
 
 fn is_websocket(req: &Request<Incoming>) -> bool {
@@ -162,11 +151,12 @@ fn is_websocket(req: &Request<Incoming>) -> bool {
 fn request_host(parts: &http::request::Parts, conn: &ConnInfo) -> Option<(String, u16)> {
     let default_port = conn.local.port();
     let raw = match parts.uri.authority() {
-        Some(a) => a.as_str().to_string(),
-        None => parts.headers.get(header::HOST)?.to_str().ok()?.to_string(),
+        Some(a) => a.as_str(),
+        None => parts.headers.get(header::HOST)?.to_str().ok()?,
     };
-    let (host, port) = portcullis_config::text::split_host_port(&raw)?;
-    Some((host.to_ascii_lowercase(), port.unwrap_or(default_port)))
+    let (mut host, port) = portcullis_config::text::split_host_port(raw)?;
+    host.make_ascii_lowercase();
+    Some((host, port.unwrap_or(default_port)))
 }
 
 /// The client address: the socket peer, unless the peer is a trusted proxy that forwarded one.
@@ -564,7 +554,7 @@ async fn proxy(
         log,
     )
     .await;
-    let (mut resp, target) = match result {
+    let (resp, target) = match result {
         Ok(r) => r,
         Err(_) if limit_tripped.load(Ordering::Relaxed) => return too_large(),
         Err(resp) => return resp,
@@ -604,23 +594,31 @@ async fn proxy(
     }
 
     let status = resp.status();
+    let (p, incoming) = resp.into_parts();
     if status == StatusCode::SWITCHING_PROTOCOLS {
-        if let (Some(client_up), Some(sig)) = (client_upgrade, conn.upgrade.clone()) {
-            let upstream_up = hyper::upgrade::on(&mut resp);
+        if let (Some(client_up), Some(sig), Rest::H1(raw)) =
+            (client_upgrade, conn.upgrade.clone(), incoming)
+        {
+            let Some(upstream_up) = raw.into_upgraded() else {
+                return errors::upstream_failure(errors::UpstreamFailure::Failed);
+            };
             sig.accept();
             tokio::spawn(tunnel(client_up, upstream_up));
-            let (p, _) = resp.into_parts();
             let mut out = Response::from_parts(p, ProxyBody::Empty);
             *out.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
             return out;
         }
+        // A 101 nobody asked for cannot be relayed.
+        return errors::upstream_failure(errors::UpstreamFailure::Failed);
     }
-    let (p, incoming) = resp.into_parts();
     let mut head = ResponseHead {
         status: p.status,
         headers: p.headers,
     };
-    strip_hop_by_hop(&mut head.headers, false);
+    if let Rest::H2(_) = incoming {
+        // (An HTTP/1 response lost its hop-by-hop headers while it was parsed.)
+        strip_hop_by_hop(&mut head.headers);
+    }
     let mut incoming = UpstreamBody::new(incoming);
     let read_timeout = Duration::from_millis(service.service.read_timeout);
     match inspect_response(
@@ -698,17 +696,17 @@ async fn proxy(
 }
 
 /// Headers that advertise the upstream's software.
-const FINGERPRINT_HEADERS: [HeaderName; 4] = [
-    header::SERVER,
-    HeaderName::from_static("x-powered-by"),
-    HeaderName::from_static("x-aspnet-version"),
-    HeaderName::from_static("x-aspnetmvc-version"),
-];
+fn is_fingerprint(name: &str) -> bool {
+    matches!(
+        name,
+        "server" | "x-powered-by" | "x-aspnet-version" | "x-aspnetmvc-version"
+    )
+}
 
 /// Response hardening: no software fingerprints, and the configured security headers.
 fn harden(gw: &Gateway, h: &mut HeaderMap) {
     if gw.settings.response_hardening {
-        remove_where(h, |n| FINGERPRINT_HEADERS.iter().any(|f| f.as_str() == n));
+        remove_where(h, is_fingerprint);
     }
     for (k, v) in &gw.security_headers {
         if !h.contains_key(k) {
@@ -1202,19 +1200,107 @@ fn idempotent(m: &Method) -> bool {
     )
 }
 
-/// Builds the request for one attempt.
+/// What one attempt sends: the target, and the headers the gateway sets over the client's
+/// (computed once; written straight into an HTTP/1 head, or applied to a copy of the
+/// client's header map for HTTP/2).
+struct Outgoing {
+    /// Path and query (origin form), validated.
+    path_and_query: http::uri::PathAndQuery,
+    /// `scheme://authority` for HTTP/2, where the host travels as `:authority`.
+    h2_authority: Option<String>,
+    /// Headers set (`Some`) or removed (`None`) by the gateway; every other client header
+    /// passes unless it is hop-by-hop.
+    overrides: Vec<(&'static HeaderName, Option<HeaderValue>)>,
+}
+
+impl Outgoing {
+    fn overrides(&self, name: &HeaderName) -> bool {
+        self.overrides.iter().any(|(n, _)| *n == name)
+    }
+
+    /// The HTTP/1.1 request head (without its final empty line and without body framing,
+    /// which [`crate::h1client`] adds). The client's Content-Length is left out when
+    /// `own_length` (the body is in memory and sent with its own length).
+    fn encode_h1(&self, ctx: &Ctx, own_length: bool) -> bytes::BytesMut {
+        let mut head = bytes::BytesMut::with_capacity(512);
+        head.extend_from_slice(ctx.method.as_str().as_bytes());
+        head.extend_from_slice(b" ");
+        head.extend_from_slice(self.path_and_query.as_str().as_bytes());
+        head.extend_from_slice(b" HTTP/1.1\r\n");
+        for (name, value) in &ctx.headers {
+            if is_hop_by_hop(name.as_str())
+                || (own_length && *name == header::CONTENT_LENGTH)
+                || self.overrides(name)
+            {
+                continue;
+            }
+            put_header(&mut head, name, value);
+        }
+        for (name, value) in &self.overrides {
+            if let Some(v) = value {
+                put_header(&mut head, name, v);
+            }
+        }
+        head
+    }
+
+    /// The request for an HTTP/2 upstream.
+    fn into_h2_request(self, ctx: &Ctx, body: ProxyBody) -> Option<Request<ProxyBody>> {
+        let uri: Uri = format!(
+            "{}{}",
+            self.h2_authority.as_deref().unwrap_or_default(),
+            self.path_and_query
+        )
+        .parse()
+        .ok()?;
+        let mut headers = ctx.headers.clone();
+        strip_fixed_hop_by_hop(&mut headers);
+        for (name, value) in self.overrides {
+            match value {
+                Some(v) => {
+                    headers.insert(name.clone(), v);
+                }
+                None => {
+                    headers.remove(name);
+                }
+            }
+        }
+        let mut req = Request::new(body);
+        *req.method_mut() = ctx.method.clone();
+        *req.uri_mut() = uri;
+        *req.headers_mut() = headers;
+        *req.version_mut() = Version::HTTP_2;
+        Some(req)
+    }
+}
+
+fn put_header(head: &mut bytes::BytesMut, name: &HeaderName, value: &HeaderValue) {
+    head.extend_from_slice(name.as_str().as_bytes());
+    head.extend_from_slice(b": ");
+    head.extend_from_slice(value.as_bytes());
+    head.extend_from_slice(b"\r\n");
+}
+
+static TE_TRAILERS: HeaderValue = HeaderValue::from_static("trailers");
+
+/// Builds what one attempt sends (`None`: the target or a header value is not valid).
 fn upstream_request(
     service: &CompiledService,
     ctx: &Ctx,
     fwd: &Plan,
     route: &CompiledRoute,
     target_port: u16,
-    body: ProxyBody,
-) -> Option<Request<ProxyBody>> {
-    let pq = match &ctx.query {
+) -> Option<Outgoing> {
+    let path_and_query = match &ctx.query {
         Some(q) => format!("{}?{q}", fwd.path),
         None => fwd.path.clone(),
     };
+    // Whatever plugins did to the path, the request line carries a valid origin-form target.
+    if !path_and_query.starts_with('/') {
+        return None;
+    }
+    let path_and_query =
+        http::uri::PathAndQuery::from_maybe_shared(bytes::Bytes::from(path_and_query)).ok()?;
     let host_value = if route.route.preserve_host {
         ctx.headers
             .get(header::HOST)
@@ -1224,38 +1310,49 @@ fn upstream_request(
     } else if matches!(target_port, 80 | 443) {
         service.host_header.clone()
     } else {
-        format!("{}:{target_port}", service.host_header)
+        let mut h = String::with_capacity(service.host_header.len() + 6);
+        h.push_str(&service.host_header);
+        h.push(':');
+        h.push_str(itoa::Buffer::new().format(target_port));
+        h
     };
-    let uri: Uri = if service.h2 {
+    let mut overrides: Vec<(&'static HeaderName, Option<HeaderValue>)> = Vec::with_capacity(10);
+    let h2_authority = if service.h2 {
         let scheme = if service.tls.is_some() {
             "https"
         } else {
             "http"
         };
-        format!("{scheme}://{host_value}{pq}").parse().ok()?
-    } else {
-        pq.parse().ok()?
-    };
-    let mut headers = ctx.headers.clone();
-    let keep_te_trailers = service.h2
-        && headers
+        // gRPC needs `TE: trailers` to reach the upstream.
+        if ctx
+            .headers
             .get(header::TE)
             .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.eq_ignore_ascii_case("trailers"));
-    strip_fixed_hop_by_hop(&mut headers);
-    if keep_te_trailers {
-        headers.insert(header::TE, HeaderValue::from_static("trailers"));
-    }
-    if fwd.websocket {
-        headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
-        headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-    }
-    if service.h2 {
-        headers.remove(header::HOST);
+            .is_some_and(|v| v.eq_ignore_ascii_case("trailers"))
+        {
+            overrides.push((&header::TE, Some(TE_TRAILERS.clone())));
+        }
+        overrides.push((&header::HOST, None));
+        Some(format!("{scheme}://{host_value}"))
     } else {
-        headers.insert(header::HOST, HeaderValue::from_str(&host_value).ok()?);
+        overrides.push((
+            &header::HOST,
+            Some(HeaderValue::from_str(&host_value).ok()?),
+        ));
+        None
+    };
+    if fwd.websocket {
+        overrides.push((
+            &header::CONNECTION,
+            Some(HeaderValue::from_static("Upgrade")),
+        ));
+        overrides.push((
+            &header::UPGRADE,
+            Some(HeaderValue::from_static("websocket")),
+        ));
     }
     let client = portcullis_plugins::ip_restriction::ip_text(ctx.client_ip);
+    let client_value = HeaderValue::from_str(&client).ok();
     let prev: Vec<&str> = if fwd.trusted {
         ctx.headers
             .get_all(&X_FORWARDED_FOR)
@@ -1266,71 +1363,43 @@ fn upstream_request(
         Vec::new()
     };
     let xff = if prev.is_empty() {
-        String::new()
+        client_value.clone()
     } else {
-        format!("{}, {}", prev.join(", "), ctx.peer_ip)
+        HeaderValue::from_str(&format!("{}, {}", prev.join(", "), ctx.peer_ip)).ok()
     };
-    // The gateway's own value is only built when the client's is not kept.
-    let set = |h: &mut HeaderMap, name: &HeaderName, own: &dyn Fn() -> Option<HeaderValue>| {
+    overrides.push((&X_FORWARDED_FOR, xff));
+    overrides.push((&X_REAL_IP, client_value));
+    // A trusted proxy's values are kept; otherwise the gateway's own (only built then).
+    let mut set = |name: &'static HeaderName, own: &dyn Fn() -> Option<HeaderValue>| {
         let theirs = if fwd.trusted {
             ctx.headers.get(name).cloned()
         } else {
             None
         };
-        let value = theirs.or_else(own);
-        match value {
-            Some(v) => {
-                h.insert(name.clone(), v);
-            }
-            None => {
-                h.remove(name);
-            }
-        }
+        overrides.push((name, theirs.or_else(own)));
     };
-    let client_value = HeaderValue::from_str(&client).ok();
-    if prev.is_empty() {
-        if let Some(v) = &client_value {
-            headers.insert(X_FORWARDED_FOR.clone(), v.clone());
-        }
-    } else if let Ok(v) = HeaderValue::from_str(&xff) {
-        headers.insert(X_FORWARDED_FOR.clone(), v);
-    }
-    if let Some(v) = client_value {
-        headers.insert(X_REAL_IP.clone(), v);
-    }
-    set(&mut headers, &X_FORWARDED_PROTO, &|| {
+    set(&X_FORWARDED_PROTO, &|| {
         Some(HeaderValue::from_static(if ctx.scheme == "https" {
             "https"
         } else {
             "http"
         }))
     });
-    set(&mut headers, &X_FORWARDED_HOST, &|| {
-        HeaderValue::from_str(&ctx.host).ok()
-    });
-    set(&mut headers, &X_FORWARDED_PORT, &|| {
-        Some(HeaderValue::from(fwd.port))
-    });
-    set(&mut headers, &X_FORWARDED_PATH, &|| {
+    set(&X_FORWARDED_HOST, &|| HeaderValue::from_str(&ctx.host).ok());
+    set(&X_FORWARDED_PORT, &|| Some(HeaderValue::from(fwd.port)));
+    set(&X_FORWARDED_PATH, &|| {
         HeaderValue::from_str(&fwd.original_path).ok()
     });
     match &fwd.prefix {
-        Some(p) => set(&mut headers, &X_FORWARDED_PREFIX, &|| {
-            HeaderValue::from_str(p).ok()
-        }),
-        None if !fwd.trusted => {
-            headers.remove(&X_FORWARDED_PREFIX);
-        }
+        Some(p) => set(&X_FORWARDED_PREFIX, &|| HeaderValue::from_str(p).ok()),
+        None if !fwd.trusted => overrides.push((&X_FORWARDED_PREFIX, None)),
         None => {}
     }
-    let mut req = Request::new(body);
-    *req.method_mut() = ctx.method.clone();
-    *req.uri_mut() = uri;
-    *req.headers_mut() = headers;
-    if service.h2 {
-        *req.version_mut() = Version::HTTP_2;
-    }
-    Some(req)
+    Some(Outgoing {
+        path_and_query,
+        h2_authority,
+        overrides,
+    })
 }
 
 #[allow(clippy::too_many_arguments)] // one call site; a struct would only rename the list
@@ -1343,7 +1412,7 @@ async fn send_with_retries(
     route: &CompiledRoute,
     hash_key: Option<&[u8]>,
     log: &mut AccessLog,
-) -> Result<(Response<Incoming>, InFlight), Response<ProxyBody>> {
+) -> Result<(Response<Rest>, InFlight), Response<ProxyBody>> {
     let svc = &service.service;
     let balancer = &service.balancer;
     let connect_timeout = Duration::from_millis(svc.connect_timeout);
@@ -1372,7 +1441,7 @@ async fn send_with_retries(
             sni: service.sni.clone(),
             h2: service.h2,
         };
-        let (mut sender, reused) = match gw.pool.checkout(&ep) {
+        let (sender, reused) = match gw.pool.checkout(&ep) {
             Some(s) => (s, true),
             None => match gw.pool.connect(&ep, connect_timeout).await {
                 Ok(s) => (s, false),
@@ -1397,24 +1466,58 @@ async fn send_with_retries(
             break;
         };
         let replay = b.replay();
-        let Some(req) = upstream_request(service, ctx, plan, route, target.port, b) else {
+        let Some(out) = upstream_request(service, ctx, plan, route, target.port) else {
             return Err(kong_error(StatusCode::BAD_REQUEST, "Bad request"));
         };
-        match tokio::time::timeout(read_timeout, sender.send(req)).await {
+        let attempt = match sender {
+            Sender::H1(conn) => {
+                let head = out.encode_h1(ctx, matches!(b, ProxyBody::Full(Some(_))));
+                let has_length = ctx.headers.contains_key(header::CONTENT_LENGTH);
+                let home = Home {
+                    pool: gw.pool.clone(),
+                    key: PoolKey::of(&ep),
+                };
+                let head_request = ctx.method == Method::HEAD;
+                let sent = conn.send(head, b, has_length, head_request, home);
+                match tokio::time::timeout(read_timeout, sent).await {
+                    Ok(Ok(resp)) => Ok(Ok(resp.map(Rest::H1))),
+                    Ok(Err(f)) => Ok(Err(Failed {
+                        retryable: !matches!(f.error, crate::h1client::H1Error::Invalid(_)),
+                        unsent: f.unsent,
+                        incomplete: f.incomplete,
+                        error: f.error.to_string(),
+                    })),
+                    Err(elapsed) => Err(elapsed),
+                }
+            }
+            Sender::H2(mut s) => {
+                let Some(req) = out.into_h2_request(ctx, b) else {
+                    return Err(kong_error(StatusCode::BAD_REQUEST, "Bad request"));
+                };
+                match tokio::time::timeout(read_timeout, send_h2(&mut s, req)).await {
+                    Ok(Ok(resp)) => Ok(Ok(resp.map(Rest::H2))),
+                    Ok(Err(e)) => Ok(Err(Failed {
+                        retryable: true,
+                        unsent: e.unsent.map(Request::into_body),
+                        incomplete: e.error.is_incomplete_message() || e.error.is_canceled(),
+                        error: e.error.to_string(),
+                    })),
+                    Err(elapsed) => Err(elapsed),
+                }
+            }
+        };
+        match attempt {
             Ok(Ok(resp)) => {
                 balancer.report(ti, Outcome::Status(resp.status().as_u16()));
-                if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
-                    gw.pool.checkin(&ep, sender);
-                }
                 return Ok((resp, in_flight));
             }
             Ok(Err(e)) => {
                 // A request that never left gets its body back.
                 let never_sent = e.unsent.is_some();
-                body = e.unsent.map(|r| r.into_body()).or(replay);
-                let stale = reused && (e.error.is_incomplete_message() || e.error.is_canceled());
-                // A non-idempotent request is replayed only when hyper proves it never left:
-                // an upstream that processed a POST and then closed must not see it twice.
+                body = e.unsent.or(replay);
+                let stale = reused && e.incomplete;
+                // A non-idempotent request is replayed only when it provably never left: an
+                // upstream that processed a POST and then closed must not see it twice.
                 let replay_ok = never_sent || idempotent(&ctx.method);
                 if stale && !stale_retry_used && body.is_some() && replay_ok {
                     // A pooled connection the upstream had already closed: retry on a fresh
@@ -1426,11 +1529,13 @@ async fn send_with_retries(
                 tracing::warn!(upstream = %balancer.name, error = %e.error, "upstream request failed");
                 balancer.report(ti, Outcome::TcpFailure);
                 last_error = errors::UpstreamFailure::Failed;
-                if !idempotent(&ctx.method) {
+                // An invalid response is an answer, not a connection failure: like Kong
+                // (nginx's default proxy_next_upstream), it is not retried.
+                if !e.retryable || !idempotent(&ctx.method) {
                     break;
                 }
             }
-            Err(_) => {
+            Err(_elapsed) => {
                 balancer.report(ti, Outcome::Timeout);
                 last_error = errors::UpstreamFailure::Timeout;
                 body = replay;
@@ -1447,13 +1552,24 @@ async fn send_with_retries(
     Err(errors::upstream_failure(last_error))
 }
 
-async fn tunnel(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade) {
-    let (Ok(c), Ok(u)) = (client.await, upstream.await) else {
+/// A failed attempt, from either kind of connection.
+struct Failed {
+    /// A connection failure (retried on another target), not an invalid response.
+    retryable: bool,
+    /// The body, when nothing of the request left.
+    unsent: Option<ProxyBody>,
+    /// The connection closed before any response: stale when it came from the pool.
+    incomplete: bool,
+    /// For the log.
+    error: String,
+}
+
+async fn tunnel(client: hyper::upgrade::OnUpgrade, mut upstream: crate::h1client::Upgraded) {
+    let Ok(c) = client.await else {
         return;
     };
     let mut c = hyper_util::rt::TokioIo::new(c);
-    let mut u = hyper_util::rt::TokioIo::new(u);
-    let _ = tokio::io::copy_bidirectional(&mut c, &mut u).await;
+    let _ = tokio::io::copy_bidirectional(&mut c, &mut upstream).await;
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@ pub mod body;
 pub mod errors;
 pub mod gateway;
 pub mod guard;
+pub mod h1client;
 pub mod handler;
 pub mod health;
 pub mod metrics;

@@ -1,17 +1,20 @@
-//! Connections to upstream targets: connect (TCP, optional TLS), HTTP/1.1 or HTTP/2
-//! handshakes, and a keep-alive pool. Connecting is separate from sending so a failed connect
+//! Connections to upstream targets: connect (TCP, optional TLS), HTTP/1.1 ([`crate::h1client`])
+//! or HTTP/2 (hyper), and a keep-alive pool. Connecting is separate from sending so a failed connect
 //! can be retried on another target with the request still in hand.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+
+use rustc_hash::FxHashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use hyper::client::conn::{http1, http2};
+use hyper::client::conn::http2;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls_pki_types::ServerName;
 use tokio::net::TcpStream;
 
 use crate::body::ProxyBody;
+use crate::h1client::{self, Conn};
 
 /// The body type of upstream requests.
 pub type UpBody = ProxyBody;
@@ -39,8 +42,9 @@ pub struct TlsClient {
     pub fingerprint: u64,
 }
 
+/// Identifies interchangeable connections in the pool.
 #[derive(Clone, PartialEq, Eq, Hash)]
-struct PoolKey {
+pub struct PoolKey {
     host: Arc<str>,
     port: u16,
     sni: Arc<str>,
@@ -49,7 +53,8 @@ struct PoolKey {
 }
 
 impl PoolKey {
-    fn of(ep: &Endpoint) -> PoolKey {
+    /// The key of an endpoint.
+    pub fn of(ep: &Endpoint) -> PoolKey {
         PoolKey {
             host: ep.host.clone(),
             port: ep.port,
@@ -62,40 +67,26 @@ impl PoolKey {
 
 /// A ready-to-use connection.
 pub enum Sender {
-    /// One request at a time.
-    H1(http1::SendRequest<UpBody>),
-    /// Multiplexed.
+    /// One request at a time, sent by the request's own task.
+    H1(Box<Conn>),
+    /// Multiplexed (hyper's client, with its connection task).
     H2(http2::SendRequest<UpBody>),
 }
 
 impl Sender {
-    fn is_usable(&self) -> bool {
+    fn is_usable(&mut self) -> bool {
         match self {
-            Sender::H1(s) => s.is_ready() && !s.is_closed(),
+            Sender::H1(c) => c.is_reusable(),
             Sender::H2(s) => s.is_ready() && !s.is_closed(),
         }
     }
 
     fn is_closed(&self) -> bool {
         match self {
-            Sender::H1(s) => s.is_closed(),
+            // Checked when taken from the pool (see `Conn::is_reusable`).
+            Sender::H1(_) => false,
             Sender::H2(s) => s.is_closed(),
         }
-    }
-
-    /// Sends a request; on failure before the request left, hands it back.
-    pub async fn send(
-        &mut self,
-        req: http::Request<UpBody>,
-    ) -> Result<http::Response<hyper::body::Incoming>, SendError> {
-        let res = match self {
-            Sender::H1(s) => s.try_send_request(req).await,
-            Sender::H2(s) => s.try_send_request(req).await,
-        };
-        res.map_err(|mut e| SendError {
-            unsent: e.take_message(),
-            error: e.into_error(),
-        })
     }
 
     fn duplicate(&self) -> Option<Sender> {
@@ -106,12 +97,24 @@ impl Sender {
     }
 }
 
-/// A failed send.
+/// A failed HTTP/2 send.
 pub struct SendError {
     /// The request, when it was not sent at all.
     pub unsent: Option<http::Request<UpBody>>,
     /// The cause.
     pub error: hyper::Error,
+}
+
+/// Sends a request on a shared HTTP/2 connection; on failure before the request left, hands
+/// it back.
+pub async fn send_h2(
+    s: &mut http2::SendRequest<UpBody>,
+    req: http::Request<UpBody>,
+) -> Result<http::Response<hyper::body::Incoming>, SendError> {
+    s.try_send_request(req).await.map_err(|mut e| SendError {
+        unsent: e.take_message(),
+        error: e.into_error(),
+    })
 }
 
 /// Why a connection could not be made.
@@ -132,7 +135,7 @@ struct Idle {
 
 /// Keep-alive pool of upstream connections.
 pub struct Pool {
-    idle: Mutex<HashMap<PoolKey, VecDeque<Idle>>>,
+    idle: Mutex<FxHashMap<PoolKey, VecDeque<Idle>>>,
     max_per_key: usize,
     idle_timeout: Duration,
 }
@@ -141,7 +144,7 @@ impl Pool {
     /// A pool keeping at most `max_per_key` idle connections per endpoint.
     pub fn new(max_per_key: usize, idle_timeout: Duration) -> Pool {
         Pool {
-            idle: Mutex::new(HashMap::new()),
+            idle: Mutex::new(FxHashMap::default()),
             max_per_key,
             idle_timeout,
         }
@@ -153,9 +156,10 @@ impl Pool {
         let mut idle = self.idle.lock().ok()?;
         let queue = idle.get_mut(&key)?;
         let now = Instant::now();
-        // Busy HTTP/1 connections (a response body still streaming) go to the back.
+        // Most recently used first: it is the likeliest to be open. Busy HTTP/2 connections
+        // (no stream free) go to the back.
         for _ in 0..queue.len() {
-            let entry = queue.pop_front()?;
+            let mut entry = queue.pop_back()?;
             if entry.sender.is_closed() || now.duration_since(entry.since) > self.idle_timeout {
                 continue;
             }
@@ -166,26 +170,26 @@ impl Pool {
                 }
                 return Some(entry.sender);
             }
-            queue.push_back(entry);
+            if let Sender::H1(_) = entry.sender {
+                // Closed by the upstream, or sent bytes nobody asked for.
+                continue;
+            }
+            queue.push_front(entry);
         }
         None
     }
 
-    /// Returns a connection for reuse.
-    pub fn checkin(&self, ep: &Endpoint, sender: Sender) {
-        if matches!(sender, Sender::H2(_)) {
-            // One shared HTTP/2 connection per endpoint is kept at connect time.
-            return;
-        }
+    /// Returns an HTTP/1 connection whose response has been read completely.
+    pub fn checkin_h1(&self, key: PoolKey, conn: Box<Conn>) {
         let Ok(mut idle) = self.idle.lock() else {
             return;
         };
-        let queue = idle.entry(PoolKey::of(ep)).or_default();
+        let queue = idle.entry(key).or_default();
         if queue.len() >= self.max_per_key {
             queue.pop_front();
         }
         queue.push_back(Idle {
-            sender,
+            sender: Sender::H1(conn),
             since: Instant::now(),
         });
     }
@@ -206,8 +210,12 @@ impl Pool {
         if let Ok(mut idle) = self.idle.lock() {
             let now = Instant::now();
             idle.retain(|_, q| {
-                q.retain(|e| {
-                    !e.sender.is_closed() && now.duration_since(e.since) <= self.idle_timeout
+                q.retain_mut(|e| {
+                    let open = match &mut e.sender {
+                        Sender::H1(c) => c.is_reusable(),
+                        Sender::H2(s) => !s.is_closed(),
+                    };
+                    open && now.duration_since(e.since) <= self.idle_timeout
                 });
                 !q.is_empty()
             });
@@ -269,8 +277,8 @@ async fn connect(ep: &Endpoint) -> Result<Sender, ConnectError> {
     }
     let tcp = tcp.ok_or(ConnectError::Failed(last))?;
     let _ = tcp.set_nodelay(true);
-    match &ep.tls {
-        None => handshake(tcp, ep.h2).await,
+    let io = match &ep.tls {
+        None => h1client::Io::Plain(tcp),
         Some(tls) => {
             let name = ServerName::try_from(ep.sni.to_string())
                 .map_err(|_| ConnectError::Failed("invalid server name".into()))?;
@@ -278,32 +286,17 @@ async fn connect(ep: &Endpoint) -> Result<Sender, ConnectError> {
                 .connect(name, tcp)
                 .await
                 .map_err(|e| ConnectError::Failed(format!("TLS handshake failed: {e}")))?;
-            handshake(stream, ep.h2).await
+            h1client::Io::Tls(Box::new(stream))
         }
+    };
+    if !ep.h2 {
+        return Ok(Sender::H1(Box::new(Conn::new(io))));
     }
-}
-
-async fn handshake<T>(io: T, h2: bool) -> Result<Sender, ConnectError>
-where
-    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
-    let io = TokioIo::new(io);
-    if h2 {
-        let (sender, conn) = http2::handshake(TokioExecutor::new(), io)
-            .await
-            .map_err(|e| ConnectError::Failed(e.to_string()))?;
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
-        Ok(Sender::H2(sender))
-    } else {
-        let (sender, conn) = http1::Builder::new()
-            .handshake(io)
-            .await
-            .map_err(|e| ConnectError::Failed(e.to_string()))?;
-        tokio::spawn(async move {
-            let _ = conn.with_upgrades().await;
-        });
-        Ok(Sender::H1(sender))
-    }
+    let (sender, conn) = http2::handshake(TokioExecutor::new(), TokioIo::new(io))
+        .await
+        .map_err(|e| ConnectError::Failed(e.to_string()))?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(Sender::H2(sender))
 }

@@ -1,0 +1,378 @@
+//! The upstream HTTP/1.1 client against a scripted origin on a real socket: response framing
+//! (length, chunked, close-delimited), interim responses, keep-alive reuse, strict refusal of
+//! ambiguous framing, hop-by-hop headers, and what the upstream receives.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// What the scripted origin saw.
+#[derive(Default)]
+struct Seen {
+    connections: AtomicUsize,
+    /// Every request as raw text (head and body).
+    requests: Mutex<Vec<String>>,
+}
+
+/// One reply: a list of (bytes, pause before writing them), then whether to close.
+type Reply = (Vec<(Vec<u8>, u64)>, bool);
+
+/// An origin answering the n-th request (over all connections) with `script(n)`.
+async fn scripted<F>(script: F) -> (u16, Arc<Seen>)
+where
+    F: Fn(usize) -> Reply + Send + Sync + 'static,
+{
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let seen = Arc::new(Seen::default());
+    let script = Arc::new(script);
+    let s2 = seen.clone();
+    tokio::spawn(async move {
+        let count = Arc::new(AtomicUsize::new(0));
+        while let Ok((s, _)) = listener.accept().await {
+            s2.connections.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(serve(s, s2.clone(), script.clone(), count.clone()));
+        }
+    });
+    (port, seen)
+}
+
+async fn serve<F>(mut s: TcpStream, seen: Arc<Seen>, script: Arc<F>, count: Arc<AtomicUsize>)
+where
+    F: Fn(usize) -> Reply + Send + Sync + 'static,
+{
+    let mut buf = Vec::new();
+    loop {
+        let head_end = loop {
+            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
+            }
+            let mut chunk = [0u8; 8192];
+            match s.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(k) => buf.extend_from_slice(&chunk[..k]),
+            }
+        };
+        let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
+        let lower = head.to_ascii_lowercase();
+        let len: usize = lower
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0);
+        while buf.len() < head_end + len {
+            let mut chunk = [0u8; 8192];
+            match s.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(k) => buf.extend_from_slice(&chunk[..k]),
+            }
+        }
+        let body = String::from_utf8_lossy(&buf[head_end..head_end + len]).to_string();
+        buf.drain(..head_end + len);
+        seen.requests.lock().unwrap().push(format!("{head}{body}"));
+        let n = count.fetch_add(1, Ordering::SeqCst);
+        let (parts, close) = script(n);
+        for (bytes, pause) in parts {
+            if pause > 0 {
+                tokio::time::sleep(Duration::from_millis(pause)).await;
+            }
+            if s.write_all(&bytes).await.is_err() {
+                return;
+            }
+        }
+        if close {
+            return;
+        }
+    }
+}
+
+fn now(bytes: &[u8]) -> Vec<(Vec<u8>, u64)> {
+    vec![(bytes.to_vec(), 0)]
+}
+
+async fn gateway(port: u16) -> Gw {
+    Gw::start(&one_service(
+        &format!("http://127.0.0.1:{port}"),
+        "      - name: r\n        paths: [/]\n",
+    ))
+    .await
+}
+
+#[tokio::test]
+async fn keep_alive_connections_are_reused_for_sequential_requests() {
+    let (port, seen) = scripted(|_| {
+        (
+            now(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"),
+            false,
+        )
+    })
+    .await;
+    let gw = gateway(port).await;
+    for _ in 0..5 {
+        let r = gw.get("/a").await;
+        assert_status(&r, 200);
+        assert_eq!(r.text(), "ok");
+    }
+    assert_eq!(seen.connections.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn chunked_responses_are_decoded_with_extensions_and_trailers() {
+    let (port, seen) = scripted(|_| {
+        (
+            vec![
+                (
+                    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5;x=y\r\nhello\r\n"
+                        .to_vec(),
+                    0,
+                ),
+                (b"7\r\n, world\r\n0\r\nX-Trailer: t\r\n\r\n".to_vec(), 50),
+            ],
+            false,
+        )
+    })
+    .await;
+    let gw = gateway(port).await;
+    for _ in 0..2 {
+        let r = gw.get("/").await;
+        assert_status(&r, 200);
+        assert_eq!(r.text(), "hello, world");
+    }
+    // The chunked body ended cleanly, so its connection was reused.
+    assert_eq!(seen.connections.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn close_delimited_bodies_are_relayed_whole_and_never_reused() {
+    let (port, seen) = scripted(|_| {
+        (
+            vec![
+                (
+                    b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nfirst ".to_vec(),
+                    0,
+                ),
+                (b"second".to_vec(), 50),
+            ],
+            true,
+        )
+    })
+    .await;
+    let gw = gateway(port).await;
+    for _ in 0..2 {
+        let r = gw.get("/").await;
+        assert_status(&r, 200);
+        assert_eq!(r.text(), "first second");
+    }
+    assert_eq!(seen.connections.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn bodies_arriving_in_pieces_after_the_head_are_complete() {
+    let body = "x".repeat(300_000);
+    let b2 = body.clone();
+    let (port, _) = scripted(move |_| {
+        let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", b2.len());
+        (
+            vec![
+                (head.into_bytes(), 0),
+                (b2.as_bytes()[..1000].to_vec(), 30),
+                (b2.as_bytes()[1000..].to_vec(), 30),
+            ],
+            false,
+        )
+    })
+    .await;
+    let gw = gateway(port).await;
+    let r = gw.get("/big").await;
+    assert_status(&r, 200);
+    assert_eq!(r.body.len(), body.len());
+    assert!(r.body.iter().all(|&b| b == b'x'));
+}
+
+#[tokio::test]
+async fn interim_responses_are_skipped() {
+    let (port, _) = scripted(|_| {
+        (
+            now(b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\nHTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created\r\nContent-Length: 4\r\n\r\ndone"),
+            false,
+        )
+    })
+    .await;
+    let gw = gateway(port).await;
+    let r = gw.get("/").await;
+    assert_status(&r, 201);
+    assert_eq!(r.text(), "done");
+}
+
+#[tokio::test]
+async fn ambiguous_response_framing_is_a_502_and_the_connection_is_dropped() {
+    let (port, seen) = scripted(|n| match n {
+        0 => (
+            now(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"),
+            false,
+        ),
+        1 => (
+            now(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd"),
+            false,
+        ),
+        2 => (now(b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n"), false),
+        3 => (now(b"HTTP/1.1 200 OK\r\nBad Header\r\n\r\n"), false),
+        _ => (now(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"), false),
+    })
+    .await;
+    // retries = 0: each refused response is the client's answer.
+    let gw = Gw::start(&format!(
+        "_format_version: \"3.0\"\nservices:\n  - name: svc\n    url: http://127.0.0.1:{port}\n    retries: 0\n    routes:\n      - name: r\n        paths: [/]\n"
+    ))
+    .await;
+    for _ in 0..4 {
+        let r = gw.get("/").await;
+        assert_eq!(r.status, 502, "{}", r.text());
+        assert_eq!(
+            r.json()["message"],
+            "An invalid response was received from the upstream server"
+        );
+    }
+    let r = gw.get("/").await;
+    assert_status(&r, 200);
+    // No connection that saw a refused response was used again.
+    assert_eq!(seen.connections.load(Ordering::SeqCst), 5);
+}
+
+#[tokio::test]
+async fn extra_bytes_after_a_response_close_its_connection() {
+    let (port, seen) = scripted(|n| match n {
+        0 => (
+            now(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokHTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nforge"),
+            false,
+        ),
+        _ => (now(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nreal"), false),
+    })
+    .await;
+    let gw = gateway(port).await;
+    let r = gw.get("/").await;
+    assert_eq!(r.status, 502, "a response with trailing bytes is refused");
+    let r = gw.get("/").await;
+    assert_status(&r, 200);
+    assert_eq!(
+        r.text(),
+        "real",
+        "the smuggled response never reached a client"
+    );
+    assert_eq!(seen.connections.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn hop_by_hop_response_headers_are_not_relayed() {
+    let (port, _) = scripted(|_| {
+        (
+            now(b"HTTP/1.1 200 OK\r\nX-Internal: secret\r\nKeep-Alive: timeout=5\r\nConnection: keep-alive, X-Internal\r\nX-Public: yes\r\nContent-Length: 0\r\n\r\n"),
+            false,
+        )
+    })
+    .await;
+    let gw = gateway(port).await;
+    let r = gw.get("/").await;
+    assert_status(&r, 200);
+    assert_eq!(r.header("x-public").as_deref(), Some("yes"));
+    assert_eq!(r.header("x-internal"), None);
+    assert_eq!(r.header("keep-alive"), None);
+}
+
+#[tokio::test]
+async fn head_responses_have_no_body_and_keep_the_connection() {
+    let (port, seen) = scripted(|n| match n {
+        0 => (
+            now(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n"),
+            false,
+        ),
+        _ => (
+            now(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"),
+            false,
+        ),
+    })
+    .await;
+    let gw = gateway(port).await;
+    let r = request(gw.proxy, "HEAD", "/", &[], "").await.unwrap();
+    assert_status(&r, 200);
+    assert_eq!(r.header("content-length").as_deref(), Some("1000"));
+    let r = gw.get("/").await;
+    assert_eq!(r.text(), "ok");
+    assert_eq!(seen.connections.load(Ordering::SeqCst), 1);
+    assert!(seen.requests.lock().unwrap()[0].starts_with("HEAD / HTTP/1.1\r\n"));
+}
+
+#[tokio::test]
+async fn the_upstream_receives_one_well_formed_request() {
+    let (port, seen) =
+        scripted(|_| (now(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"), false)).await;
+    let gw = gateway(port).await;
+    let r = request(
+        gw.proxy,
+        "POST",
+        "/submit?a=1&b=%20",
+        &[
+            ("content-type", "text/plain"),
+            ("connection", "keep-alive, x-drop"),
+            ("x-drop", "1"),
+            ("te", "gzip"),
+            ("x-keep", "2"),
+        ],
+        "payload",
+    )
+    .await
+    .unwrap();
+    assert_status(&r, 200);
+    let req = seen.requests.lock().unwrap()[0].clone();
+    let lower = req.to_ascii_lowercase();
+    assert!(
+        req.starts_with("POST /submit?a=1&b=%20 HTTP/1.1\r\n"),
+        "{req}"
+    );
+    assert!(
+        lower.contains(&format!("\r\nhost: 127.0.0.1:{port}\r\n")),
+        "{req}"
+    );
+    assert!(lower.contains("\r\ncontent-length: 7\r\n"), "{req}");
+    assert!(lower.contains("\r\nx-keep: 2\r\n"), "{req}");
+    assert!(
+        lower.contains("\r\nx-forwarded-for: 127.0.0.1\r\n"),
+        "{req}"
+    );
+    assert!(lower.contains("\r\nx-real-ip: 127.0.0.1\r\n"), "{req}");
+    assert!(!lower.contains("x-drop"), "{req}");
+    assert!(!lower.contains("\r\nte:"), "{req}");
+    assert!(!lower.contains("\r\nconnection:"), "{req}");
+    assert!(!lower.contains("transfer-encoding"), "{req}");
+    assert!(req.ends_with("\r\n\r\npayload"), "{req}");
+    assert_eq!(lower.matches("\r\ncontent-length:").count(), 1, "{req}");
+    assert_eq!(lower.matches("\r\nhost:").count(), 1, "{req}");
+}
+
+#[tokio::test]
+async fn an_upstream_that_closes_idle_connections_costs_no_failed_request() {
+    // Every response is followed by a close the gateway does not hear about in advance (no
+    // `Connection: close`): each next request finds its pooled connection dead.
+    let (port, seen) =
+        scripted(|_| (now(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"), true)).await;
+    let gw = gateway(port).await;
+    for i in 0..6 {
+        let r = gw.get("/").await;
+        assert_status(&r, 200);
+        if i % 2 == 1 {
+            // Give the close time to arrive, so the pool sees it before the next checkout.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    assert_eq!(seen.connections.load(Ordering::SeqCst), 6);
+    // Nothing was sent twice.
+    assert_eq!(seen.requests.lock().unwrap().len(), 6);
+}

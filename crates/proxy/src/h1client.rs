@@ -1,0 +1,1082 @@
+//! The HTTP/1.1 client for upstream connections. The request's own task writes the request
+//! head (encoded straight from the gateway's view of the request) and reads the response from
+//! the socket: no connection task, no channels, no second request representation. A response
+//! body that arrived with its head is returned whole, and the connection goes back to the pool
+//! before the handler sees the response; longer bodies stream from the connection and return
+//! it when they end.
+//!
+//! Parsing is strict, because a pooled connection that lost track of message boundaries would
+//! hand one client another client's response: a Content-Length that does not parse or differs
+//! between copies, Transfer-Encoding together with Content-Length, malformed chunk framing, or
+//! bytes after a complete response all fail the response and close the connection.
+
+use std::future::poll_fn;
+use std::io;
+use std::mem::MaybeUninit;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::header::{HeaderMap, HeaderName, HeaderValue};
+use http::{Response, StatusCode, Version};
+use http_body::{Body, Frame, SizeHint};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
+
+use crate::body::ProxyBody;
+use crate::upstream::{Pool, PoolKey};
+
+/// Longest response head accepted from an upstream.
+const MAX_HEAD: usize = 64 * 1024;
+/// Most response header fields accepted from an upstream.
+const MAX_HEADERS: usize = 128;
+/// Longest trailer section of a chunked response.
+const MAX_TRAILERS: usize = 16 * 1024;
+/// Longest chunk-size line (size and extensions).
+const MAX_SIZE_LINE: usize = 4096;
+/// Bodies up to this size are copied behind the head and sent in one write.
+const COALESCE: usize = 16 * 1024;
+/// Read size for response bodies.
+const BODY_READ: usize = 32 * 1024;
+
+/// The transport under a connection: plain TCP or TLS.
+pub enum Io {
+    /// Plain text.
+    Plain(TcpStream),
+    /// rustls over TCP.
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for Io {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Io::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Io {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Io::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Io::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Io::Plain(s) => s.is_write_vectored(),
+            Io::Tls(s) => s.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Io::Plain(s) => Pin::new(s).poll_flush(cx),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Io::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+/// Why an exchange failed.
+#[derive(Debug, thiserror::Error)]
+pub enum H1Error {
+    /// The socket failed.
+    #[error("upstream connection failed: {0}")]
+    Io(#[from] io::Error),
+    /// The upstream closed the connection before a complete response.
+    #[error("upstream closed the connection before a complete response")]
+    Closed,
+    /// The response broke HTTP/1.1 framing or syntax.
+    #[error("invalid response from upstream: {0}")]
+    Invalid(&'static str),
+    /// The request body stream failed (client went away or a size limit tripped).
+    #[error("request body failed: {0}")]
+    RequestBody(String),
+}
+
+/// A failed exchange.
+pub struct SendFailure {
+    /// The request body, when nothing of the request was written.
+    pub unsent: Option<ProxyBody>,
+    /// No byte of a response arrived and the connection was closed or reset: on a reused
+    /// connection, the upstream had closed it while idle.
+    pub incomplete: bool,
+    /// The cause.
+    pub error: H1Error,
+}
+
+impl SendFailure {
+    fn new(error: H1Error, received: bool) -> SendFailure {
+        let incomplete = !received
+            && match &error {
+                H1Error::Closed => true,
+                H1Error::Io(e) => matches!(
+                    e.kind(),
+                    io::ErrorKind::ConnectionReset
+                        | io::ErrorKind::ConnectionAborted
+                        | io::ErrorKind::BrokenPipe
+                        | io::ErrorKind::UnexpectedEof
+                ),
+                _ => false,
+            };
+        SendFailure {
+            unsent: None,
+            incomplete,
+            error,
+        }
+    }
+}
+
+/// Where a connection goes when its response has been read.
+pub struct Home {
+    /// The pool.
+    pub pool: Arc<Pool>,
+    /// The endpoint's key in it.
+    pub key: PoolKey,
+}
+
+impl Home {
+    fn checkin(self, conn: Box<Conn>) {
+        self.pool.checkin_h1(self.key, conn);
+    }
+}
+
+/// How the request body is framed on the wire.
+enum ReqFraming {
+    /// The head carries a Content-Length (or no body is sent).
+    Sized,
+    /// Chunked transfer coding.
+    Chunked,
+}
+
+/// One upstream HTTP/1.1 connection.
+pub struct Conn {
+    io: Io,
+    /// Bytes read and not yet consumed.
+    buf: BytesMut,
+}
+
+impl Conn {
+    /// Wraps a connected transport.
+    pub fn new(io: Io) -> Conn {
+        Conn {
+            io,
+            buf: BytesMut::with_capacity(8 * 1024),
+        }
+    }
+
+    /// Whether an idle pooled connection can carry a request: not closed by the upstream and
+    /// without unsolicited bytes. Costs no system call unless the socket became readable.
+    pub fn is_reusable(&mut self) -> bool {
+        if !self.buf.is_empty() {
+            return false;
+        }
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut one = [0u8; 1];
+        let mut rb = ReadBuf::new(&mut one);
+        // Pending: nothing to read, so open and idle. Ready: end of stream, an error, or
+        // bytes nobody asked for.
+        Pin::new(&mut self.io)
+            .poll_read(&mut cx, &mut rb)
+            .is_pending()
+    }
+
+    fn poll_fill(&mut self, cx: &mut Context<'_>, want: usize) -> Poll<io::Result<usize>> {
+        if self.buf.capacity() - self.buf.len() < want / 4 {
+            self.buf.reserve(want);
+        }
+        tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.buf)
+    }
+
+    async fn fill(&mut self, want: usize) -> io::Result<usize> {
+        poll_fn(|cx| self.poll_fill(cx, want)).await
+    }
+
+    /// Sends one request and reads the response head. `head` is the encoded request head
+    /// without its final empty line; the body's framing header is added here. `home` is where
+    /// the connection goes once the response has been read completely and may be reused.
+    pub async fn send(
+        mut self: Box<Self>,
+        mut head: BytesMut,
+        body: ProxyBody,
+        has_length: bool,
+        head_request: bool,
+        home: Home,
+    ) -> Result<Response<RawBody>, SendFailure> {
+        let framing = frame_request(&mut head, &body, has_length);
+        head.extend_from_slice(b"\r\n");
+        // Small bodies in memory leave in the same write as the head.
+        let mut body = match body {
+            ProxyBody::Full(Some(b)) if b.len() <= COALESCE => {
+                head.extend_from_slice(&b);
+                ProxyBody::Empty
+            }
+            other => other,
+        };
+        // The first write decides whether anything of the request left.
+        let mut written = 0;
+        while written < head.len() {
+            match poll_fn(|cx| Pin::new(&mut self.io).poll_write(cx, &head[written..])).await {
+                Ok(0) => {
+                    let mut f = SendFailure::new(H1Error::Closed, false);
+                    if written == 0 {
+                        f.unsent = Some(body);
+                    }
+                    return Err(f);
+                }
+                Ok(n) => written += n,
+                Err(e) => {
+                    let mut f = SendFailure::new(H1Error::Io(e), false);
+                    if written == 0 {
+                        f.unsent = Some(body);
+                    }
+                    return Err(f);
+                }
+            }
+        }
+        if let Err(e) = self.write_body(&mut body, framing).await {
+            // The upstream may have answered early (a 413, say) and stopped reading: its
+            // response is what the client gets.
+            if let H1Error::Io(_) = e {
+                if let Ok(resp) = self.read_response(head_request, None).await {
+                    return Ok(resp);
+                }
+            }
+            return Err(SendFailure::new(e, false));
+        }
+        self.read_response(head_request, Some(home)).await
+    }
+
+    async fn write_body(
+        &mut self,
+        body: &mut ProxyBody,
+        framing: ReqFraming,
+    ) -> Result<(), H1Error> {
+        if let ProxyBody::Empty = body {
+            return Ok(());
+        }
+        if let ProxyBody::Full(b) = body {
+            if let Some(b) = b.take() {
+                self.io.write_all(&b).await?;
+            }
+            return Ok(());
+        }
+        let chunked = matches!(framing, ReqFraming::Chunked);
+        loop {
+            let frame = poll_fn(|cx| Pin::new(&mut *body).poll_frame(cx)).await;
+            match frame {
+                None => break,
+                Some(Err(e)) => return Err(H1Error::RequestBody(e.to_string())),
+                Some(Ok(frame)) => {
+                    let Ok(data) = frame.into_data() else {
+                        // Trailers are not forwarded to HTTP/1 upstreams.
+                        continue;
+                    };
+                    if data.is_empty() {
+                        continue;
+                    }
+                    if chunked {
+                        let size = format!("{:x}\r\n", data.len());
+                        self.io.write_all(size.as_bytes()).await?;
+                        self.io.write_all(&data).await?;
+                        self.io.write_all(b"\r\n").await?;
+                    } else {
+                        self.io.write_all(&data).await?;
+                    }
+                }
+            }
+        }
+        if chunked {
+            self.io.write_all(b"0\r\n\r\n").await?;
+        }
+        Ok(())
+    }
+
+    /// Reads the response head (skipping interim 1xx responses other than 101) and sets up
+    /// its body. `home: None` marks the connection as not reusable.
+    async fn read_response(
+        mut self: Box<Self>,
+        head_request: bool,
+        home: Option<Home>,
+    ) -> Result<Response<RawBody>, SendFailure> {
+        let mut received = !self.buf.is_empty();
+        loop {
+            if !self.buf.is_empty() {
+                match parse_head(&self.buf) {
+                    Err(e) => return Err(SendFailure::new(e, true)),
+                    Ok(None) if self.buf.len() > MAX_HEAD => {
+                        return Err(SendFailure::new(
+                            H1Error::Invalid("response head too large"),
+                            true,
+                        ))
+                    }
+                    Ok(None) => {}
+                    Ok(Some(parsed)) => {
+                        self.buf.advance(parsed.len);
+                        let status = parsed.response.status();
+                        if status.is_informational() && status != StatusCode::SWITCHING_PROTOCOLS {
+                            continue;
+                        }
+                        return self
+                            .start_body(parsed, head_request, home)
+                            .map_err(|e| SendFailure::new(e, true));
+                    }
+                }
+            }
+            match self.fill(8 * 1024).await {
+                Ok(0) if received => {
+                    return Err(SendFailure::new(
+                        H1Error::Invalid("connection closed inside the response head"),
+                        true,
+                    ))
+                }
+                Ok(0) => return Err(SendFailure::new(H1Error::Closed, false)),
+                Ok(_) => received = true,
+                Err(e) => return Err(SendFailure::new(H1Error::Io(e), received)),
+            }
+        }
+    }
+
+    fn start_body(
+        mut self: Box<Self>,
+        parsed: Parsed,
+        head_request: bool,
+        home: Option<Home>,
+    ) -> Result<Response<RawBody>, H1Error> {
+        let Parsed {
+            mut response,
+            framing,
+            keep_alive,
+            ..
+        } = parsed;
+        let status = response.status();
+        if status == StatusCode::SWITCHING_PROTOCOLS {
+            *response.body_mut() = RawBody {
+                state: State::Upgraded(self),
+            };
+            return Ok(response);
+        }
+        let bodiless =
+            head_request || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED;
+        let framing = if bodiless {
+            BodyFraming::Length(0)
+        } else {
+            framing
+        };
+        let home = home.filter(|_| keep_alive && !matches!(framing, BodyFraming::Close));
+        let state = match framing {
+            BodyFraming::Length(n) if (self.buf.len() as u64) >= n => {
+                // The whole body came with the head (the common case for small responses).
+                if self.buf.len() as u64 > n {
+                    return Err(H1Error::Invalid("bytes after the response body"));
+                }
+                let data = self.buf.split().freeze();
+                if let Some(home) = home {
+                    home.checkin(self);
+                }
+                State::Whole(Some(data).filter(|d| !d.is_empty()))
+            }
+            BodyFraming::Length(n) => State::Length {
+                conn: self,
+                remaining: n,
+                home,
+            },
+            BodyFraming::Chunked => State::Chunked {
+                conn: self,
+                dec: Dechunk::default(),
+                home,
+            },
+            BodyFraming::Close => State::Close { conn: self },
+        };
+        *response.body_mut() = RawBody { state };
+        Ok(response)
+    }
+}
+
+/// Adds the body's framing header to the request head.
+fn frame_request(head: &mut BytesMut, body: &ProxyBody, has_length: bool) -> ReqFraming {
+    match body {
+        // A body in memory is always sent with its own length (the client's header was left
+        // out of the head).
+        ProxyBody::Full(Some(b)) => {
+            head.extend_from_slice(b"content-length: ");
+            head.extend_from_slice(itoa::Buffer::new().format(b.len()).as_bytes());
+            head.extend_from_slice(b"\r\n");
+            ReqFraming::Sized
+        }
+        ProxyBody::Empty | ProxyBody::Full(None) => ReqFraming::Sized,
+        _ if has_length => ReqFraming::Sized,
+        _ => {
+            head.extend_from_slice(b"transfer-encoding: chunked\r\n");
+            ReqFraming::Chunked
+        }
+    }
+}
+
+/// How a response body is delimited (RFC 9112 §6.3).
+enum BodyFraming {
+    Length(u64),
+    Chunked,
+    /// Until the upstream closes the connection.
+    Close,
+}
+
+struct Parsed {
+    len: usize,
+    response: Response<RawBody>,
+    framing: BodyFraming,
+    keep_alive: bool,
+}
+
+/// Parses a complete response head at the start of `buf`; `None` when more bytes are needed.
+fn parse_head(buf: &[u8]) -> Result<Option<Parsed>, H1Error> {
+    let mut slots: [MaybeUninit<httparse::Header<'_>>; MAX_HEADERS] =
+        [const { MaybeUninit::uninit() }; MAX_HEADERS];
+    let mut res = httparse::Response::new(&mut []);
+    let len = match httparse::ParserConfig::default()
+        .parse_response_with_uninit_headers(&mut res, buf, &mut slots)
+    {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => {
+            return Err(H1Error::Invalid("too many response headers"))
+        }
+        Err(_) => return Err(H1Error::Invalid("malformed response head")),
+    };
+    let status = res
+        .code
+        .and_then(|c| StatusCode::from_u16(c).ok())
+        .ok_or(H1Error::Invalid("bad status code"))?;
+    let version = match res.version {
+        Some(1) => Version::HTTP_11,
+        _ => Version::HTTP_10,
+    };
+    // Framing and connection handling first: `Connection` may name headers that come before
+    // it, and those are dropped below like every other hop-by-hop header.
+    let mut length: Option<u64> = None;
+    let mut transfer_encoding = false;
+    let mut chunked = false;
+    let mut close = version == Version::HTTP_10;
+    let mut named: Vec<&[u8]> = Vec::new();
+    for h in res.headers.iter() {
+        let name = h.name.as_bytes();
+        if name.eq_ignore_ascii_case(b"content-length") {
+            let n = parse_length(h.value).ok_or(H1Error::Invalid("bad content-length"))?;
+            if length.is_some_and(|l| l != n) {
+                return Err(H1Error::Invalid("conflicting content-length"));
+            }
+            length = Some(n);
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            transfer_encoding = true;
+            // Only the final coding decides; a later header continues the list.
+            chunked = h
+                .value
+                .rsplit(|&b| b == b',')
+                .next()
+                .is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+        } else if name.eq_ignore_ascii_case(b"connection") {
+            for token in h.value.split(|&b| b == b',') {
+                let token = token.trim_ascii();
+                if token.eq_ignore_ascii_case(b"close") {
+                    close = true;
+                } else if token.eq_ignore_ascii_case(b"keep-alive") {
+                    if version == Version::HTTP_10 {
+                        close = false;
+                    }
+                } else if !token.is_empty() {
+                    named.push(token);
+                }
+            }
+        }
+    }
+    // A 101's Connection and Upgrade headers are what the client needs to see.
+    let keep_hop_by_hop = status == StatusCode::SWITCHING_PROTOCOLS;
+    // One copy of the head; header values are slices of it.
+    let block = Bytes::copy_from_slice(&buf[..len]);
+    let base = buf.as_ptr() as usize;
+    let mut headers = HeaderMap::with_capacity(res.headers.len());
+    for h in res.headers.iter() {
+        let raw = h.name.as_bytes();
+        if !keep_hop_by_hop
+            && (is_hop_by_hop(raw) || named.iter().any(|n| n.eq_ignore_ascii_case(raw)))
+        {
+            continue;
+        }
+        let name = HeaderName::from_bytes(raw).map_err(|_| H1Error::Invalid("bad header name"))?;
+        let start = h.value.as_ptr() as usize - base;
+        let value = HeaderValue::from_maybe_shared(block.slice(start..start + h.value.len()))
+            .map_err(|_| H1Error::Invalid("bad header value"))?;
+        headers.append(name, value);
+    }
+    let framing = match (transfer_encoding, length) {
+        (true, Some(_)) => {
+            return Err(H1Error::Invalid(
+                "both transfer-encoding and content-length",
+            ))
+        }
+        (true, None) if chunked => BodyFraming::Chunked,
+        (true, None) => BodyFraming::Close,
+        (false, Some(n)) => BodyFraming::Length(n),
+        (false, None) => BodyFraming::Close,
+    };
+    let mut response = Response::new(RawBody {
+        state: State::Whole(None),
+    });
+    *response.status_mut() = status;
+    *response.version_mut() = version;
+    *response.headers_mut() = headers;
+    Ok(Some(Parsed {
+        len,
+        response,
+        framing,
+        keep_alive: !close,
+    }))
+}
+
+/// Hop-by-hop headers (RFC 9110 §7.6.1), never relayed.
+pub(crate) fn is_hop_by_hop(name: &[u8]) -> bool {
+    const NAMES: [&[u8]; 7] = [
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+    ];
+    NAMES.iter().any(|n| n.eq_ignore_ascii_case(name))
+}
+
+/// A Content-Length value: digits only (RFC 9110 §8.6), no sign, no overflow.
+fn parse_length(v: &[u8]) -> Option<u64> {
+    if v.is_empty() || v.len() > 19 || !v.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    v.iter().try_fold(0u64, |n, d| {
+        n.checked_mul(10)?.checked_add(u64::from(d - b'0'))
+    })
+}
+
+/// A response body read from an upstream connection.
+pub struct RawBody {
+    state: State,
+}
+
+enum State {
+    /// Held in memory (or empty); the connection is already back in the pool.
+    Whole(Option<Bytes>),
+    Length {
+        conn: Box<Conn>,
+        remaining: u64,
+        home: Option<Home>,
+    },
+    Chunked {
+        conn: Box<Conn>,
+        dec: Dechunk,
+        home: Option<Home>,
+    },
+    Close {
+        conn: Box<Conn>,
+    },
+    /// A 101 response: the connection now belongs to the tunnel.
+    Upgraded(Box<Conn>),
+    Done,
+}
+
+impl RawBody {
+    /// The connection after a 101 response, as a byte stream that first yields what the
+    /// upstream sent after its response head.
+    pub fn into_upgraded(self) -> Option<Upgraded> {
+        match self.state {
+            State::Upgraded(conn) => {
+                let conn = *conn;
+                Some(Upgraded {
+                    pre: conn.buf.freeze(),
+                    io: conn.io,
+                })
+            }
+            _ => None,
+        }
+    }
+
+    fn finish(&mut self) {
+        let state = std::mem::replace(&mut self.state, State::Done);
+        match state {
+            State::Length {
+                conn,
+                home: Some(home),
+                ..
+            }
+            | State::Chunked {
+                conn,
+                home: Some(home),
+                ..
+            } if conn.buf.is_empty() => home.checkin(conn),
+            _ => {}
+        }
+    }
+}
+
+impl Body for RawBody {
+    type Data = Bytes;
+    type Error = H1Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, H1Error>>> {
+        let this = self.get_mut();
+        loop {
+            match &mut this.state {
+                State::Whole(data) => {
+                    let out = data.take();
+                    if out.is_none() {
+                        this.state = State::Done;
+                    }
+                    return Poll::Ready(out.map(|d| Ok(Frame::data(d))));
+                }
+                State::Done | State::Upgraded(_) => return Poll::Ready(None),
+                State::Length {
+                    conn, remaining, ..
+                } => {
+                    if *remaining == 0 {
+                        this.finish();
+                        return Poll::Ready(None);
+                    }
+                    if conn.buf.is_empty() {
+                        match conn.poll_fill(cx, BODY_READ) {
+                            Poll::Pending => return Poll::Pending,
+                            Poll::Ready(Err(e)) => {
+                                this.state = State::Done;
+                                return Poll::Ready(Some(Err(H1Error::Io(e))));
+                            }
+                            Poll::Ready(Ok(0)) => {
+                                this.state = State::Done;
+                                return Poll::Ready(Some(Err(H1Error::Closed)));
+                            }
+                            Poll::Ready(Ok(_)) => {}
+                        }
+                    }
+                    let take = (conn.buf.len() as u64).min(*remaining) as usize;
+                    let data = conn.buf.split_to(take).freeze();
+                    *remaining -= take as u64;
+                    if *remaining == 0 {
+                        if !conn.buf.is_empty() {
+                            // More bytes than the length announced: the connection is out of
+                            // step and is dropped.
+                            this.state = State::Done;
+                        } else {
+                            this.finish();
+                        }
+                    }
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                State::Chunked { conn, dec, .. } => match dec.step(&mut conn.buf) {
+                    Err(e) => {
+                        this.state = State::Done;
+                        return Poll::Ready(Some(Err(e)));
+                    }
+                    Ok(Step::Data(d)) => return Poll::Ready(Some(Ok(Frame::data(d)))),
+                    Ok(Step::End) => {
+                        this.finish();
+                        return Poll::Ready(None);
+                    }
+                    Ok(Step::More) => match conn.poll_fill(cx, BODY_READ) {
+                        Poll::Pending => return Poll::Pending,
+                        Poll::Ready(Err(e)) => {
+                            this.state = State::Done;
+                            return Poll::Ready(Some(Err(H1Error::Io(e))));
+                        }
+                        Poll::Ready(Ok(0)) => {
+                            this.state = State::Done;
+                            return Poll::Ready(Some(Err(H1Error::Closed)));
+                        }
+                        Poll::Ready(Ok(_)) => continue,
+                    },
+                },
+                State::Close { conn } => {
+                    if !conn.buf.is_empty() {
+                        let data = conn.buf.split().freeze();
+                        return Poll::Ready(Some(Ok(Frame::data(data))));
+                    }
+                    match conn.poll_fill(cx, BODY_READ) {
+                        Poll::Pending => return Poll::Pending,
+                        Poll::Ready(Err(e)) => {
+                            this.state = State::Done;
+                            return Poll::Ready(Some(Err(H1Error::Io(e))));
+                        }
+                        Poll::Ready(Ok(0)) => {
+                            this.state = State::Done;
+                            return Poll::Ready(None);
+                        }
+                        Poll::Ready(Ok(_)) => continue,
+                    }
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.state {
+            State::Whole(d) => d.is_none(),
+            State::Done | State::Upgraded(_) => true,
+            State::Length { remaining, .. } => *remaining == 0,
+            _ => false,
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.state {
+            State::Whole(d) => SizeHint::with_exact(d.as_ref().map_or(0, |d| d.len() as u64)),
+            State::Done | State::Upgraded(_) => SizeHint::with_exact(0),
+            State::Length { remaining, .. } => SizeHint::with_exact(*remaining),
+            _ => SizeHint::default(),
+        }
+    }
+}
+
+/// An upgraded (101) upstream connection.
+pub struct Upgraded {
+    pre: Bytes,
+    io: Io,
+}
+
+impl AsyncRead for Upgraded {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if !this.pre.is_empty() {
+            let n = this.pre.len().min(buf.remaining());
+            buf.put_slice(&this.pre[..n]);
+            this.pre.advance(n);
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut this.io).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Upgraded {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+}
+
+/// What the chunked decoder found in the buffer.
+enum Step {
+    /// Body data.
+    Data(Bytes),
+    /// The body (trailers included) ended.
+    End,
+    /// More bytes are needed.
+    More,
+}
+
+#[derive(Default, Clone, Copy)]
+enum Pos {
+    #[default]
+    Size,
+    Ext,
+    SizeLf,
+    Data,
+    DataCr,
+    DataLf,
+    TrailerStart,
+    Trailer,
+    TrailerLf {
+        empty: bool,
+    },
+}
+
+/// Chunked transfer coding decoder (RFC 9112 §7.1), strict: CRLF line ends, at most 16 hex
+/// digits, bounded size lines and trailers (which are read and dropped).
+#[derive(Default)]
+struct Dechunk {
+    pos: Pos,
+    size: u64,
+    digits: usize,
+    line: usize,
+    trailers: usize,
+}
+
+impl Dechunk {
+    fn step(&mut self, buf: &mut BytesMut) -> Result<Step, H1Error> {
+        let bad = |what| Err(H1Error::Invalid(what));
+        let mut i = 0;
+        while i < buf.len() {
+            if let Pos::Data = self.pos {
+                buf.advance(i);
+                let take = (buf.len() as u64).min(self.size) as usize;
+                let data = buf.split_to(take).freeze();
+                self.size -= take as u64;
+                if self.size == 0 {
+                    self.pos = Pos::DataCr;
+                }
+                return Ok(Step::Data(data));
+            }
+            let b = buf[i];
+            i += 1;
+            match self.pos {
+                Pos::Data => {}
+                Pos::Size => match (b as char).to_digit(16) {
+                    Some(d) => {
+                        self.digits += 1;
+                        if self.digits > 16 {
+                            return bad("chunk size too large");
+                        }
+                        self.size = (self.size << 4) | u64::from(d);
+                    }
+                    None if self.digits == 0 => return bad("bad chunk size"),
+                    None => match b {
+                        b'\r' => self.pos = Pos::SizeLf,
+                        b';' | b' ' | b'\t' => {
+                            self.pos = Pos::Ext;
+                            self.line = self.digits + 1;
+                        }
+                        _ => return bad("bad chunk size"),
+                    },
+                },
+                Pos::Ext => {
+                    self.line += 1;
+                    if self.line > MAX_SIZE_LINE {
+                        return bad("chunk extension too long");
+                    }
+                    match b {
+                        b'\r' => self.pos = Pos::SizeLf,
+                        b'\n' => return bad("bare LF in chunk size line"),
+                        _ => {}
+                    }
+                }
+                Pos::SizeLf => {
+                    if b != b'\n' {
+                        return bad("bad chunk size line");
+                    }
+                    self.digits = 0;
+                    self.pos = if self.size == 0 {
+                        Pos::TrailerStart
+                    } else {
+                        Pos::Data
+                    };
+                }
+                Pos::DataCr => {
+                    if b != b'\r' {
+                        return bad("chunk data longer than its size");
+                    }
+                    self.pos = Pos::DataLf;
+                }
+                Pos::DataLf => {
+                    if b != b'\n' {
+                        return bad("bad chunk end");
+                    }
+                    self.size = 0;
+                    self.pos = Pos::Size;
+                }
+                Pos::TrailerStart | Pos::Trailer => {
+                    self.trailers += 1;
+                    if self.trailers > MAX_TRAILERS {
+                        return bad("trailers too long");
+                    }
+                    let empty = matches!(self.pos, Pos::TrailerStart);
+                    match b {
+                        b'\r' => self.pos = Pos::TrailerLf { empty },
+                        b'\n' => return bad("bare LF in trailers"),
+                        _ => self.pos = Pos::Trailer,
+                    }
+                }
+                Pos::TrailerLf { empty } => {
+                    if b != b'\n' {
+                        return bad("bad trailer line");
+                    }
+                    if empty {
+                        buf.advance(i);
+                        return Ok(Step::End);
+                    }
+                    self.pos = Pos::TrailerStart;
+                }
+            }
+        }
+        buf.advance(i);
+        Ok(Step::More)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dechunk_all(input: &[u8]) -> Result<(Vec<u8>, bool, usize), H1Error> {
+        let mut buf = BytesMut::from(input);
+        let mut dec = Dechunk::default();
+        let mut out = Vec::new();
+        loop {
+            match dec.step(&mut buf)? {
+                Step::Data(d) => out.extend_from_slice(&d),
+                Step::End => return Ok((out, true, buf.len())),
+                Step::More => return Ok((out, false, buf.len())),
+            }
+        }
+    }
+
+    #[test]
+    fn chunked_bodies_decode_with_extensions_and_trailers() {
+        let (body, end, rest) =
+            dechunk_all(b"5;a=b\r\nhello\r\n6\r\n world\r\n0\r\nX-T: 1\r\n\r\nNEXT").unwrap();
+        assert_eq!(body, b"hello world");
+        assert!(end);
+        assert_eq!(rest, 4, "bytes after the body stay in the buffer");
+    }
+
+    #[test]
+    fn chunked_decoding_is_incremental() {
+        let input = b"a\r\n0123456789\r\n0\r\n\r\n";
+        let mut dec = Dechunk::default();
+        let mut buf = BytesMut::new();
+        let mut out = Vec::new();
+        let mut ended = false;
+        for &b in input.iter() {
+            buf.extend_from_slice(&[b]);
+            loop {
+                match dec.step(&mut buf).unwrap() {
+                    Step::Data(d) => out.extend_from_slice(&d),
+                    Step::End => {
+                        ended = true;
+                        break;
+                    }
+                    Step::More => break,
+                }
+            }
+        }
+        assert_eq!(out, b"0123456789");
+        assert!(ended);
+    }
+
+    #[test]
+    fn malformed_chunks_are_refused() {
+        for bad in [
+            &b"5\nhello\r\n0\r\n\r\n"[..],
+            b"zz\r\n",
+            b"5\r\nhelloX\r\n",
+            b"11111111111111111\r\n",
+            b"0\r\nX: 1\n\r\n",
+        ] {
+            assert!(
+                dechunk_all(bad).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
+
+    #[test]
+    fn response_heads_parse_with_their_framing() {
+        let p = parse_head(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-A: b\r\n\r\nhello")
+            .unwrap()
+            .unwrap();
+        assert_eq!(p.len, 46);
+        assert!(matches!(p.framing, BodyFraming::Length(5)));
+        assert!(p.keep_alive);
+        assert_eq!(p.response.headers()["x-a"], "b");
+
+        let p = parse_head(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert!(matches!(p.framing, BodyFraming::Chunked));
+
+        let p = parse_head(b"HTTP/1.0 200 OK\r\n\r\n").unwrap().unwrap();
+        assert!(matches!(p.framing, BodyFraming::Close));
+        assert!(!p.keep_alive);
+
+        let p = parse_head(b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert!(!p.keep_alive);
+
+        // Hop-by-hop headers, and those Connection names (before or after it), are dropped;
+        // a 101 keeps its Connection and Upgrade.
+        let p = parse_head(
+            b"HTTP/1.1 200 OK\r\nX-Secret: 1\r\nKeep-Alive: timeout=5\r\nConnection: keep-alive, X-Secret, X-Later\r\nX-Later: 2\r\nX-Kept: 3\r\nContent-Length: 0\r\n\r\n",
+        )
+        .unwrap()
+        .unwrap();
+        let names: Vec<&str> = p.response.headers().keys().map(|k| k.as_str()).collect();
+        assert_eq!(names, ["x-kept", "content-length"]);
+        let p = parse_head(
+            b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(p.response.headers()["upgrade"], "websocket");
+        assert_eq!(p.response.headers()["connection"], "Upgrade");
+
+        assert!(parse_head(b"HTTP/1.1 200 OK\r\nContent-Le")
+            .unwrap()
+            .is_none());
+    }
+
+    #[test]
+    fn ambiguous_response_framing_is_refused() {
+        for bad in [
+            &b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n"[..],
+            b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nContent-Length: +5\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 5, 5\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 99999999999999999999\r\n\r\n",
+            b"HTTP/1.1 20 OK\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nBad Name: x\r\n\r\n",
+        ] {
+            assert!(
+                parse_head(bad).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        // Equal copies are one length.
+        let p = parse_head(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert!(matches!(p.framing, BodyFraming::Length(5)));
+    }
+}
