@@ -1215,7 +1215,13 @@ struct Outgoing {
 
 impl Outgoing {
     fn overrides(&self, name: &HeaderName) -> bool {
-        self.overrides.iter().any(|(n, _)| *n == name)
+        // Every overridden name starts with one of these letters (host, te, connection,
+        // upgrade, x-forwarded-*, x-real-ip): most client headers are passed on after one
+        // byte compare.
+        matches!(
+            name.as_str().as_bytes().first(),
+            Some(b'h' | b't' | b'c' | b'u' | b'x')
+        ) && self.overrides.iter().any(|(n, _)| *n == name)
     }
 
     /// The HTTP/1.1 request head (without its final empty line and without body framing,
