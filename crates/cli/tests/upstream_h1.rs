@@ -324,6 +324,7 @@ async fn the_upstream_receives_one_well_formed_request() {
             ("connection", "keep-alive, x-drop"),
             ("x-drop", "1"),
             ("te", "gzip"),
+            ("expect", "100-continue"),
             ("x-keep", "2"),
         ],
         "payload",
@@ -350,6 +351,7 @@ async fn the_upstream_receives_one_well_formed_request() {
     assert!(lower.contains("\r\nx-real-ip: 127.0.0.1\r\n"), "{req}");
     assert!(!lower.contains("x-drop"), "{req}");
     assert!(!lower.contains("\r\nte:"), "{req}");
+    assert!(!lower.contains("\r\nexpect:"), "{req}");
     assert!(!lower.contains("\r\nconnection:"), "{req}");
     assert!(!lower.contains("transfer-encoding"), "{req}");
     assert!(req.ends_with("\r\n\r\npayload"), "{req}");
@@ -375,4 +377,125 @@ async fn an_upstream_that_closes_idle_connections_costs_no_failed_request() {
     assert_eq!(seen.connections.load(Ordering::SeqCst), 6);
     // Nothing was sent twice.
     assert_eq!(seen.requests.lock().unwrap().len(), 6);
+}
+
+#[tokio::test]
+async fn large_bodies_to_tls_upstreams_arrive_whole() {
+    use common::tls::{TestCa, TlsOrigin};
+    let ca = TestCa::new("portcullis test CA");
+    let origin = TlsOrigin::start("tls-origin", &ca.issue(&["localhost"]), None).await;
+    let gw = Gw::start(&format!(
+        "_format_version: \"3.0\"\nservices:\n  - name: svc\n    url: https://localhost:{}\n    tls_verify: false\n    read_timeout: 5000\n    routes: [{{name: r, paths: [/]}}]\n",
+        origin.port()
+    ))
+    .await;
+    // Larger than the coalescing limit and the socket buffers, so the last bytes of a write
+    // can sit in the TLS layer unless it is flushed.
+    for size in [20_000, 3_000_000] {
+        let body = "b".repeat(size);
+        let r = request(gw.proxy, "POST", "/upload", &[], &body)
+            .await
+            .unwrap();
+        assert_status(&r, 200);
+        assert_eq!(r.json()["body"].as_str().unwrap().len(), size);
+    }
+}
+
+#[tokio::test]
+async fn an_early_answer_is_relayed_while_the_body_is_still_being_sent() {
+    // Answers 413 as soon as it has the head, never reads the body, keeps the connection.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let connections = Arc::new(AtomicUsize::new(0));
+    let c2 = connections.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            c2.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                loop {
+                    let mut chunk = [0u8; 4096];
+                    match s.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(k) => buf.extend_from_slice(&chunk[..k]),
+                    }
+                    if buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                        break;
+                    }
+                }
+                let _ = s
+                    .write_all(
+                        b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 8\r\n\r\ntoo big!",
+                    )
+                    .await;
+                tokio::time::sleep(Duration::from_secs(30)).await;
+            });
+        }
+    });
+    let gw = Gw::start(&format!(
+        "_format_version: \"3.0\"\nservices:\n  - name: svc\n    url: http://127.0.0.1:{port}\n    read_timeout: 10000\n    routes: [{{name: r, paths: [/]}}]\n"
+    ))
+    .await;
+    let body = "z".repeat(6_000_000);
+    let started = std::time::Instant::now();
+    let r = request(gw.proxy, "POST", "/upload", &[], &body)
+        .await
+        .unwrap();
+    assert_eq!(r.status, 413, "{}", r.text());
+    assert_eq!(r.text(), "too big!");
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "the answer waited for the read timeout"
+    );
+    // The connection that carried a half-sent body is not reused.
+    let r = request(gw.proxy, "POST", "/again", &[], "small")
+        .await
+        .unwrap();
+    assert_eq!(r.status, 413);
+    assert_eq!(connections.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn a_rewritten_length_on_a_streamed_body_never_smuggles_bytes() {
+    let (port, seen) = scripted(|_| {
+        (
+            now(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"),
+            false,
+        )
+    })
+    .await;
+    // request_buffering off: the body streams, and a plugin claims a shorter length.
+    let gw = Gw::start(&format!(
+        r#"_format_version: "3.0"
+services:
+  - name: svc
+    url: http://127.0.0.1:{port}
+    retries: 0
+    routes:
+      - name: r
+        paths: [/]
+        request_buffering: false
+        plugins:
+          - name: request-transformer
+            config:
+              replace: {{headers: ["content-length:4"]}}
+"#
+    ))
+    .await;
+    let r = request(
+        gw.proxy,
+        "POST",
+        "/",
+        &[],
+        "GET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status, 502, "{}", r.text());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let seen = seen.requests.lock().unwrap();
+    assert!(
+        seen.iter().all(|req| !req.contains("/smuggled")),
+        "{seen:?}"
+    );
 }

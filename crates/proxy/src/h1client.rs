@@ -21,7 +21,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::{Response, StatusCode, Version};
 use http_body::{Body, Frame, SizeHint};
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
 use crate::body::ProxyBody;
@@ -170,14 +170,6 @@ impl Home {
     }
 }
 
-/// How the request body is framed on the wire.
-enum ReqFraming {
-    /// The head carries a Content-Length (or no body is sent).
-    Sized,
-    /// Chunked transfer coding.
-    Chunked,
-}
-
 /// One upstream HTTP/1.1 connection.
 pub struct Conn {
     io: Io,
@@ -217,153 +209,124 @@ impl Conn {
         tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.buf)
     }
 
-    async fn fill(&mut self, want: usize) -> io::Result<usize> {
-        poll_fn(|cx| self.poll_fill(cx, want)).await
-    }
-
     /// Sends one request and reads the response head. `head` is the encoded request head
-    /// without its final empty line; the body's framing header is added here. `home` is where
+    /// without its final empty line and without any Content-Length or Transfer-Encoding: the
+    /// body's framing is added here, from the body itself (in memory: its length) or from
+    /// `declared` (a streamed body's one Content-Length, which it must match exactly; none:
+    /// chunked). `zero_length` asks for `content-length: 0` on an empty body. `home` is where
     /// the connection goes once the response has been read completely and may be reused.
+    ///
+    /// The request body is written while the response is read, so an upstream that answers
+    /// before it has read the whole body (a 413, say) is heard; the connection is then not
+    /// reused.
+    #[allow(clippy::too_many_arguments)] // one call site; a struct would only rename the list
     pub async fn send(
         mut self: Box<Self>,
         mut head: BytesMut,
         body: ProxyBody,
-        has_length: bool,
+        declared: Option<u64>,
+        zero_length: bool,
         head_request: bool,
         home: Home,
     ) -> Result<Response<RawBody>, SendFailure> {
-        let framing = frame_request(&mut head, &body, has_length);
+        let chunked = frame_request(&mut head, &body, declared, zero_length);
         head.extend_from_slice(b"\r\n");
-        // Small bodies in memory leave in the same write as the head.
-        let mut body = match body {
+        // Small bodies in memory leave in the same write as the head (kept for a retry).
+        let (body, coalesced) = match body {
             ProxyBody::Full(Some(b)) if b.len() <= COALESCE => {
                 head.extend_from_slice(&b);
-                ProxyBody::Empty
+                (ProxyBody::Empty, Some(b))
             }
-            other => other,
+            other => (other, None),
         };
         // The first write decides whether anything of the request left.
         let mut written = 0;
         while written < head.len() {
-            match poll_fn(|cx| Pin::new(&mut self.io).poll_write(cx, &head[written..])).await {
-                Ok(0) => {
-                    let mut f = SendFailure::new(H1Error::Closed, false);
-                    if written == 0 {
-                        f.unsent = Some(body);
-                    }
-                    return Err(f);
+            let res = poll_fn(|cx| Pin::new(&mut self.io).poll_write(cx, &head[written..])).await;
+            let error = match res {
+                Ok(0) => H1Error::Closed,
+                Ok(n) => {
+                    written += n;
+                    continue;
                 }
-                Ok(n) => written += n,
-                Err(e) => {
-                    let mut f = SendFailure::new(H1Error::Io(e), false);
-                    if written == 0 {
-                        f.unsent = Some(body);
-                    }
-                    return Err(f);
-                }
+                Err(e) => H1Error::Io(e),
+            };
+            let mut f = SendFailure::new(error, false);
+            if written == 0 {
+                f.unsent = Some(match coalesced {
+                    Some(b) => ProxyBody::Full(Some(b)),
+                    None => body,
+                });
             }
+            return Err(f);
         }
-        if let Err(e) = self.write_body(&mut body, framing).await {
-            // The upstream may have answered early (a 413, say) and stopped reading: its
-            // response is what the client gets.
-            if let H1Error::Io(_) = e {
-                if let Ok(resp) = self.read_response(head_request, None).await {
-                    return Ok(resp);
-                }
-            }
-            return Err(SendFailure::new(e, false));
-        }
-        self.read_response(head_request, Some(home)).await
-    }
-
-    async fn write_body(
-        &mut self,
-        body: &mut ProxyBody,
-        framing: ReqFraming,
-    ) -> Result<(), H1Error> {
-        if let ProxyBody::Empty = body {
-            return Ok(());
-        }
-        if let ProxyBody::Full(b) = body {
-            if let Some(b) = b.take() {
-                self.io.write_all(&b).await?;
-            }
-            return Ok(());
-        }
-        let chunked = matches!(framing, ReqFraming::Chunked);
-        loop {
-            let frame = poll_fn(|cx| Pin::new(&mut *body).poll_frame(cx)).await;
-            match frame {
-                None => break,
-                Some(Err(e)) => return Err(H1Error::RequestBody(e.to_string())),
-                Some(Ok(frame)) => {
-                    let Ok(data) = frame.into_data() else {
-                        // Trailers are not forwarded to HTTP/1 upstreams.
-                        continue;
-                    };
-                    if data.is_empty() {
-                        continue;
+        let mut writer = BodyWriter::new(body, chunked, declared);
+        let mut written_all = false;
+        let mut write_error: Option<H1Error> = None;
+        let mut received = false;
+        let parsed = poll_fn(|cx| {
+            if !written_all && write_error.is_none() {
+                match writer.poll_write(&mut self.io, cx) {
+                    Poll::Ready(Ok(())) => written_all = true,
+                    // The client's body failed or broke its length: nothing sensible can
+                    // follow on this connection.
+                    Poll::Ready(Err(e @ H1Error::RequestBody(_))) => {
+                        return Poll::Ready(Err(SendFailure::new(e, received)))
                     }
-                    if chunked {
-                        let size = format!("{:x}\r\n", data.len());
-                        self.io.write_all(size.as_bytes()).await?;
-                        self.io.write_all(&data).await?;
-                        self.io.write_all(b"\r\n").await?;
-                    } else {
-                        self.io.write_all(&data).await?;
-                    }
+                    // The upstream may have answered early and stopped reading: keep reading.
+                    Poll::Ready(Err(e)) => write_error = Some(e),
+                    Poll::Pending => {}
                 }
             }
-        }
-        if chunked {
-            self.io.write_all(b"0\r\n\r\n").await?;
-        }
-        Ok(())
-    }
-
-    /// Reads the response head (skipping interim 1xx responses other than 101) and sets up
-    /// its body. `home: None` marks the connection as not reusable.
-    async fn read_response(
-        mut self: Box<Self>,
-        head_request: bool,
-        home: Option<Home>,
-    ) -> Result<Response<RawBody>, SendFailure> {
-        let mut received = !self.buf.is_empty();
-        loop {
-            if !self.buf.is_empty() {
-                match parse_head(&self.buf) {
-                    Err(e) => return Err(SendFailure::new(e, true)),
-                    Ok(None) if self.buf.len() > MAX_HEAD => {
-                        return Err(SendFailure::new(
-                            H1Error::Invalid("response head too large"),
-                            true,
-                        ))
-                    }
-                    Ok(None) => {}
-                    Ok(Some(parsed)) => {
-                        self.buf.advance(parsed.len);
-                        let status = parsed.response.status();
-                        if status.is_informational() && status != StatusCode::SWITCHING_PROTOCOLS {
-                            continue;
+            loop {
+                if !self.buf.is_empty() {
+                    match parse_head(&self.buf) {
+                        Err(e) => return Poll::Ready(Err(SendFailure::new(e, true))),
+                        Ok(None) if self.buf.len() > MAX_HEAD => {
+                            return Poll::Ready(Err(SendFailure::new(
+                                H1Error::Invalid("response head too large"),
+                                true,
+                            )))
                         }
-                        return self
-                            .start_body(parsed, head_request, home)
-                            .map_err(|e| SendFailure::new(e, true));
+                        Ok(None) => {}
+                        Ok(Some(parsed)) => {
+                            self.buf.advance(parsed.len);
+                            let status = parsed.response.status();
+                            if status.is_informational()
+                                && status != StatusCode::SWITCHING_PROTOCOLS
+                            {
+                                continue;
+                            }
+                            return Poll::Ready(Ok(parsed));
+                        }
+                    }
+                }
+                match self.poll_fill(cx, 8 * 1024) {
+                    Poll::Pending => break,
+                    Poll::Ready(Ok(0)) => {
+                        let error = match write_error.take() {
+                            Some(e) => e,
+                            None if received => {
+                                H1Error::Invalid("connection closed inside the response head")
+                            }
+                            None => H1Error::Closed,
+                        };
+                        return Poll::Ready(Err(SendFailure::new(error, received)));
+                    }
+                    Poll::Ready(Ok(_)) => received = true,
+                    Poll::Ready(Err(e)) => {
+                        return Poll::Ready(Err(SendFailure::new(H1Error::Io(e), received)))
                     }
                 }
             }
-            match self.fill(8 * 1024).await {
-                Ok(0) if received => {
-                    return Err(SendFailure::new(
-                        H1Error::Invalid("connection closed inside the response head"),
-                        true,
-                    ))
-                }
-                Ok(0) => return Err(SendFailure::new(H1Error::Closed, false)),
-                Ok(_) => received = true,
-                Err(e) => return Err(SendFailure::new(H1Error::Io(e), received)),
-            }
-        }
+            Poll::Pending
+        })
+        .await?;
+        // A response before the whole request was written (an early answer, or after a failed
+        // write): the connection's state is unknown, so it is not reused.
+        let home = written_all.then_some(home);
+        self.start_body(parsed, head_request, home)
+            .map_err(|e| SendFailure::new(e, true))
     }
 
     fn start_body(
@@ -422,22 +385,143 @@ impl Conn {
     }
 }
 
-/// Adds the body's framing header to the request head.
-fn frame_request(head: &mut BytesMut, body: &ProxyBody, has_length: bool) -> ReqFraming {
-    match body {
-        // A body in memory is always sent with its own length (the client's header was left
-        // out of the head).
-        ProxyBody::Full(Some(b)) => {
-            head.extend_from_slice(b"content-length: ");
-            head.extend_from_slice(itoa::Buffer::new().format(b.len()).as_bytes());
-            head.extend_from_slice(b"\r\n");
-            ReqFraming::Sized
+/// Adds the body's framing header to the request head; true when the body goes chunked.
+fn frame_request(
+    head: &mut BytesMut,
+    body: &ProxyBody,
+    declared: Option<u64>,
+    zero_length: bool,
+) -> bool {
+    let length = match body {
+        // A body in memory is always sent with its own length.
+        ProxyBody::Full(Some(b)) => Some(b.len() as u64),
+        ProxyBody::Empty | ProxyBody::Full(None) => zero_length.then_some(0),
+        _ => match declared {
+            Some(n) => Some(n),
+            None => {
+                head.extend_from_slice(b"transfer-encoding: chunked\r\n");
+                return true;
+            }
+        },
+    };
+    if let Some(n) = length {
+        head.extend_from_slice(b"content-length: ");
+        head.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+        head.extend_from_slice(b"\r\n");
+    }
+    false
+}
+
+/// Writes a request body after its head: frames as they come from the client (chunk-encoded,
+/// or counted against the declared length), vectored, flushed before waiting for more.
+struct BodyWriter {
+    body: ProxyBody,
+    chunked: bool,
+    /// Bytes still owed to a declared Content-Length.
+    left: Option<u64>,
+    queue: std::collections::VecDeque<Bytes>,
+    ended: bool,
+}
+
+impl BodyWriter {
+    fn new(body: ProxyBody, chunked: bool, declared: Option<u64>) -> BodyWriter {
+        let left = match &body {
+            ProxyBody::Empty => Some(0),
+            ProxyBody::Full(b) => Some(b.as_ref().map_or(0, |b| b.len() as u64)),
+            _ if chunked => None,
+            _ => declared,
+        };
+        BodyWriter {
+            body,
+            chunked,
+            left,
+            queue: std::collections::VecDeque::new(),
+            ended: false,
         }
-        ProxyBody::Empty | ProxyBody::Full(None) => ReqFraming::Sized,
-        _ if has_length => ReqFraming::Sized,
-        _ => {
-            head.extend_from_slice(b"transfer-encoding: chunked\r\n");
-            ReqFraming::Chunked
+    }
+
+    /// Ready(Ok) once everything is written and flushed.
+    fn poll_write(&mut self, io: &mut Io, cx: &mut Context<'_>) -> Poll<Result<(), H1Error>> {
+        loop {
+            if !self.queue.is_empty() {
+                let mut slices = [io::IoSlice::new(&[]); 4];
+                let n = self.queue.len().min(4);
+                for (slot, b) in slices.iter_mut().zip(self.queue.iter()) {
+                    *slot = io::IoSlice::new(b);
+                }
+                match Pin::new(&mut *io).poll_write_vectored(cx, &slices[..n]) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(H1Error::Io(e))),
+                    Poll::Ready(Ok(0)) => return Poll::Ready(Err(H1Error::Closed)),
+                    Poll::Ready(Ok(mut k)) => {
+                        while k > 0 {
+                            let Some(front) = self.queue.front_mut() else {
+                                break;
+                            };
+                            let take = k.min(front.len());
+                            front.advance(take);
+                            k -= take;
+                            if front.is_empty() {
+                                self.queue.pop_front();
+                            }
+                        }
+                    }
+                }
+                continue;
+            }
+            if self.ended {
+                // rustls may hold written bytes until flushed.
+                return Pin::new(&mut *io).poll_flush(cx).map_err(H1Error::Io);
+            }
+            match Pin::new(&mut self.body).poll_frame(cx) {
+                Poll::Pending => {
+                    // Everything so far leaves before waiting for the client.
+                    if let Poll::Ready(Err(e)) = Pin::new(&mut *io).poll_flush(cx) {
+                        return Poll::Ready(Err(H1Error::Io(e)));
+                    }
+                    return Poll::Pending;
+                }
+                Poll::Ready(None) => {
+                    if self.left.is_some_and(|l| l > 0) {
+                        return Poll::Ready(Err(H1Error::RequestBody(
+                            "body shorter than its Content-Length".into(),
+                        )));
+                    }
+                    if self.chunked {
+                        self.queue.push_back(Bytes::from_static(b"0\r\n\r\n"));
+                    }
+                    self.ended = true;
+                }
+                Poll::Ready(Some(Err(e))) => {
+                    return Poll::Ready(Err(H1Error::RequestBody(e.to_string())))
+                }
+                Poll::Ready(Some(Ok(frame))) => {
+                    // Trailers are not forwarded to HTTP/1 upstreams.
+                    let Ok(data) = frame.into_data() else {
+                        continue;
+                    };
+                    if data.is_empty() {
+                        continue;
+                    }
+                    if let Some(left) = &mut self.left {
+                        let n = data.len() as u64;
+                        if n > *left {
+                            return Poll::Ready(Err(H1Error::RequestBody(
+                                "body longer than its Content-Length".into(),
+                            )));
+                        }
+                        *left -= n;
+                    }
+                    if self.chunked {
+                        self.queue
+                            .push_back(Bytes::from(format!("{:X}\r\n", data.len())));
+                        self.queue.push_back(data);
+                        self.queue.push_back(Bytes::from_static(b"\r\n"));
+                    } else {
+                        self.queue.push_back(data);
+                    }
+                }
+            }
         }
     }
 }
@@ -544,6 +628,12 @@ fn parse_head(buf: &[u8]) -> Result<Option<Parsed>, H1Error> {
             return Err(H1Error::Invalid(
                 "both transfer-encoding and content-length",
             ))
+        }
+        // HTTP/1.0 has no transfer codings: such a message is read, then its connection
+        // closed (RFC 9112 §6.1).
+        (true, None) if chunked && version == Version::HTTP_10 => {
+            close = true;
+            BodyFraming::Chunked
         }
         (true, None) if chunked => BodyFraming::Chunked,
         (true, None) => BodyFraming::Close,

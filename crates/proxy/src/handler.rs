@@ -1216,18 +1216,17 @@ struct Outgoing {
 impl Outgoing {
     fn overrides(&self, name: &HeaderName) -> bool {
         // Every overridden name starts with one of these letters (host, te, connection,
-        // upgrade, x-forwarded-*, x-real-ip): most client headers are passed on after one
-        // byte compare.
+        // upgrade, expect, x-forwarded-*, x-real-ip): most client headers are passed on after
+        // one byte compare.
         matches!(
             name.as_str().as_bytes().first(),
-            Some(b'h' | b't' | b'c' | b'u' | b'x')
+            Some(b'h' | b't' | b'c' | b'u' | b'e' | b'x')
         ) && self.overrides.iter().any(|(n, _)| *n == name)
     }
 
-    /// The HTTP/1.1 request head (without its final empty line and without body framing,
-    /// which [`crate::h1client`] adds). The client's Content-Length is left out when
-    /// `own_length` (the body is in memory and sent with its own length).
-    fn encode_h1(&self, ctx: &Ctx, own_length: bool) -> bytes::BytesMut {
+    /// The HTTP/1.1 request head (without its final empty line and without body framing:
+    /// [`crate::h1client`] writes the one Content-Length or Transfer-Encoding).
+    fn encode_h1(&self, ctx: &Ctx) -> bytes::BytesMut {
         let mut head = bytes::BytesMut::with_capacity(512);
         head.extend_from_slice(ctx.method.as_str().as_bytes());
         head.extend_from_slice(b" ");
@@ -1235,7 +1234,7 @@ impl Outgoing {
         head.extend_from_slice(b" HTTP/1.1\r\n");
         for (name, value) in &ctx.headers {
             if is_hop_by_hop(name.as_str())
-                || (own_length && *name == header::CONTENT_LENGTH)
+                || *name == header::CONTENT_LENGTH
                 || self.overrides(name)
             {
                 continue;
@@ -1347,6 +1346,9 @@ fn upstream_request(
         ));
         None
     };
+    // The client's 100-continue exchange was had with the gateway; the body follows the head
+    // at once, so an upstream must not wait for (or answer without reading) it.
+    overrides.push((&header::EXPECT, None));
     if fwd.websocket {
         overrides.push((
             &header::CONNECTION,
@@ -1477,14 +1479,18 @@ async fn send_with_retries(
         };
         let attempt = match sender {
             Sender::H1(conn) => {
-                let head = out.encode_h1(ctx, matches!(b, ProxyBody::Full(Some(_))));
-                let has_length = ctx.headers.contains_key(header::CONTENT_LENGTH);
+                let Ok(declared) = declared_length(&ctx.headers) else {
+                    return Err(kong_error(StatusCode::BAD_REQUEST, "Bad request"));
+                };
+                let head = out.encode_h1(ctx);
+                let zero_length = declared.is_some()
+                    || matches!(ctx.method, Method::POST | Method::PUT | Method::PATCH);
                 let home = Home {
                     pool: gw.pool.clone(),
                     key: PoolKey::of(&ep),
                 };
                 let head_request = ctx.method == Method::HEAD;
-                let sent = conn.send(head, b, has_length, head_request, home);
+                let sent = conn.send(head, b, declared, zero_length, head_request, home);
                 match tokio::time::timeout(read_timeout, sent).await {
                     Ok(Ok(resp)) => Ok(Ok(resp.map(Rest::H1))),
                     Ok(Err(f)) => Ok(Err(Failed {
@@ -1556,6 +1562,29 @@ async fn send_with_retries(
         }
     }
     Err(errors::upstream_failure(last_error))
+}
+
+/// The request's Content-Length: `Ok(None)` without one, an error when a copy does not parse
+/// or copies differ (a plugin may have rewritten the header of a streamed body).
+fn declared_length(h: &HeaderMap) -> Result<Option<u64>, ()> {
+    let mut length = None;
+    for v in h.get_all(header::CONTENT_LENGTH) {
+        let v = v.as_bytes().trim_ascii();
+        if v.is_empty() || v.len() > 19 || !v.iter().all(u8::is_ascii_digit) {
+            return Err(());
+        }
+        let n = v
+            .iter()
+            .try_fold(0u64, |n, d| {
+                n.checked_mul(10)?.checked_add(u64::from(d - b'0'))
+            })
+            .ok_or(())?;
+        if length.is_some_and(|l| l != n) {
+            return Err(());
+        }
+        length = Some(n);
+    }
+    Ok(length)
 }
 
 /// A failed attempt, from either kind of connection.
