@@ -609,7 +609,7 @@ fn parse_head(buf: &[u8]) -> Result<Option<Parsed>, H1Error> {
     let base = buf.as_ptr() as usize;
     // Room for the headers the gateway adds (request id, latencies, plugins' headers) without
     // growing and rehashing the map.
-    let mut headers = HeaderMap::with_capacity(res.headers.len() + 6);
+    let mut headers = HeaderMap::with_capacity(res.headers.len() + 12);
     for h in res.headers.iter() {
         let raw = h.name.as_bytes();
         if !keep_hop_by_hop

@@ -39,6 +39,10 @@ use redis_policy::{RedisConfig, RedisStore};
 use window::{Observed, Period};
 
 const EMPTY_UUID: &str = "00000000-0000-0000-0000-000000000000";
+
+static RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("ratelimit-limit");
+static RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("ratelimit-remaining");
+static RATELIMIT_RESET: HeaderName = HeaderName::from_static("ratelimit-reset");
 /// Identifiers longer than this (e.g. a huge header value) are replaced by their SHA-256.
 const MAX_IDENTIFIER: usize = 128;
 
@@ -75,6 +79,8 @@ pub struct RateLimiting {
     key_prefix: String,
     /// Header names per period: (limit, remaining).
     names: [(HeaderName, HeaderName); 6],
+    /// Each configured period's limit as a header value, made once.
+    limit_values: [Option<HeaderValue>; 6],
     catalog: Arc<Catalog>,
 }
 
@@ -334,7 +340,14 @@ impl RateLimiting {
             scope.route.unwrap_or(EMPTY_UUID),
             scope.service.unwrap_or(EMPTY_UUID),
         );
+        let mut limit_values: [Option<HeaderValue>; 6] = Default::default();
+        for l in &limits {
+            if let Some(slot) = limit_values.get_mut(l.period.index()) {
+                *slot = Some(HeaderValue::from(l.limit));
+            }
+        }
         Some(RateLimiting {
+            limit_values,
             limits,
             limit_by,
             policy,
@@ -394,6 +407,22 @@ impl RateLimiting {
         }
     }
 
+    /// A period's limit as a header value (made at config load; built here only for a limit
+    /// the config did not have).
+    fn limit_value(&self, index: usize, limit: u64) -> HeaderValue {
+        match self.limit_values.get(index) {
+            Some(Some(v))
+                if self
+                    .limits
+                    .iter()
+                    .any(|l| l.period.index() == index && l.limit == limit) =>
+            {
+                v.clone()
+            }
+            _ => HeaderValue::from(limit),
+        }
+    }
+
     /// Kong's headers for what was observed.
     fn headers(&self, observed: &[Observed], admitted: bool, now_ms: i64) -> PendingHeaders {
         // The period that refused the request (Kong's `stop`): the longest one, so Retry-After
@@ -408,7 +437,8 @@ impl RateLimiting {
                 .max()
         };
         let mut out = Vec::with_capacity(2 * observed.len() + 4);
-        let mut best: Option<(u64, u64, i64)> = None; // (limit, remaining, window seconds)
+        // (limit, remaining, window seconds, period index)
+        let mut best: Option<(u64, u64, i64, usize)> = None;
         let mut reset = 1;
         for o in observed {
             let mut remaining = o.limit.saturating_sub(o.usage());
@@ -418,31 +448,22 @@ impl RateLimiting {
             let window = o.period.seconds();
             let better = match best {
                 None => true,
-                Some((_, r, w)) => remaining < r || (remaining == r && window > w),
+                Some((_, r, w, _)) => remaining < r || (remaining == r && window > w),
             };
             if better {
-                best = Some((o.limit, remaining, window));
+                best = Some((o.limit, remaining, window, o.period.index()));
                 let elapsed = (now_ms - self.window_start(o.period, now_ms)).div_euclid(1000);
                 reset = (window - elapsed).max(1);
             }
             if let Some((l, r)) = self.names.get(o.period.index()) {
-                out.push((l.clone(), HeaderValue::from(o.limit)));
+                out.push((l.clone(), self.limit_value(o.period.index(), o.limit)));
                 out.push((r.clone(), HeaderValue::from(remaining)));
             }
         }
-        if let Some((limit, remaining, _)) = best {
-            out.push((
-                HeaderName::from_static("ratelimit-limit"),
-                HeaderValue::from(limit),
-            ));
-            out.push((
-                HeaderName::from_static("ratelimit-remaining"),
-                HeaderValue::from(remaining),
-            ));
-            out.push((
-                HeaderName::from_static("ratelimit-reset"),
-                HeaderValue::from(reset),
-            ));
+        if let Some((limit, remaining, _, index)) = best {
+            out.push((RATELIMIT_LIMIT.clone(), self.limit_value(index, limit)));
+            out.push((RATELIMIT_REMAINING.clone(), HeaderValue::from(remaining)));
+            out.push((RATELIMIT_RESET.clone(), HeaderValue::from(reset)));
             if !admitted {
                 out.push((http::header::RETRY_AFTER, HeaderValue::from(reset)));
             }
