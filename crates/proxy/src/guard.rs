@@ -26,12 +26,13 @@ use futures_util::task::AtomicWaker;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
-mod chunked;
+pub(crate) mod chunked;
 mod head;
 #[cfg(test)]
 mod tests;
 
 use chunked::{ChunkStep, Chunked};
+pub(crate) use head::parse_content_length;
 pub use head::Limits;
 use head::{Framing, HeadError};
 

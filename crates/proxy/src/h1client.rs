@@ -25,6 +25,8 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
 use crate::body::ProxyBody;
+use crate::guard::chunked::{Chunked, Scan};
+use crate::guard::parse_content_length;
 use crate::upstream::{Pool, PoolKey};
 
 /// Longest response head accepted from an upstream.
@@ -33,8 +35,6 @@ const MAX_HEAD: usize = 64 * 1024;
 const MAX_HEADERS: usize = 128;
 /// Longest trailer section of a chunked response.
 const MAX_TRAILERS: usize = 16 * 1024;
-/// Longest chunk-size line (size and extensions).
-const MAX_SIZE_LINE: usize = 4096;
 /// Bodies up to this size are copied behind the head and sent in one write.
 const COALESCE: usize = 16 * 1024;
 /// Read size for response bodies.
@@ -574,7 +574,7 @@ fn parse_head(buf: &[u8]) -> Result<Option<Parsed>, H1Error> {
     for h in res.headers.iter() {
         let name = h.name.as_bytes();
         if name.eq_ignore_ascii_case(b"content-length") {
-            let n = parse_length(h.value).ok_or(H1Error::Invalid("bad content-length"))?;
+            let n = parse_content_length(h.value).ok_or(H1Error::Invalid("bad content-length"))?;
             if length.is_some_and(|l| l != n) {
                 return Err(H1Error::Invalid("conflicting content-length"));
             }
@@ -668,16 +668,6 @@ pub(crate) fn is_hop_by_hop(name: &[u8]) -> bool {
     NAMES.iter().any(|n| n.eq_ignore_ascii_case(name))
 }
 
-/// A Content-Length value: digits only (RFC 9110 §8.6), no sign, no overflow.
-fn parse_length(v: &[u8]) -> Option<u64> {
-    if v.is_empty() || v.len() > 19 || !v.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    v.iter().try_fold(0u64, |n, d| {
-        n.checked_mul(10)?.checked_add(u64::from(d - b'0'))
-    })
-}
-
 /// A response body read from an upstream connection.
 pub struct RawBody {
     state: State,
@@ -748,6 +738,7 @@ impl Body for RawBody {
     ) -> Poll<Option<Result<Frame<Bytes>, H1Error>>> {
         let this = self.get_mut();
         loop {
+            // First what the bytes already read give; `break` when more are needed.
             match &mut this.state {
                 State::Whole(data) => {
                     let out = data.take();
@@ -764,33 +755,21 @@ impl Body for RawBody {
                         this.finish();
                         return Poll::Ready(None);
                     }
-                    if conn.buf.is_empty() {
-                        match conn.poll_fill(cx, BODY_READ) {
-                            Poll::Pending => return Poll::Pending,
-                            Poll::Ready(Err(e)) => {
+                    if !conn.buf.is_empty() {
+                        let take = (conn.buf.len() as u64).min(*remaining) as usize;
+                        let data = conn.buf.split_to(take).freeze();
+                        *remaining -= take as u64;
+                        if *remaining == 0 {
+                            if conn.buf.is_empty() {
+                                this.finish();
+                            } else {
+                                // More bytes than the length announced: the connection is out
+                                // of step and is dropped.
                                 this.state = State::Done;
-                                return Poll::Ready(Some(Err(H1Error::Io(e))));
                             }
-                            Poll::Ready(Ok(0)) => {
-                                this.state = State::Done;
-                                return Poll::Ready(Some(Err(H1Error::Closed)));
-                            }
-                            Poll::Ready(Ok(_)) => {}
                         }
+                        return Poll::Ready(Some(Ok(Frame::data(data))));
                     }
-                    let take = (conn.buf.len() as u64).min(*remaining) as usize;
-                    let data = conn.buf.split_to(take).freeze();
-                    *remaining -= take as u64;
-                    if *remaining == 0 {
-                        if !conn.buf.is_empty() {
-                            // More bytes than the length announced: the connection is out of
-                            // step and is dropped.
-                            this.state = State::Done;
-                        } else {
-                            this.finish();
-                        }
-                    }
-                    return Poll::Ready(Some(Ok(Frame::data(data))));
                 }
                 State::Chunked { conn, dec, .. } => match dec.step(&mut conn.buf) {
                     Err(e) => {
@@ -802,36 +781,38 @@ impl Body for RawBody {
                         this.finish();
                         return Poll::Ready(None);
                     }
-                    Ok(Step::More) => match conn.poll_fill(cx, BODY_READ) {
-                        Poll::Pending => return Poll::Pending,
-                        Poll::Ready(Err(e)) => {
-                            this.state = State::Done;
-                            return Poll::Ready(Some(Err(H1Error::Io(e))));
-                        }
-                        Poll::Ready(Ok(0)) => {
-                            this.state = State::Done;
-                            return Poll::Ready(Some(Err(H1Error::Closed)));
-                        }
-                        Poll::Ready(Ok(_)) => continue,
-                    },
+                    Ok(Step::More) => {}
                 },
                 State::Close { conn } => {
                     if !conn.buf.is_empty() {
                         let data = conn.buf.split().freeze();
                         return Poll::Ready(Some(Ok(Frame::data(data))));
                     }
-                    match conn.poll_fill(cx, BODY_READ) {
-                        Poll::Pending => return Poll::Pending,
-                        Poll::Ready(Err(e)) => {
-                            this.state = State::Done;
-                            return Poll::Ready(Some(Err(H1Error::Io(e))));
-                        }
-                        Poll::Ready(Ok(0)) => {
-                            this.state = State::Done;
-                            return Poll::Ready(None);
-                        }
-                        Poll::Ready(Ok(_)) => continue,
-                    }
+                }
+            }
+            // Then one more read from the connection.
+            let until_close = matches!(this.state, State::Close { .. });
+            let read = match &mut this.state {
+                State::Length { conn, .. }
+                | State::Chunked { conn, .. }
+                | State::Close { conn } => conn.poll_fill(cx, BODY_READ),
+                _ => return Poll::Ready(None),
+            };
+            match read {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Ok(n)) if n > 0 => continue,
+                // The end of a close-delimited body is the end of the connection.
+                Poll::Ready(Ok(_)) if until_close => {
+                    this.state = State::Done;
+                    return Poll::Ready(None);
+                }
+                Poll::Ready(Ok(_)) => {
+                    this.state = State::Done;
+                    return Poll::Ready(Some(Err(H1Error::Closed)));
+                }
+                Poll::Ready(Err(e)) => {
+                    this.state = State::Done;
+                    return Poll::Ready(Some(Err(H1Error::Io(e))));
                 }
             }
         }
@@ -907,131 +888,38 @@ enum Step {
     More,
 }
 
-#[derive(Default, Clone, Copy)]
-enum Pos {
-    #[default]
-    Size,
-    Ext,
-    SizeLf,
-    Data,
-    DataCr,
-    DataLf,
-    TrailerStart,
-    Trailer,
-    TrailerLf {
-        empty: bool,
-    },
-}
-
-/// Chunked transfer coding decoder (RFC 9112 §7.1), strict: CRLF line ends, at most 16 hex
-/// digits, bounded size lines and trailers (which are read and dropped).
+/// Chunked response decoder: the HTTP/1 guard's parser ([`Chunked`], strict CRLF, at most 15
+/// hex digits, bounded size lines and trailers), with chunk data split off the buffer without
+/// a copy. Trailers are read and dropped.
 #[derive(Default)]
-struct Dechunk {
-    pos: Pos,
-    size: u64,
-    digits: usize,
-    line: usize,
-    trailers: usize,
-}
+struct Dechunk(Chunked);
 
 impl Dechunk {
     fn step(&mut self, buf: &mut BytesMut) -> Result<Step, H1Error> {
-        let bad = |what| Err(H1Error::Invalid(what));
-        let mut i = 0;
-        while i < buf.len() {
-            if let Pos::Data = self.pos {
-                buf.advance(i);
-                let take = (buf.len() as u64).min(self.size) as usize;
-                let data = buf.split_to(take).freeze();
-                self.size -= take as u64;
-                if self.size == 0 {
-                    self.pos = Pos::DataCr;
+        loop {
+            let left = self.0.data_left();
+            if left > 0 {
+                if buf.is_empty() {
+                    return Ok(Step::More);
                 }
-                return Ok(Step::Data(data));
+                let take = left.min(buf.len() as u64) as usize;
+                self.0.consume_data(take);
+                return Ok(Step::Data(buf.split_to(take).freeze()));
             }
-            let b = buf[i];
-            i += 1;
-            match self.pos {
-                Pos::Data => {}
-                Pos::Size => match (b as char).to_digit(16) {
-                    Some(d) => {
-                        self.digits += 1;
-                        if self.digits > 16 {
-                            return bad("chunk size too large");
-                        }
-                        self.size = (self.size << 4) | u64::from(d);
-                    }
-                    None if self.digits == 0 => return bad("bad chunk size"),
-                    None => match b {
-                        b'\r' => self.pos = Pos::SizeLf,
-                        b';' | b' ' | b'\t' => {
-                            self.pos = Pos::Ext;
-                            self.line = self.digits + 1;
-                        }
-                        _ => return bad("bad chunk size"),
-                    },
-                },
-                Pos::Ext => {
-                    self.line += 1;
-                    if self.line > MAX_SIZE_LINE {
-                        return bad("chunk extension too long");
-                    }
-                    match b {
-                        b'\r' => self.pos = Pos::SizeLf,
-                        b'\n' => return bad("bare LF in chunk size line"),
-                        _ => {}
-                    }
+            match self.0.scan(buf, MAX_TRAILERS) {
+                Scan::Data(n) => buf.advance(n),
+                Scan::End(n) => {
+                    buf.advance(n);
+                    return Ok(Step::End);
                 }
-                Pos::SizeLf => {
-                    if b != b'\n' {
-                        return bad("bad chunk size line");
-                    }
-                    self.digits = 0;
-                    self.pos = if self.size == 0 {
-                        Pos::TrailerStart
-                    } else {
-                        Pos::Data
-                    };
+                Scan::More => {
+                    // Every byte was framing, now held in the parser's state.
+                    buf.clear();
+                    return Ok(Step::More);
                 }
-                Pos::DataCr => {
-                    if b != b'\r' {
-                        return bad("chunk data longer than its size");
-                    }
-                    self.pos = Pos::DataLf;
-                }
-                Pos::DataLf => {
-                    if b != b'\n' {
-                        return bad("bad chunk end");
-                    }
-                    self.size = 0;
-                    self.pos = Pos::Size;
-                }
-                Pos::TrailerStart | Pos::Trailer => {
-                    self.trailers += 1;
-                    if self.trailers > MAX_TRAILERS {
-                        return bad("trailers too long");
-                    }
-                    let empty = matches!(self.pos, Pos::TrailerStart);
-                    match b {
-                        b'\r' => self.pos = Pos::TrailerLf { empty },
-                        b'\n' => return bad("bare LF in trailers"),
-                        _ => self.pos = Pos::Trailer,
-                    }
-                }
-                Pos::TrailerLf { empty } => {
-                    if b != b'\n' {
-                        return bad("bad trailer line");
-                    }
-                    if empty {
-                        buf.advance(i);
-                        return Ok(Step::End);
-                    }
-                    self.pos = Pos::TrailerStart;
-                }
+                Scan::Invalid => return Err(H1Error::Invalid("malformed chunked body")),
             }
         }
-        buf.advance(i);
-        Ok(Step::More)
     }
 }
 
@@ -1208,6 +1096,60 @@ mod tests {
         assert!(parse_head(b"HTTP/1.1 200 OK\r\nContent-Le")
             .unwrap()
             .is_none());
+    }
+
+    #[test]
+    fn http10_responses_with_transfer_encoding_are_not_kept() {
+        let p = parse_head(
+            b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n",
+        )
+        .unwrap()
+        .unwrap();
+        assert!(matches!(p.framing, BodyFraming::Chunked));
+        assert!(!p.keep_alive);
+        // Without Transfer-Encoding the same keep-alive response is reusable.
+        let p =
+            parse_head(b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 0\r\n\r\n")
+                .unwrap()
+                .unwrap();
+        assert!(p.keep_alive);
+    }
+
+    /// A request whose first write fails hands its body back whole, also when a small body
+    /// had been copied behind the head (so a retry on a fresh connection sends it again).
+    #[tokio::test]
+    async fn a_request_that_never_left_returns_its_body() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accept = tokio::spawn(async move { listener.accept().await });
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        let _peer = accept.await.unwrap().unwrap();
+        // Our own write side closed: the first write fails before a byte leaves.
+        let tcp = tcp.into_std().unwrap();
+        tcp.shutdown(std::net::Shutdown::Write).unwrap();
+        let tcp = TcpStream::from_std(tcp).unwrap();
+        let ep = crate::upstream::Endpoint {
+            host: "127.0.0.1".into(),
+            port: addr.port(),
+            tls: None,
+            sni: "127.0.0.1".into(),
+            h2: false,
+        };
+        let home = Home {
+            pool: Arc::new(Pool::new(4, std::time::Duration::from_secs(60))),
+            key: PoolKey::of(&ep),
+        };
+        let conn = Box::new(Conn::new(Io::Plain(tcp)));
+        let head = BytesMut::from(&b"POST / HTTP/1.1\r\nhost: x\r\n"[..]);
+        let body = ProxyBody::full(Bytes::from_static(b"{\"amount\":100}"));
+        let Err(failure) = conn.send(head, body, None, true, false, home).await else {
+            panic!("a write on a closed socket succeeded");
+        };
+        assert!(failure.incomplete);
+        match failure.unsent {
+            Some(ProxyBody::Full(Some(b))) => assert_eq!(&b[..], b"{\"amount\":100}"),
+            _ => panic!("the body was not handed back"),
+        }
     }
 
     #[test]

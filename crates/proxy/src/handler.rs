@@ -1449,7 +1449,8 @@ async fn send_with_retries(
             sni: service.sni.clone(),
             h2: service.h2,
         };
-        let (sender, reused) = match gw.pool.checkout(&ep) {
+        let key = PoolKey::of(&ep);
+        let (sender, reused) = match gw.pool.checkout(&key) {
             Some(s) => (s, true),
             None => match gw.pool.connect(&ep, connect_timeout).await {
                 Ok(s) => (s, false),
@@ -1487,7 +1488,7 @@ async fn send_with_retries(
                     || matches!(ctx.method, Method::POST | Method::PUT | Method::PATCH);
                 let home = Home {
                     pool: gw.pool.clone(),
-                    key: PoolKey::of(&ep),
+                    key,
                 };
                 let head_request = ctx.method == Method::HEAD;
                 let sent = conn.send(head, b, declared, zero_length, head_request, home);
@@ -1569,16 +1570,7 @@ async fn send_with_retries(
 fn declared_length(h: &HeaderMap) -> Result<Option<u64>, ()> {
     let mut length = None;
     for v in h.get_all(header::CONTENT_LENGTH) {
-        let v = v.as_bytes().trim_ascii();
-        if v.is_empty() || v.len() > 19 || !v.iter().all(u8::is_ascii_digit) {
-            return Err(());
-        }
-        let n = v
-            .iter()
-            .try_fold(0u64, |n, d| {
-                n.checked_mul(10)?.checked_add(u64::from(d - b'0'))
-            })
-            .ok_or(())?;
+        let n = crate::guard::parse_content_length(v.as_bytes()).ok_or(())?;
         if length.is_some_and(|l| l != n) {
             return Err(());
         }

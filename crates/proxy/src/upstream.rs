@@ -74,18 +74,20 @@ pub enum Sender {
 }
 
 impl Sender {
-    fn is_usable(&mut self) -> bool {
+    /// Still open (an HTTP/1 connection: not closed by the upstream and without unsolicited
+    /// bytes, see `Conn::is_reusable`).
+    fn is_open(&mut self) -> bool {
         match self {
             Sender::H1(c) => c.is_reusable(),
-            Sender::H2(s) => s.is_ready() && !s.is_closed(),
+            Sender::H2(s) => !s.is_closed(),
         }
     }
 
-    fn is_closed(&self) -> bool {
+    /// Can take a request now (an HTTP/2 connection may have no stream free).
+    fn is_ready(&self) -> bool {
         match self {
-            // Checked when taken from the pool (see `Conn::is_reusable`).
-            Sender::H1(_) => false,
-            Sender::H2(s) => s.is_closed(),
+            Sender::H1(_) => true,
+            Sender::H2(s) => s.is_ready(),
         }
     }
 
@@ -151,30 +153,26 @@ impl Pool {
     }
 
     /// A pooled connection that is ready now, if any.
-    pub fn checkout(&self, ep: &Endpoint) -> Option<Sender> {
-        let key = PoolKey::of(ep);
+    pub fn checkout(&self, key: &PoolKey) -> Option<Sender> {
         let mut idle = self.idle.lock().ok()?;
-        let queue = idle.get_mut(&key)?;
+        let queue = idle.get_mut(key)?;
         let now = Instant::now();
         // Most recently used first: it is the likeliest to be open. Busy HTTP/2 connections
         // (no stream free) go to the back.
         for _ in 0..queue.len() {
             let mut entry = queue.pop_back()?;
-            if entry.sender.is_closed() || now.duration_since(entry.since) > self.idle_timeout {
+            if now.duration_since(entry.since) > self.idle_timeout || !entry.sender.is_open() {
                 continue;
             }
-            if entry.sender.is_usable() {
-                if let Some(dup) = entry.sender.duplicate() {
-                    queue.push_back(entry);
-                    return Some(dup);
-                }
-                return Some(entry.sender);
-            }
-            if let Sender::H1(_) = entry.sender {
-                // Closed by the upstream, or sent bytes nobody asked for.
+            if !entry.sender.is_ready() {
+                queue.push_front(entry);
                 continue;
             }
-            queue.push_front(entry);
+            if let Some(dup) = entry.sender.duplicate() {
+                queue.push_back(entry);
+                return Some(dup);
+            }
+            return Some(entry.sender);
         }
         None
     }
@@ -197,7 +195,7 @@ impl Pool {
     fn keep_shared(&self, ep: &Endpoint, sender: &Sender) {
         if let (Some(dup), Ok(mut idle)) = (sender.duplicate(), self.idle.lock()) {
             let q = idle.entry(PoolKey::of(ep)).or_default();
-            q.retain(|e| !e.sender.is_closed());
+            q.retain_mut(|e| e.sender.is_open());
             q.push_back(Idle {
                 sender: dup,
                 since: Instant::now(),
@@ -211,11 +209,7 @@ impl Pool {
             let now = Instant::now();
             idle.retain(|_, q| {
                 q.retain_mut(|e| {
-                    let open = match &mut e.sender {
-                        Sender::H1(c) => c.is_reusable(),
-                        Sender::H2(s) => !s.is_closed(),
-                    };
-                    open && now.duration_since(e.since) <= self.idle_timeout
+                    now.duration_since(e.since) <= self.idle_timeout && e.sender.is_open()
                 });
                 !q.is_empty()
             });

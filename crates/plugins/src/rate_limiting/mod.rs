@@ -407,18 +407,11 @@ impl RateLimiting {
         }
     }
 
-    /// A period's limit as a header value (made at config load; built here only for a limit
-    /// the config did not have).
+    /// A period's limit as a header value (made at config load; every observed period is a
+    /// configured one).
     fn limit_value(&self, index: usize, limit: u64) -> HeaderValue {
         match self.limit_values.get(index) {
-            Some(Some(v))
-                if self
-                    .limits
-                    .iter()
-                    .any(|l| l.period.index() == index && l.limit == limit) =>
-            {
-                v.clone()
-            }
+            Some(Some(v)) => v.clone(),
             _ => HeaderValue::from(limit),
         }
     }

@@ -1,5 +1,7 @@
-//! An incremental validator for chunked bodies (RFC 9112 §7.1): hex size, optional extensions,
+//! An incremental parser for chunked bodies (RFC 9112 §7.1): hex size, optional extensions,
 //! CRLF, data, CRLF, ..., `0`, trailers, CRLF. Bare LF, overlong sizes and garbage are faults.
+//! The HTTP/1 guard validates client bodies with it, the upstream client
+//! ([`crate::h1client`]) decodes responses with it.
 
 /// Longest chunk-size line (size plus extensions) accepted.
 const MAX_SIZE_LINE: usize = 4096;
@@ -48,36 +50,88 @@ pub enum ChunkStep {
     Invalid,
 }
 
+/// What [`Chunked::scan`] found in the framing bytes at the start of a slice.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Scan {
+    /// Chunk data ([`Chunked::data_left`] bytes) starts after this many framing bytes.
+    Data(usize),
+    /// The body (trailers included) ended after this many bytes.
+    End(usize),
+    /// Every byte was framing; the body continues in the next bytes.
+    More,
+    /// Malformed framing.
+    Invalid,
+}
+
 impl Chunked {
-    /// Feeds `data`; `max_trailers` bounds the trailer section.
+    /// Feeds `data` without separating chunk data from framing (the HTTP/1 guard only needs to
+    /// know where the body ends); `max_trailers` bounds the trailer section.
     pub fn advance(&mut self, data: &[u8], max_trailers: usize) -> ChunkStep {
         let mut i = 0;
-        while i < data.len() {
-            let b = data[i];
+        loop {
+            let left = self.data_left();
+            if left > 0 {
+                let take = left.min((data.len() - i) as u64) as usize;
+                self.consume_data(take);
+                i += take;
+                if i == data.len() {
+                    return ChunkStep::Consumed(data.len());
+                }
+            }
+            match self.scan(&data[i..], max_trailers) {
+                Scan::Data(n) => i += n,
+                Scan::End(n) => return ChunkStep::Done(i + n),
+                Scan::More => return ChunkStep::Consumed(data.len()),
+                Scan::Invalid => return ChunkStep::Invalid,
+            }
+        }
+    }
+
+    /// Chunk data still to come in the current chunk (0 outside chunk data).
+    pub fn data_left(&self) -> u64 {
+        match self.pos {
+            Pos::Data => self.size,
+            _ => 0,
+        }
+    }
+
+    /// Marks `n` (at most [`Chunked::data_left`]) bytes of chunk data as read.
+    pub fn consume_data(&mut self, n: usize) {
+        self.size = self.size.saturating_sub(n as u64);
+        if self.size == 0 {
+            self.pos = Pos::DataCr;
+        }
+    }
+
+    /// Reads framing bytes from the start of `data` until chunk data begins, the body ends or
+    /// the bytes run out; `max_trailers` bounds the trailer section.
+    pub fn scan(&mut self, data: &[u8], max_trailers: usize) -> Scan {
+        for (i, &b) in data.iter().enumerate() {
             match self.pos {
+                Pos::Data => return Scan::Data(i),
                 Pos::Size => {
                     if let Some(d) = (b as char).to_digit(16) {
                         self.digits += 1;
                         // 15 hex digits is already far beyond any sane chunk; refuse overflow.
                         if self.digits > 15 {
-                            return ChunkStep::Invalid;
+                            return Scan::Invalid;
                         }
                         self.size = self.size * 16 + u64::from(d);
                     } else if self.digits == 0 {
-                        return ChunkStep::Invalid;
+                        return Scan::Invalid;
                     } else if b == b';' || b == b' ' || b == b'\t' {
                         self.pos = Pos::Ext;
                     } else if b == b'\r' {
                         self.pos = Pos::SizeLf;
                     } else {
-                        return ChunkStep::Invalid;
+                        return Scan::Invalid;
                     }
                     self.line += 1;
                 }
                 Pos::Ext => {
                     self.line += 1;
                     if self.line > MAX_SIZE_LINE || b == b'\n' || b == 0 {
-                        return ChunkStep::Invalid;
+                        return Scan::Invalid;
                     }
                     if b == b'\r' {
                         self.pos = Pos::SizeLf;
@@ -85,7 +139,7 @@ impl Chunked {
                 }
                 Pos::SizeLf => {
                     if b != b'\n' {
-                        return ChunkStep::Invalid;
+                        return Scan::Invalid;
                     }
                     self.line = 0;
                     self.digits = 0;
@@ -95,31 +149,22 @@ impl Chunked {
                         Pos::Data
                     };
                 }
-                Pos::Data => {
-                    let take = self.size.min((data.len() - i) as u64) as usize;
-                    self.size -= take as u64;
-                    i += take;
-                    if self.size == 0 {
-                        self.pos = Pos::DataCr;
-                    }
-                    continue;
-                }
                 Pos::DataCr => {
                     if b != b'\r' {
-                        return ChunkStep::Invalid;
+                        return Scan::Invalid;
                     }
                     self.pos = Pos::DataLf;
                 }
                 Pos::DataLf => {
                     if b != b'\n' {
-                        return ChunkStep::Invalid;
+                        return Scan::Invalid;
                     }
                     self.pos = Pos::Size;
                 }
                 Pos::TrailerStart | Pos::Trailer => {
                     self.trailer_bytes += 1;
                     if self.trailer_bytes > max_trailers || b == b'\n' || b == 0 {
-                        return ChunkStep::Invalid;
+                        return Scan::Invalid;
                     }
                     let empty = matches!(self.pos, Pos::TrailerStart);
                     if b == b'\r' {
@@ -130,17 +175,19 @@ impl Chunked {
                 }
                 Pos::TrailerLf { empty } => {
                     if b != b'\n' {
-                        return ChunkStep::Invalid;
+                        return Scan::Invalid;
                     }
                     if empty {
-                        return ChunkStep::Done(i + 1);
+                        return Scan::End(i + 1);
                     }
                     self.pos = Pos::TrailerStart;
                 }
             }
-            i += 1;
         }
-        ChunkStep::Consumed(data.len())
+        match self.pos {
+            Pos::Data => Scan::Data(data.len()),
+            _ => Scan::More,
+        }
     }
 }
 

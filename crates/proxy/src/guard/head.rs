@@ -181,8 +181,10 @@ fn trim(v: &[u8]) -> &[u8] {
     &v[start..end]
 }
 
-/// 1 to 18 ASCII digits, nothing else (no sign, no list, no spaces inside).
-fn parse_content_length(v: &[u8]) -> Option<u64> {
+/// A Content-Length value: 1 to 18 ASCII digits around optional whitespace, nothing else (no
+/// sign, no list, no spaces inside). Client requests, upstream responses and the length the
+/// gateway forwards are all read with this one rule.
+pub(crate) fn parse_content_length(v: &[u8]) -> Option<u64> {
     let v = trim(v);
     if v.is_empty() || v.len() > 18 || !v.iter().all(u8::is_ascii_digit) {
         return None;
