@@ -14,6 +14,7 @@ use hyper::body::Incoming;
 use crate::access_log::AccessLog;
 use crate::balancer::Balancer;
 use crate::h1client::{H1Error, RawBody};
+use crate::h1server::{BodyFault, RequestBody};
 
 /// Counts a request against a target's in-flight total until the response body ends.
 pub struct InFlight {
@@ -184,21 +185,58 @@ impl Body for UpstreamBody {
     }
 }
 
+/// A client's request body: from the HTTP/1.1 server or an HTTP/2 stream.
+pub enum ClientBody {
+    /// From an HTTP/1.1 connection (see [`crate::h1server`]).
+    H1(RequestBody),
+    /// From an HTTP/2 stream.
+    H2(Incoming),
+}
+
+impl Body for ClientBody {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        match self.get_mut() {
+            ClientBody::H1(b) => Pin::new(b).poll_frame(cx).map_err(BodyError::from),
+            ClientBody::H2(b) => Pin::new(b).poll_frame(cx).map_err(BodyError::from),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ClientBody::H1(b) => b.is_end_stream(),
+            ClientBody::H2(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ClientBody::H1(b) => b.size_hint(),
+            ClientBody::H2(b) => b.size_hint(),
+        }
+    }
+}
+
 /// A request or response body.
 pub enum ProxyBody {
     /// Nothing.
     Empty,
     /// A body held in memory (sent once, then end).
     Full(Option<Bytes>),
-    /// Streamed from the peer.
-    Stream(Incoming),
+    /// Streamed from the client.
+    Stream(ClientBody),
     /// Streamed from the client with a size limit (request-size-limiting on a body without a
     /// Content-Length): past the limit the stream fails and the flag is set, so the handler
     /// answers 413 instead of forwarding a truncated body.
-    Limited(Incoming, u64, Arc<AtomicBool>),
+    Limited(ClientBody, u64, Arc<AtomicBool>),
     /// A client body whose first frames were read ahead (a chunked body that outgrew the
     /// request buffer, or that carried trailers), then the rest of the stream.
-    Prefixed(std::collections::VecDeque<Frame<Bytes>>, Incoming),
+    Prefixed(std::collections::VecDeque<Frame<Bytes>>, ClientBody),
     /// Streamed from an upstream, with its in-flight count and the request's access-log
     /// record (written when the body ends or the client goes away).
     Upstream(UpstreamBody, InFlight, Option<Box<AccessLog>>),
@@ -234,6 +272,9 @@ pub enum BodyError {
     /// An HTTP/1 upstream's response failed.
     #[error(transparent)]
     Upstream(#[from] H1Error),
+    /// An HTTP/1 client's request body failed.
+    #[error(transparent)]
+    Client(#[from] BodyFault),
     /// The body grew past its limit.
     #[error("body exceeds the size limit")]
     TooLarge,

@@ -25,7 +25,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
 use crate::body::ProxyBody;
-use crate::guard::chunked::{Chunked, Scan};
+use crate::guard::chunked::{Dechunk, Step};
 use crate::guard::parse_content_length;
 use crate::upstream::{Pool, PoolKey};
 
@@ -375,7 +375,7 @@ impl Conn {
             },
             BodyFraming::Chunked => State::Chunked {
                 conn: self,
-                dec: Dechunk::default(),
+                dec: ResponseDechunk::default(),
                 home,
             },
             BodyFraming::Close => State::Close { conn: self },
@@ -683,7 +683,7 @@ enum State {
     },
     Chunked {
         conn: Box<Conn>,
-        dec: Dechunk,
+        dec: ResponseDechunk,
         home: Option<Home>,
     },
     Close {
@@ -878,48 +878,15 @@ impl AsyncWrite for Upgraded {
     }
 }
 
-/// What the chunked decoder found in the buffer.
-enum Step {
-    /// Body data.
-    Data(Bytes),
-    /// The body (trailers included) ended.
-    End,
-    /// More bytes are needed.
-    More,
-}
-
-/// Chunked response decoder: the HTTP/1 guard's parser ([`Chunked`], strict CRLF, at most 15
-/// hex digits, bounded size lines and trailers), with chunk data split off the buffer without
-/// a copy. Trailers are read and dropped.
+/// Chunked response decoder: the guard's [`Dechunk`] with this client's trailer bound.
 #[derive(Default)]
-struct Dechunk(Chunked);
+struct ResponseDechunk(Dechunk);
 
-impl Dechunk {
+impl ResponseDechunk {
     fn step(&mut self, buf: &mut BytesMut) -> Result<Step, H1Error> {
-        loop {
-            let left = self.0.data_left();
-            if left > 0 {
-                if buf.is_empty() {
-                    return Ok(Step::More);
-                }
-                let take = left.min(buf.len() as u64) as usize;
-                self.0.consume_data(take);
-                return Ok(Step::Data(buf.split_to(take).freeze()));
-            }
-            match self.0.scan(buf, MAX_TRAILERS) {
-                Scan::Data(n) => buf.advance(n),
-                Scan::End(n) => {
-                    buf.advance(n);
-                    return Ok(Step::End);
-                }
-                Scan::More => {
-                    // Every byte was framing, now held in the parser's state.
-                    buf.clear();
-                    return Ok(Step::More);
-                }
-                Scan::Invalid => return Err(H1Error::Invalid("malformed chunked body")),
-            }
-        }
+        self.0
+            .step(buf, MAX_TRAILERS)
+            .map_err(|_| H1Error::Invalid("malformed chunked body"))
     }
 }
 
@@ -929,7 +896,7 @@ mod tests {
 
     fn dechunk_all(input: &[u8]) -> Result<(Vec<u8>, bool, usize), H1Error> {
         let mut buf = BytesMut::from(input);
-        let mut dec = Dechunk::default();
+        let mut dec = ResponseDechunk::default();
         let mut out = Vec::new();
         loop {
             match dec.step(&mut buf)? {
@@ -970,7 +937,7 @@ mod tests {
                 i += 1;
             }
             wire.extend_from_slice(b"0\r\nT: v\r\n\r\nNEXT");
-            let mut dec = Dechunk::default();
+            let mut dec = ResponseDechunk::default();
             let mut buf = BytesMut::new();
             let mut out = Vec::new();
             let mut pos = 0;
@@ -1003,7 +970,7 @@ mod tests {
             byte in proptest::prelude::any::<u8>(),
         ) {
             let _ = parse_head(&junk);
-            let _ = Dechunk::default().step(&mut BytesMut::from(&junk[..]));
+            let _ = ResponseDechunk::default().step(&mut BytesMut::from(&junk[..]));
             let mut head = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-A: b\r\nConnection: x-a\r\n\r\nhello".to_vec();
             let at = at % head.len();
             head[at] = byte;
@@ -1014,7 +981,7 @@ mod tests {
     #[test]
     fn chunked_decoding_is_incremental() {
         let input = b"a\r\n0123456789\r\n0\r\n\r\n";
-        let mut dec = Dechunk::default();
+        let mut dec = ResponseDechunk::default();
         let mut buf = BytesMut::new();
         let mut out = Vec::new();
         let mut ended = false;

@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
 use portcullis_config::HashOn;
 use portcullis_plugins::headers::remove_where;
 use portcullis_plugins::log_entry::{self, EntityRef};
@@ -19,10 +18,9 @@ use portcullis_router::{Headers, RequestInfo};
 
 use crate::access_log::{AccessLog, LogTail};
 use crate::balancer::Outcome;
-use crate::body::{InFlight, ProxyBody, Rest, UpstreamBody};
+use crate::body::{ClientBody, InFlight, ProxyBody, Rest, UpstreamBody};
 use crate::errors::{self, kong_error};
 use crate::gateway::Gateway;
-use crate::guard::UpgradeSignal;
 use crate::h1client::Home;
 use crate::path;
 use crate::settings::canonical;
@@ -39,8 +37,6 @@ pub struct ConnInfo {
     pub tls: bool,
     /// SNI sent by the client.
     pub sni: Option<String>,
-    /// Upgrade decisions for the HTTP/1 guard of this connection.
-    pub upgrade: Option<Arc<UpgradeSignal>>,
     /// Negotiated TLS version (`TLSv1.3`), for the access log.
     pub tls_version: Option<&'static str>,
     /// The client's certificate chain (DER, leaf first), when it sent one. Only proof of
@@ -129,7 +125,7 @@ fn strip_hop_by_hop(h: &mut HeaderMap) {
     remove_where(h, is_hop_by_hop);
 }
 
-fn is_websocket(req: &Request<Incoming>) -> bool {
+fn is_websocket<B>(req: &Request<B>) -> bool {
     req.version() == Version::HTTP_11
         && req
             .headers()
@@ -204,15 +200,18 @@ fn client_ip(gw: &Gateway, peer: IpAddr, headers: &HeaderMap) -> (IpAddr, bool) 
 pub async fn handle(
     gw: Arc<Gateway>,
     conn: Arc<ConnInfo>,
-    mut req: Request<Incoming>,
+    mut req: Request<ClientBody>,
 ) -> Response<ProxyBody> {
     let started = Instant::now();
     gw.stats
         .requests_total
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let _in_flight = crate::body::InFlightRequest::new(&gw.stats);
-    let websocket = conn.upgrade.is_some() && is_websocket(&req);
-    let client_upgrade = websocket.then(|| hyper::upgrade::on(&mut req));
+    // The HTTP/1.1 server marks a well-formed WebSocket upgrade request.
+    let client_upgrade = req
+        .extensions_mut()
+        .remove::<crate::h1server::OnUpgrade>()
+        .filter(|_| is_websocket(&req));
     // Every request gets a fresh id (32 hex digits, like Kong's X-Kong-Request-Id); a client's
     // copy of the header is replaced, so ids in logs are always the gateway's own.
     let mut log = Box::new(AccessLog::new(gw.access_log.clone(), started));
@@ -233,11 +232,6 @@ pub async fn handle(
             .and_then(|v| v.parse().ok());
     }
     let mut resp = proxy(&gw, &conn, req, started, client_upgrade, &mut log).await;
-    if let Some(sig) = &conn.upgrade {
-        if websocket && resp.status() != StatusCode::SWITCHING_PROTOCOLS {
-            sig.refuse();
-        }
-    }
     if let Ok(v) = HeaderValue::from_str(&log.request_id) {
         resp.headers_mut().insert(gw.request_id_header.clone(), v);
     }
@@ -264,9 +258,9 @@ pub async fn handle(
 async fn proxy(
     gw: &Gateway,
     conn: &ConnInfo,
-    req: Request<Incoming>,
+    req: Request<ClientBody>,
     started: Instant,
-    client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+    client_upgrade: Option<crate::h1server::OnUpgrade>,
     log: &mut AccessLog,
 ) -> Response<ProxyBody> {
     let snap = gw.snapshot();
@@ -596,13 +590,10 @@ async fn proxy(
     let status = resp.status();
     let (p, incoming) = resp.into_parts();
     if status == StatusCode::SWITCHING_PROTOCOLS {
-        if let (Some(client_up), Some(sig), Rest::H1(raw)) =
-            (client_upgrade, conn.upgrade.clone(), incoming)
-        {
+        if let (Some(client_up), Rest::H1(raw)) = (client_upgrade, incoming) {
             let Some(upstream_up) = raw.into_upgraded() else {
                 return errors::upstream_failure(errors::UpstreamFailure::Failed);
             };
-            sig.accept();
             tokio::spawn(tunnel(client_up, upstream_up));
             let mut out = Response::from_parts(p, ProxyBody::Empty);
             *out.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
@@ -1027,7 +1018,7 @@ fn too_large() -> Response<ProxyBody> {
 }
 
 /// Reads a whole request body into memory, refusing (413) one larger than `limit`.
-async fn read_body(body: Incoming, limit: u64) -> Result<bytes::Bytes, Response<ProxyBody>> {
+async fn read_body(body: ClientBody, limit: u64) -> Result<bytes::Bytes, Response<ProxyBody>> {
     use http_body::Body as _;
     if body.is_end_stream() {
         return Ok(bytes::Bytes::new());
@@ -1060,7 +1051,7 @@ fn buffered_body(ctx: &mut Ctx, body: bytes::Bytes) -> ProxyBody {
 async fn prepare_body(
     gw: &Gateway,
     route: &CompiledRoute,
-    body: Incoming,
+    body: ClientBody,
     ctx: &Ctx,
     tripped: &Arc<AtomicBool>,
 ) -> Result<ProxyBody, Response<ProxyBody>> {
@@ -1106,7 +1097,7 @@ async fn prepare_body(
 /// attempt can be retried on another target: up to `limit` bytes it becomes a replayable
 /// in-memory body (sent with a Content-Length); past that, or with trailers, the frames read
 /// so far are sent first and the rest streams (not replayable).
-async fn read_ahead(mut body: Incoming, limit: u64) -> Result<ProxyBody, Response<ProxyBody>> {
+async fn read_ahead(mut body: ClientBody, limit: u64) -> Result<ProxyBody, Response<ProxyBody>> {
     use http_body_util::BodyExt as _;
     let mut frames = std::collections::VecDeque::new();
     let mut total = 0u64;
@@ -1591,11 +1582,10 @@ struct Failed {
     error: String,
 }
 
-async fn tunnel(client: hyper::upgrade::OnUpgrade, mut upstream: crate::h1client::Upgraded) {
-    let Ok(c) = client.await else {
+async fn tunnel(client: crate::h1server::OnUpgrade, mut upstream: crate::h1client::Upgraded) {
+    let Some(mut c) = client.upgraded().await else {
         return;
     };
-    let mut c = hyper_util::rt::TokioIo::new(c);
     let _ = tokio::io::copy_bidirectional(&mut c, &mut upstream).await;
 }
 

@@ -1,4 +1,4 @@
-//! The Portcullis data plane: a strict HTTP/1 guard and hyper server, the request pipeline with
+//! The Portcullis data plane: a strict HTTP/1.1 server (hyper for HTTP/2), the request pipeline with
 //! plugin phases, load balancing with health checks, upstream pooling, TLS, and atomic config
 //! snapshots.
 //!
@@ -11,6 +11,7 @@ pub mod errors;
 pub mod gateway;
 pub mod guard;
 pub mod h1client;
+pub mod h1server;
 pub mod handler;
 pub mod health;
 pub mod metrics;

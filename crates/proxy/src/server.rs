@@ -1,5 +1,6 @@
-//! Listeners and client connections: plain text (HTTP/1.1 through the strict guard, or h2c
-//! with prior knowledge) and TLS (ALPN picks h2 or HTTP/1.1), with graceful shutdown.
+//! Listeners and client connections: plain text (HTTP/1.1 through [`crate::h1server`], or h2c
+//! with prior knowledge through hyper) and TLS (ALPN picks h2 or HTTP/1.1), with graceful
+//! shutdown.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -14,8 +15,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
+use crate::body::ClientBody;
 use crate::gateway::Gateway;
-use crate::guard::{GuardedIo, Limits, UpgradeSignal};
+use crate::guard::Limits;
 use crate::handler::{handle, ConnInfo};
 use crate::settings::secs;
 
@@ -181,7 +183,6 @@ async fn serve_plain(
             local,
             tls: false,
             sni: None,
-            upgrade: None,
             tls_version: None,
             client_certs: None,
         });
@@ -230,7 +231,6 @@ async fn serve_tls(
             local,
             tls: true,
             sni,
-            upgrade: None,
             tls_version: version,
             client_certs,
         });
@@ -263,7 +263,6 @@ async fn serve_h1<I>(
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let signal = Arc::new(UpgradeSignal::default());
     let is_tls = tls.is_some();
     let (sni, tls_version, client_certs) = match tls {
         Some(t) => (t.sni, t.version, t.client_certs),
@@ -274,38 +273,13 @@ async fn serve_h1<I>(
         local,
         tls: is_tls,
         sni,
-        upgrade: Some(signal.clone()),
         tls_version,
         client_certs,
     });
-    let guarded = GuardedIo::new(io, limits, signal);
-    let svc = service_fn(move |req| {
-        let gw = gw.clone();
-        let info = info.clone();
-        async move { Ok::<_, Infallible>(handle(gw, info, req).await) }
-    });
-    let conn = hyper::server::conn::http1::Builder::new()
-        .half_close(true)
-        .keep_alive(true)
-        .max_buf_size(64 * 1024)
-        .serve_connection(TokioIo::new(guarded), svc)
-        .with_upgrades();
-    tokio::pin!(conn);
-    let mut watcher = watcher;
-    let finished = tokio::select! {
-        r = conn.as_mut() => Some(r),
-        _ = async { let _ = watcher.wait_for(|stop| *stop).await; } => None,
-    };
-    let res = match finished {
-        Some(r) => r,
-        None => {
-            conn.as_mut().graceful_shutdown();
-            conn.await
-        }
-    };
-    if let Err(e) = res {
-        tracing::debug!(error = %e, "client connection ended with an error");
-    }
+    crate::h1server::serve(io, limits, watcher, |req| {
+        handle(gw.clone(), info.clone(), req.map(ClientBody::H1))
+    })
+    .await;
 }
 
 async fn serve_h2<I>(gw: Arc<Gateway>, io: I, info: Arc<ConnInfo>, watcher: Shutdown)
@@ -316,7 +290,7 @@ where
     let svc = service_fn(move |req| {
         let gw = gw.clone();
         let info = info.clone();
-        async move { Ok::<_, Infallible>(handle(gw, info, req).await) }
+        async move { Ok::<_, Infallible>(handle(gw, info, req.map(ClientBody::H2)).await) }
     });
     let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
         .timer(TokioTimer::new())

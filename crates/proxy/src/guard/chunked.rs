@@ -1,7 +1,9 @@
 //! An incremental parser for chunked bodies (RFC 9112 §7.1): hex size, optional extensions,
 //! CRLF, data, CRLF, ..., `0`, trailers, CRLF. Bare LF, overlong sizes and garbage are faults.
-//! The HTTP/1 guard validates client bodies with it, the upstream client
-//! ([`crate::h1client`]) decodes responses with it.
+//! The client-facing server ([`crate::h1server`]) decodes request bodies with it, the
+//! upstream client ([`crate::h1client`]) responses.
+
+use bytes::{Buf, Bytes, BytesMut};
 
 /// Longest chunk-size line (size plus extensions) accepted.
 const MAX_SIZE_LINE: usize = 4096;
@@ -39,7 +41,8 @@ pub struct Chunked {
     trailer_bytes: usize,
 }
 
-/// Result of feeding bytes.
+/// Result of feeding bytes to [`Chunked::advance`].
+#[cfg(test)]
 #[derive(Debug, PartialEq, Eq)]
 pub enum ChunkStep {
     /// All given bytes belong to the body, which continues.
@@ -64,8 +67,9 @@ pub enum Scan {
 }
 
 impl Chunked {
-    /// Feeds `data` without separating chunk data from framing (the HTTP/1 guard only needs to
-    /// know where the body ends); `max_trailers` bounds the trailer section.
+    /// Feeds `data` without separating chunk data from framing (where the body ends, for
+    /// tests); `max_trailers` bounds the trailer section.
+    #[cfg(test)]
     pub fn advance(&mut self, data: &[u8], max_trailers: usize) -> ChunkStep {
         let mut i = 0;
         loop {
@@ -187,6 +191,60 @@ impl Chunked {
         match self.pos {
             Pos::Data => Scan::Data(data.len()),
             _ => Scan::More,
+        }
+    }
+}
+
+/// What [`Dechunk::step`] found in the buffer.
+pub(crate) enum Step {
+    /// Body data.
+    Data(Bytes),
+    /// The body (trailers included) ended.
+    End,
+    /// More bytes are needed.
+    More,
+}
+
+/// Malformed chunk framing.
+#[derive(Debug)]
+pub(crate) struct Malformed;
+
+/// Chunked body decoder over a read buffer: [`Chunked`] (strict CRLF, at most 15 hex digits,
+/// bounded size lines and trailers), with chunk data split off the buffer without a copy.
+/// Trailers are read and dropped. Client request bodies and upstream responses both use it.
+#[derive(Debug, Default)]
+pub(crate) struct Dechunk(Chunked);
+
+impl Dechunk {
+    /// Takes the next piece of the body from the start of `buf`.
+    pub(crate) fn step(
+        &mut self,
+        buf: &mut BytesMut,
+        max_trailers: usize,
+    ) -> Result<Step, Malformed> {
+        loop {
+            let left = self.0.data_left();
+            if left > 0 {
+                if buf.is_empty() {
+                    return Ok(Step::More);
+                }
+                let take = left.min(buf.len() as u64) as usize;
+                self.0.consume_data(take);
+                return Ok(Step::Data(buf.split_to(take).freeze()));
+            }
+            match self.0.scan(buf, max_trailers) {
+                Scan::Data(n) => buf.advance(n),
+                Scan::End(n) => {
+                    buf.advance(n);
+                    return Ok(Step::End);
+                }
+                Scan::More => {
+                    // Every byte was framing, now held in the parser's state.
+                    buf.clear();
+                    return Ok(Step::More);
+                }
+                Scan::Invalid => return Err(Malformed),
+            }
         }
     }
 }

@@ -1,7 +1,12 @@
-//! Request-head checks (RFC 9110 / 9112) made before hyper sees the request.
+//! Request heads (RFC 9110 / 9112): parsed once, checked strictly, and turned into the
+//! request's method, target, version and header map.
 
 use std::mem::MaybeUninit;
 use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Uri, Version};
 
 /// Limits and timeouts of the HTTP/1 guard.
 #[derive(Debug, Clone)]
@@ -37,10 +42,32 @@ pub enum Framing {
 #[derive(Debug, PartialEq, Eq)]
 pub struct HeadError(pub u16);
 
+/// A complete, checked request head.
+#[derive(Debug)]
+pub struct Head {
+    /// Bytes the head took (its final empty line included).
+    pub len: usize,
+    /// How the body is delimited.
+    pub framing: Framing,
+    /// The request method.
+    pub method: Method,
+    /// The request target (origin or absolute form).
+    pub uri: Uri,
+    /// HTTP/1.0 or HTTP/1.1.
+    pub version: Version,
+    /// Header fields in the order received.
+    pub headers: HeaderMap,
+    /// `Expect: 100-continue` on an HTTP/1.1 request with a body.
+    pub expect_continue: bool,
+    /// The client asked to keep the connection open (HTTP/1.1 without `Connection: close`,
+    /// HTTP/1.0 with `Connection: keep-alive`).
+    pub keep_alive: bool,
+}
+
 const MAX_HEADERS: usize = 256;
 
-/// Checks the head at the start of `buf`. `Ok(None)`: incomplete, read more.
-pub fn check(buf: &[u8], limits: &Limits) -> Result<Option<(usize, Framing)>, HeadError> {
+/// Parses and checks the head at the start of `buf`. `Ok(None)`: incomplete, read more.
+pub fn parse(buf: &[u8], limits: &Limits) -> Result<Option<Head>, HeadError> {
     // Clients may send stray CRLFs between requests (RFC 9112 §2.2); httparse skips them, but
     // a bare LF is not a line end here.
     let first_lf = buf.iter().position(|&b| b == b'\n');
@@ -122,6 +149,9 @@ pub fn check(buf: &[u8], limits: &Limits) -> Result<Option<(usize, Framing)>, He
     let mut chunked = false;
     let mut upgrade_ws = false;
     let mut connection_upgrade = false;
+    let mut connection_close = false;
+    let mut connection_keep_alive = false;
+    let mut expect_continue = false;
     for h in req.headers.iter() {
         let name = h.name;
         if name.eq_ignore_ascii_case("host") {
@@ -145,10 +175,14 @@ pub fn check(buf: &[u8], limits: &Limits) -> Result<Option<(usize, Framing)>, He
         } else if name.eq_ignore_ascii_case("upgrade") {
             upgrade_ws = trim(h.value).eq_ignore_ascii_case(b"websocket");
         } else if name.eq_ignore_ascii_case("connection") {
-            connection_upgrade |= h
-                .value
-                .split(|&b| b == b',')
-                .any(|t| trim(t).eq_ignore_ascii_case(b"upgrade"));
+            for t in h.value.split(|&b| b == b',') {
+                let t = trim(t);
+                connection_upgrade |= t.eq_ignore_ascii_case(b"upgrade");
+                connection_close |= t.eq_ignore_ascii_case(b"close");
+                connection_keep_alive |= t.eq_ignore_ascii_case(b"keep-alive");
+            }
+        } else if name.eq_ignore_ascii_case("expect") {
+            expect_continue |= trim(h.value).eq_ignore_ascii_case(b"100-continue");
         }
     }
     if (http11 && hosts != 1) || hosts > 1 {
@@ -166,7 +200,40 @@ pub fn check(buf: &[u8], limits: &Limits) -> Result<Option<(usize, Framing)>, He
     } else {
         Framing::None
     };
-    Ok(Some((len, framing)))
+    let method = Method::from_bytes(method.as_bytes()).map_err(|_| HeadError(400))?;
+    // One copy of the head; the target and header values are slices of it.
+    let block = Bytes::copy_from_slice(head);
+    let base = buf.as_ptr() as usize;
+    let slice = |part: &[u8]| {
+        let start = part.as_ptr() as usize - base;
+        block.slice(start..start + part.len())
+    };
+    let uri = Uri::from_maybe_shared(slice(t)).map_err(|_| HeadError(400))?;
+    let mut headers = HeaderMap::with_capacity(req.headers.len() + 8);
+    for h in req.headers.iter() {
+        let name = HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| HeadError(400))?;
+        let value = HeaderValue::from_maybe_shared(slice(h.value)).map_err(|_| HeadError(400))?;
+        headers.append(name, value);
+    }
+    let has_body = !matches!(framing, Framing::None | Framing::Length(0));
+    Ok(Some(Head {
+        len,
+        framing,
+        method,
+        uri,
+        version: if http11 {
+            Version::HTTP_11
+        } else {
+            Version::HTTP_10
+        },
+        headers,
+        expect_continue: expect_continue && http11 && has_body,
+        keep_alive: if http11 {
+            !connection_close
+        } else {
+            connection_keep_alive && !connection_close
+        },
+    }))
 }
 
 fn trim(v: &[u8]) -> &[u8] {

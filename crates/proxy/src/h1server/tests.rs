@@ -1,0 +1,376 @@
+//! The HTTP/1.1 server driven with raw bytes over an in-memory pipe, with a service that
+//! answers `got N` (N: body bytes it read).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::*;
+
+fn limits() -> Arc<Limits> {
+    Arc::new(Limits {
+        max_header_count: 100,
+        max_header_bytes: 32 * 1024,
+        max_uri_length: 8 * 1024,
+        header_timeout: Duration::from_millis(300),
+        keepalive_timeout: Duration::from_millis(300),
+        body_timeout: Duration::from_millis(300),
+    })
+}
+
+fn start(server: tokio::io::DuplexStream) -> watch::Sender<bool> {
+    let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::spawn(serve(
+        server,
+        limits(),
+        stop_rx,
+        |req: Request<RequestBody>| async move {
+            let path = req.uri().path().to_string();
+            if path == "/refuse" {
+                // Answers without reading the body.
+                return Response::new(Full::new(Bytes::from_static(b"refused")));
+            }
+            let body = req
+                .into_body()
+                .collect()
+                .await
+                .map(|b| b.to_bytes())
+                .unwrap_or_default();
+            Response::new(Full::new(Bytes::from(format!("got {}", body.len()))))
+        },
+    ));
+    stop_tx
+}
+
+/// Sends `input`, returns everything the server wrote before closing.
+async fn exchange(input: &[u8]) -> String {
+    let (client, server) = tokio::io::duplex(1 << 20);
+    let _stop = start(server);
+    let (mut r, mut w) = tokio::io::split(client);
+    w.write_all(input).await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(3), r.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn statuses(out: &str) -> Vec<u16> {
+    out.match_indices("HTTP/1.1 ")
+        .filter_map(|(i, _)| out.get(i + 9..i + 12)?.parse().ok())
+        .collect()
+}
+
+#[tokio::test]
+async fn plain_request_passes() {
+    let out = exchange(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").await;
+    assert_eq!(statuses(&out), vec![200], "{out}");
+    assert!(out.contains("\r\ncontent-length: 5\r\n"), "{out}");
+    assert!(out.contains("\r\ndate: "), "{out}");
+    assert!(out.contains("\r\nconnection: close\r\n"), "{out}");
+    assert!(out.ends_with("\r\n\r\ngot 0"), "{out}");
+}
+
+#[tokio::test]
+async fn pipelined_then_bad_request_answers_both_in_order() {
+    let out = exchange(b"GET / HTTP/1.1\r\nHost: t\r\n\r\nget / HTTP/1.1\r\nHost: t\r\n\r\n").await;
+    assert_eq!(statuses(&out), vec![200, 400], "{out}");
+    assert!(out.ends_with(r#"{"message":"Bad request"}"#));
+}
+
+#[tokio::test]
+async fn smuggling_and_framing_faults_get_400() {
+    let cases: &[&[u8]] = &[
+        b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 37\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /admin HTTP/1.1\r\nHost: t\r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\nContent-Length: 4\r\n\r\n0\r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding : chunked\r\n\r\n0\r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: xchunked\r\n\r\n0\r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked, chunked\r\n\r\n0\r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        b"POST / HTTP/1.0\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\nContent-Length: 26\r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: +3\r\n\r\nabc",
+        b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 3, 3\r\n\r\nabc",
+        b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length:\r\nContent-Length: 3\r\n\r\nabc",
+        b"GET / HTTP/1.1\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+        b"get / HTTP/1.1\r\nHost: t\r\n\r\n",
+        b"GET / HTTP/1.1\nHost: t\n\n",
+        b"GET / HTTP/1.1\r\nX A: b\r\nHost: t\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: t\r\nX: a\r\n b\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: t\r\nX: a\x00b\r\n\r\n",
+        b"GET /admin#/public HTTP/1.1\r\nHost: t\r\n\r\n",
+        b"GET * HTTP/1.1\r\nHost: t\r\n\r\n",
+        b"CONNECT t:443 HTTP/1.1\r\nHost: t\r\n\r\n",
+    ];
+    for case in cases {
+        let out = exchange(case).await;
+        assert_eq!(
+            statuses(&out),
+            vec![400],
+            "{:?} -> {out}",
+            String::from_utf8_lossy(case)
+        );
+        assert!(out.contains("connection: close"));
+    }
+}
+
+#[tokio::test]
+async fn bad_chunks_get_400_and_never_complete_the_request() {
+    for case in [
+        &b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n10000000000000003\r\nabc\r\n0\r\n\r\n"[..],
+        b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabcX0\r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n3;x\nabc\r\n0\r\n\r\n",
+    ] {
+        let out = exchange(case).await;
+        assert_eq!(statuses(&out), vec![400], "{:?} -> {out}", String::from_utf8_lossy(case));
+        assert!(!out.contains("got "), "{out}");
+    }
+}
+
+#[tokio::test]
+async fn valid_chunked_and_length_bodies_pass() {
+    let out = exchange(b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\nPOST / HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\nConnection: close\r\n\r\nhi").await;
+    assert_eq!(statuses(&out), vec![200, 200], "{out}");
+    assert!(out.contains("got 3") && out.contains("got 2"), "{out}");
+}
+
+#[tokio::test]
+async fn size_limits() {
+    let long_uri = format!("GET /{} HTTP/1.1\r\nHost: t\r\n\r\n", "a".repeat(9000));
+    assert_eq!(statuses(&exchange(long_uri.as_bytes()).await), vec![414]);
+    let big_header = format!(
+        "GET / HTTP/1.1\r\nHost: t\r\nX: {}\r\n\r\n",
+        "a".repeat(40_000)
+    );
+    assert_eq!(statuses(&exchange(big_header.as_bytes()).await), vec![431]);
+    let mut many = String::from("GET / HTTP/1.1\r\nHost: t\r\n");
+    for i in 0..150 {
+        many.push_str(&format!("X-{i}: v\r\n"));
+    }
+    many.push_str("\r\n");
+    assert_eq!(statuses(&exchange(many.as_bytes()).await), vec![431]);
+}
+
+#[tokio::test]
+async fn slow_header_gets_408() {
+    let (client, server) = tokio::io::duplex(4096);
+    let _stop = start(server);
+    let (mut r, mut w) = tokio::io::split(client);
+    w.write_all(b"GET / HTTP/1.1\r\nHost: t\r\n").await.unwrap();
+    let mut out = Vec::new();
+    let res = tokio::time::timeout(Duration::from_secs(3), r.read_to_end(&mut out)).await;
+    assert!(
+        res.is_ok(),
+        "connection must be closed by the header timeout"
+    );
+    let out = String::from_utf8_lossy(&out);
+    assert_eq!(statuses(&out), vec![408], "{out}");
+}
+
+#[tokio::test]
+async fn a_body_that_stops_arriving_gets_408_and_the_request_never_completes() {
+    let (client, server) = tokio::io::duplex(4096);
+    let _stop = start(server);
+    let (mut r, mut w) = tokio::io::split(client);
+    w.write_all(b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\nabc")
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    let res = tokio::time::timeout(Duration::from_secs(3), r.read_to_end(&mut out)).await;
+    assert!(res.is_ok(), "connection must be closed by the body timeout");
+    let out = String::from_utf8_lossy(&out);
+    assert_eq!(statuses(&out), vec![408], "{out}");
+    assert!(!out.contains("got "), "{out}");
+}
+
+#[tokio::test]
+async fn idle_keep_alive_connections_close_quietly() {
+    let (client, server) = tokio::io::duplex(4096);
+    let _stop = start(server);
+    let (mut r, mut w) = tokio::io::split(client);
+    w.write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    let res = tokio::time::timeout(Duration::from_secs(3), r.read_to_end(&mut out)).await;
+    assert!(
+        res.is_ok(),
+        "the keep-alive timeout must close the connection"
+    );
+    let out = String::from_utf8_lossy(&out);
+    assert_eq!(statuses(&out), vec![200], "{out}");
+}
+
+#[tokio::test]
+async fn non_ascii_request_targets_get_400_without_a_panic() {
+    for target in ["ééééé", "/é", "http://é.example/x", "h\u{e9}ttp://x/"] {
+        let req = format!("GET {target} HTTP/1.1\r\nHost: a\r\n\r\n");
+        let out = exchange(req.as_bytes()).await;
+        assert_eq!(statuses(&out), vec![400], "{target}: {out}");
+    }
+}
+
+#[tokio::test]
+async fn expect_continue_is_answered_only_when_the_body_is_read() {
+    // Read: 100 first, then the final response.
+    let (client, server) = tokio::io::duplex(1 << 16);
+    let _stop = start(server);
+    let (mut r, mut w) = tokio::io::split(client);
+    w.write_all(b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\nExpect: 100-continue\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 1024];
+    let n = tokio::time::timeout(Duration::from_secs(2), r.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&buf[..n], b"HTTP/1.1 100 Continue\r\n\r\n");
+    w.write_all(b"abc").await.unwrap();
+    let n = tokio::time::timeout(Duration::from_secs(2), r.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    let out = String::from_utf8_lossy(&buf[..n]);
+    assert!(
+        out.starts_with("HTTP/1.1 200 OK\r\n") && out.ends_with("got 3"),
+        "{out}"
+    );
+
+    // Refused before reading: no 100, and the connection closes (the body never came).
+    let out = exchange(
+        b"POST /refuse HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\nExpect: 100-continue\r\n\r\n",
+    )
+    .await;
+    assert!(!out.contains("100 Continue"), "{out}");
+    assert_eq!(statuses(&out), vec![200], "{out}");
+    assert!(out.contains("connection: close"), "{out}");
+}
+
+#[tokio::test]
+async fn an_unread_buffered_body_is_skipped_and_the_connection_kept() {
+    let out = exchange(
+        b"POST /refuse HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nhelloPOST /refuse HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n\r\nGET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(statuses(&out), vec![200, 200, 200], "{out}");
+    assert!(out.ends_with("got 0"), "{out}");
+}
+
+#[tokio::test]
+async fn http10_keep_alive_and_head_responses() {
+    let out = exchange(
+        b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\nHEAD / HTTP/1.1\r\nHost: t\r\n\r\nGET / HTTP/1.0\r\n\r\n",
+    )
+    .await;
+    assert_eq!(statuses(&out), vec![200, 200, 200], "{out}");
+    assert!(out.contains("connection: keep-alive"), "{out}");
+    // The HEAD response carries the length but no body: the next response follows at once.
+    let head = out.split("HTTP/1.1 ").nth(2).unwrap();
+    assert!(head.ends_with("\r\n\r\n"), "{head:?}");
+    assert!(head.contains("content-length: 5"), "{head:?}");
+    assert!(
+        out.ends_with("connection: close\r\n\r\ngot 0") || out.ends_with("got 0"),
+        "{out}"
+    );
+}
+
+#[tokio::test]
+async fn streamed_bodies_without_a_length_go_chunked() {
+    let (client, server) = tokio::io::duplex(1 << 16);
+    let (_stop_tx, stop_rx) = watch::channel(false);
+    tokio::spawn(serve(
+        server,
+        limits(),
+        stop_rx,
+        |_req: Request<RequestBody>| async {
+            let frames = futures_util::stream::iter(vec![
+                Ok::<_, std::convert::Infallible>(Frame::data(Bytes::from_static(b"hello "))),
+                Ok(Frame::data(Bytes::from_static(b"world"))),
+            ]);
+            Response::new(http_body_util::StreamBody::new(frames))
+        },
+    ));
+    let (mut r, mut w) = tokio::io::split(client);
+    w.write_all(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(3), r.read_to_end(&mut out)).await;
+    let out = String::from_utf8_lossy(&out);
+    assert!(out.contains("transfer-encoding: chunked"), "{out}");
+    assert!(
+        out.ends_with("\r\n\r\n6\r\nhello \r\n5\r\nworld\r\n0\r\n\r\n"),
+        "{out}"
+    );
+}
+
+#[tokio::test]
+async fn shutdown_closes_idle_connections_and_finishes_the_current_request() {
+    let (client, server) = tokio::io::duplex(1 << 16);
+    let stop = start(server);
+    let (mut r, mut w) = tokio::io::split(client);
+    w.write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 1024];
+    let n = r.read(&mut buf).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    stop.send(true).unwrap();
+    let mut rest = Vec::new();
+    let res = tokio::time::timeout(Duration::from_secs(2), r.read_to_end(&mut rest)).await;
+    assert!(res.is_ok(), "an idle connection closes on shutdown");
+    assert!(rest.is_empty());
+}
+
+#[tokio::test]
+async fn websocket_upgrade_hands_over_the_connection() {
+    let (client, server) = tokio::io::duplex(1 << 16);
+    let (_stop_tx, stop_rx) = watch::channel(false);
+    tokio::spawn(serve(
+        server,
+        limits(),
+        stop_rx,
+        |mut req: Request<RequestBody>| async move {
+            let up = req.extensions_mut().remove::<OnUpgrade>();
+            if let Some(up) = up {
+                tokio::spawn(async move {
+                    if let Some(mut io) = up.upgraded().await {
+                        let mut b = [0u8; 4];
+                        if io.read_exact(&mut b).await.is_ok() {
+                            let _ = io.write_all(&b).await;
+                        }
+                    }
+                });
+                let mut resp = Response::new(Full::new(Bytes::new()));
+                *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+                resp.headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+                resp.headers_mut()
+                    .insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+                return resp;
+            }
+            Response::new(Full::new(Bytes::from_static(b"plain")))
+        },
+    ));
+    let (mut r, mut w) = tokio::io::split(client);
+    // The first frame arrives with the head: it must reach the new protocol's reader.
+    w.write_all(
+        b"GET / HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\nping",
+    )
+    .await
+    .unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(2), r.read_to_end(&mut out)).await;
+    let out = String::from_utf8_lossy(&out);
+    assert!(
+        out.starts_with("HTTP/1.1 101 Switching Protocols\r\n"),
+        "{out}"
+    );
+    assert!(out.contains("connection: upgrade\r\n"), "{out}");
+    assert!(!out.contains("content-length"), "{out}");
+    assert!(out.ends_with("\r\n\r\nping"), "{out}");
+}
+
+use http::HeaderValue;
