@@ -499,3 +499,41 @@ services:
         "{seen:?}"
     );
 }
+
+#[tokio::test]
+async fn the_read_timeout_holds_on_reused_connections() {
+    // Requests 0 and 2 are answered at once, 1 and 3 only after 5 s: with a 400 ms read
+    // timeout each slow one is a 504 in well under a second, also when the connection (and
+    // its timer, still registered for an earlier deadline) comes from the pool.
+    let (port, seen) = scripted(|n| {
+        let pause = if n % 2 == 1 { 5_000 } else { 0 };
+        (
+            vec![(
+                b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok".to_vec(),
+                pause,
+            )],
+            false,
+        )
+    })
+    .await;
+    let gw = Gw::start(&format!(
+        "_format_version: \"3.0\"\nservices:\n  - name: svc\n    url: http://127.0.0.1:{port}\n    retries: 0\n    read_timeout: 400\n    routes: [{{name: r, paths: [/]}}]\n"
+    ))
+    .await;
+    for round in 0..2 {
+        let r = gw.get("/fast").await;
+        assert_status(&r, 200);
+        let started = std::time::Instant::now();
+        let r = gw.get("/slow").await;
+        assert_status(&r, 504);
+        let took = started.elapsed();
+        assert!(
+            took >= Duration::from_millis(350) && took < Duration::from_millis(1500),
+            "round {round}: {took:?}"
+        );
+    }
+    // Each slow request went out on the fast request's pooled connection (timed-out ones are
+    // dropped, so each round opened one).
+    assert_eq!(seen.requests.lock().unwrap().len(), 4);
+    assert_eq!(seen.connections.load(Ordering::SeqCst), 2);
+}

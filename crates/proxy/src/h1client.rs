@@ -27,6 +27,7 @@ use tokio::net::TcpStream;
 use crate::body::ProxyBody;
 use crate::guard::chunked::{Dechunk, Step};
 use crate::guard::parse_content_length;
+use crate::timer::ConnTimer;
 use crate::upstream::{Pool, PoolKey};
 
 /// Longest response head accepted from an upstream.
@@ -121,6 +122,9 @@ pub enum H1Error {
     /// The request body stream failed (client went away or a size limit tripped).
     #[error("request body failed: {0}")]
     RequestBody(String),
+    /// No complete response head before the read timeout.
+    #[error("upstream timed out")]
+    TimedOut,
 }
 
 /// A failed exchange.
@@ -175,6 +179,9 @@ pub struct Conn {
     io: Io,
     /// Bytes read and not yet consumed.
     buf: BytesMut,
+    /// The read timeout of the exchange in progress (kept with the connection, so a pooled
+    /// connection's requests cost no timer registration).
+    timer: ConnTimer,
 }
 
 impl Conn {
@@ -183,6 +190,7 @@ impl Conn {
         Conn {
             io,
             buf: BytesMut::with_capacity(8 * 1024),
+            timer: ConnTimer::default(),
         }
     }
 
@@ -218,7 +226,8 @@ impl Conn {
     ///
     /// The request body is written while the response is read, so an upstream that answers
     /// before it has read the whole body (a 413, say) is heard; the connection is then not
-    /// reused.
+    /// reused. Without a response head by `deadline` the exchange fails with
+    /// [`H1Error::TimedOut`].
     #[allow(clippy::too_many_arguments)] // one call site; a struct would only rename the list
     pub async fn send(
         mut self: Box<Self>,
@@ -228,6 +237,7 @@ impl Conn {
         zero_length: bool,
         head_request: bool,
         home: Home,
+        deadline: tokio::time::Instant,
     ) -> Result<Response<RawBody>, SendFailure> {
         let chunked = frame_request(&mut head, &body, declared, zero_length);
         head.extend_from_slice(b"\r\n");
@@ -242,9 +252,18 @@ impl Conn {
         // The first write decides whether anything of the request left.
         let mut written = 0;
         while written < head.len() {
-            let res = poll_fn(|cx| Pin::new(&mut self.io).poll_write(cx, &head[written..])).await;
+            let res = poll_fn(
+                |cx| match Pin::new(&mut self.io).poll_write(cx, &head[written..]) {
+                    Poll::Pending if self.timer.passed(deadline, cx) => {
+                        Poll::Ready(Err(io::ErrorKind::TimedOut.into()))
+                    }
+                    p => p,
+                },
+            )
+            .await;
             let error = match res {
                 Ok(0) => H1Error::Closed,
+                Err(e) if e.kind() == io::ErrorKind::TimedOut => H1Error::TimedOut,
                 Ok(n) => {
                     written += n;
                     continue;
@@ -318,6 +337,9 @@ impl Conn {
                         return Poll::Ready(Err(SendFailure::new(H1Error::Io(e), received)))
                     }
                 }
+            }
+            if self.timer.passed(deadline, cx) {
+                return Poll::Ready(Err(SendFailure::new(H1Error::TimedOut, true)));
             }
             Poll::Pending
         })
@@ -1109,7 +1131,18 @@ mod tests {
         let conn = Box::new(Conn::new(Io::Plain(tcp)));
         let head = BytesMut::from(&b"POST / HTTP/1.1\r\nhost: x\r\n"[..]);
         let body = ProxyBody::full(Bytes::from_static(b"{\"amount\":100}"));
-        let Err(failure) = conn.send(head, body, None, true, false, home).await else {
+        let Err(failure) = conn
+            .send(
+                head,
+                body,
+                None,
+                true,
+                false,
+                home,
+                tokio::time::Instant::now() + std::time::Duration::from_secs(5),
+            )
+            .await
+        else {
             panic!("a write on a closed socket succeeded");
         };
         assert!(failure.incomplete);

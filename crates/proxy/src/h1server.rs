@@ -35,11 +35,11 @@ use http::{Method, Request, Response, StatusCode, Version};
 use http_body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::{oneshot, watch};
-use tokio::time::{Instant, Sleep};
 
 use crate::guard::chunked::{Dechunk, Step};
 use crate::guard::head::{self, Framing, Head, HeadError};
 use crate::guard::{error_reply, parse_content_length, Limits};
+use crate::timer::ConnTimer;
 
 /// Responses up to this size (head and body) are collected and sent in one write.
 const COALESCE: usize = 64 * 1024;
@@ -486,7 +486,7 @@ struct Conn<I> {
     owe_continue: Option<usize>,
     /// A fault inside the body, answered instead of the handler's response.
     fault: Option<u16>,
-    timer: Timer,
+    timer: ConnTimer,
 }
 
 impl<I: ClientIo> Conn<I> {
@@ -499,7 +499,7 @@ impl<I: ClientIo> Conn<I> {
             body: BodyState::Done,
             owe_continue: None,
             fault: None,
-            timer: Timer::default(),
+            timer: ConnTimer::default(),
         }
     }
 
@@ -650,42 +650,6 @@ impl<I: ClientIo> Conn<I> {
                     Ok(Step::More) | Err(_) => return false,
                 }
             },
-        }
-    }
-}
-
-/// One timer per connection; see the module docs.
-#[derive(Default)]
-struct Timer {
-    deadline: Option<Instant>,
-    sleep: Option<Pin<Box<Sleep>>>,
-}
-
-impl Timer {
-    /// Starts the next wait from the next [`Timer::expired`] call.
-    fn clear(&mut self) {
-        self.deadline = None;
-    }
-
-    /// True when `after` has passed since the first call after [`Timer::clear`]; otherwise
-    /// makes sure the task wakes by then.
-    fn expired(&mut self, after: Duration, cx: &mut Context<'_>) -> bool {
-        let deadline = *self.deadline.get_or_insert_with(|| Instant::now() + after);
-        let sleep = self
-            .sleep
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
-        if sleep.deadline() > deadline {
-            sleep.as_mut().reset(deadline);
-        }
-        loop {
-            if sleep.as_mut().poll(cx).is_pending() {
-                return false;
-            }
-            if Instant::now() >= deadline {
-                return true;
-            }
-            // Fired for an earlier deadline: wait for this one.
-            sleep.as_mut().reset(deadline);
         }
     }
 }

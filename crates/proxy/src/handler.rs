@@ -42,6 +42,19 @@ pub struct ConnInfo {
     /// The client's certificate chain (DER, leaf first), when it sent one. Only proof of
     /// possession was checked; trust is up to mtls-auth.
     pub client_certs: Option<Arc<Vec<bytes::Bytes>>>,
+    /// The peer's address as a header value (X-Real-IP, X-Forwarded-For), made once per
+    /// connection.
+    pub peer_value: Option<HeaderValue>,
+}
+
+impl ConnInfo {
+    /// The peer's address as X-Real-IP / X-Forwarded-For carry it.
+    pub fn peer_header(peer: SocketAddr) -> Option<HeaderValue> {
+        HeaderValue::from_str(&portcullis_plugins::ip_restriction::ip_text(canonical(
+            peer.ip(),
+        )))
+        .ok()
+    }
 }
 
 struct HeaderView<'a>(&'a HeaderMap);
@@ -501,6 +514,7 @@ async fn proxy(
         trusted,
         port,
         original_path: parts.uri.path().to_string(),
+        peer_value: conn.peer_value.clone(),
         prefix: found
             .matched_path
             .as_ref()
@@ -686,18 +700,20 @@ async fn proxy(
     out
 }
 
-/// Headers that advertise the upstream's software.
-fn is_fingerprint(name: &str) -> bool {
-    matches!(
-        name,
-        "server" | "x-powered-by" | "x-aspnet-version" | "x-aspnetmvc-version"
-    )
-}
-
-/// Response hardening: no software fingerprints, and the configured security headers.
+/// Response hardening: no headers that advertise the upstream's software, and the configured
+/// security headers.
 fn harden(gw: &Gateway, h: &mut HeaderMap) {
     if gw.settings.response_hardening {
-        remove_where(h, is_fingerprint);
+        static FINGERPRINTS: [HeaderName; 4] = [
+            header::SERVER,
+            HeaderName::from_static("x-powered-by"),
+            HeaderName::from_static("x-aspnet-version"),
+            HeaderName::from_static("x-aspnetmvc-version"),
+        ];
+        for name in &FINGERPRINTS {
+            // `remove` drops every value of the name.
+            h.remove(name);
+        }
     }
     for (k, v) in &gw.security_headers {
         if !h.contains_key(k) {
@@ -813,7 +829,21 @@ fn note_consumer(log: &mut AccessLog, ctx: &Ctx) {
 }
 
 fn set_latency(h: &mut HeaderMap, name: &HeaderName, d: Duration) {
-    h.insert(name.clone(), HeaderValue::from(d.as_millis() as u64));
+    h.insert(name.clone(), number_value(d.as_millis() as u64));
+}
+
+/// A header value for a number: small numbers (latencies in ms, ports below 1024) come from a
+/// table made once, so the common case allocates nothing.
+fn number_value(n: u64) -> HeaderValue {
+    static SMALL: std::sync::LazyLock<Vec<HeaderValue>> = std::sync::LazyLock::new(|| {
+        (0..1024u32)
+            .map(|i| HeaderValue::from_static(Box::leak(i.to_string().into_boxed_str())))
+            .collect()
+    });
+    match SMALL.get(n as usize) {
+        Some(v) if n < 1024 => v.clone(),
+        _ => HeaderValue::from(n),
+    }
 }
 
 fn enabled_for(entry: &ChainEntry, conn: &ConnInfo) -> bool {
@@ -1144,6 +1174,8 @@ struct Plan {
     prefix: Option<String>,
     /// A WebSocket upgrade is being proxied.
     websocket: bool,
+    /// The connection's peer address as a header value.
+    peer_value: Option<HeaderValue>,
 }
 
 fn hash_key(
@@ -1350,8 +1382,13 @@ fn upstream_request(
             Some(HeaderValue::from_static("websocket")),
         ));
     }
-    let client = portcullis_plugins::ip_restriction::ip_text(ctx.client_ip);
-    let client_value = HeaderValue::from_str(&client).ok();
+    // Usually the client is the socket peer, whose header value the connection made once.
+    let client_value = match &fwd.peer_value {
+        Some(v) if ctx.client_ip == ctx.peer_ip => Some(v.clone()),
+        _ => {
+            HeaderValue::from_str(&portcullis_plugins::ip_restriction::ip_text(ctx.client_ip)).ok()
+        }
+    };
     let prev: Vec<&str> = if fwd.trusted {
         ctx.headers
             .get_all(&X_FORWARDED_FOR)
@@ -1385,7 +1422,9 @@ fn upstream_request(
         }))
     });
     set(&X_FORWARDED_HOST, &|| HeaderValue::from_str(&ctx.host).ok());
-    set(&X_FORWARDED_PORT, &|| Some(HeaderValue::from(fwd.port)));
+    set(&X_FORWARDED_PORT, &|| {
+        Some(number_value(u64::from(fwd.port)))
+    });
     set(&X_FORWARDED_PATH, &|| {
         HeaderValue::from_str(&fwd.original_path).ok()
     });
@@ -1482,16 +1521,21 @@ async fn send_with_retries(
                     key,
                 };
                 let head_request = ctx.method == Method::HEAD;
-                let sent = conn.send(head, b, declared, zero_length, head_request, home);
-                match tokio::time::timeout(read_timeout, sent).await {
-                    Ok(Ok(resp)) => Ok(Ok(resp.map(Rest::H1))),
-                    Ok(Err(f)) => Ok(Err(Failed {
+                // The read timeout runs on the connection's own timer (no registration per
+                // request).
+                let deadline = tokio::time::Instant::now() + read_timeout;
+                let sent = conn.send(head, b, declared, zero_length, head_request, home, deadline);
+                match sent.await {
+                    Ok(resp) => Ok(Ok(resp.map(Rest::H1))),
+                    Err(f) if matches!(f.error, crate::h1client::H1Error::TimedOut) => {
+                        Err(TimedOut)
+                    }
+                    Err(f) => Ok(Err(Failed {
                         retryable: !matches!(f.error, crate::h1client::H1Error::Invalid(_)),
                         unsent: f.unsent,
                         incomplete: f.incomplete,
                         error: f.error.to_string(),
                     })),
-                    Err(elapsed) => Err(elapsed),
                 }
             }
             Sender::H2(mut s) => {
@@ -1506,7 +1550,7 @@ async fn send_with_retries(
                         incomplete: e.error.is_incomplete_message() || e.error.is_canceled(),
                         error: e.error.to_string(),
                     })),
-                    Err(elapsed) => Err(elapsed),
+                    Err(_elapsed) => Err(TimedOut),
                 }
             }
         };
@@ -1539,7 +1583,7 @@ async fn send_with_retries(
                     break;
                 }
             }
-            Err(_elapsed) => {
+            Err(TimedOut) => {
                 balancer.report(ti, Outcome::Timeout);
                 last_error = errors::UpstreamFailure::Timeout;
                 body = replay;
@@ -1555,6 +1599,9 @@ async fn send_with_retries(
     }
     Err(errors::upstream_failure(last_error))
 }
+
+/// An attempt got no response head within the service's read timeout.
+struct TimedOut;
 
 /// The request's Content-Length: `Ok(None)` without one, an error when a copy does not parse
 /// or copies differ (a plugin may have rewritten the header of a streamed body).

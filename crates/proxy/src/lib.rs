@@ -20,6 +20,7 @@ pub mod security;
 pub mod server;
 pub mod settings;
 pub mod snapshot;
+mod timer;
 pub mod tls;
 pub mod upstream;
 

@@ -185,6 +185,7 @@ async fn serve_plain(
             sni: None,
             tls_version: None,
             client_certs: None,
+            peer_value: ConnInfo::peer_header(peer),
         });
         serve_h2(gw, stream, info, watcher).await;
     } else {
@@ -233,6 +234,7 @@ async fn serve_tls(
             sni,
             tls_version: version,
             client_certs,
+            peer_value: ConnInfo::peer_header(peer),
         });
         serve_h2(gw, tls, info, watcher).await;
     } else {
@@ -275,6 +277,7 @@ async fn serve_h1<I>(
         sni,
         tls_version,
         client_certs,
+        peer_value: ConnInfo::peer_header(peer),
     });
     crate::h1server::serve(io, limits, watcher, |req| {
         handle(gw.clone(), info.clone(), req.map(ClientBody::H1))
