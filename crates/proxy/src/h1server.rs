@@ -148,7 +148,11 @@ pub async fn serve<I, S, Fut, B>(
             upgrade_tx = Some(tx);
         }
 
-        let resp = service(req).await;
+        let fut = service(req);
+        if requests == 1 {
+            eprintln!("SIZE handle={}", std::mem::size_of_val(&fut));
+        }
+        let resp = fut.await;
 
         let mut keep = keep_alive && !*shutdown.borrow();
         let (fault, body_done) = with(&mut shared, |c| {

@@ -244,7 +244,454 @@ pub async fn handle(
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse().ok());
     }
-    let mut resp = proxy(&gw, &conn, req, started, client_upgrade, &mut log).await;
+    // The pipeline runs in this same future (a labeled block, not a nested async fn): a
+    // nested future would be stored inside this one and copied whole on every request.
+    let mut resp = {
+        let gw: &Gateway = &gw;
+        let conn: &ConnInfo = &conn;
+        let log: &mut AccessLog = &mut log;
+        'proxy: {
+            let snap = gw.snapshot();
+            let (parts, body) = req.into_parts();
+            let Some((host, port)) = request_host(&parts, conn) else {
+                break 'proxy kong_error(StatusCode::BAD_REQUEST, "Bad request");
+            };
+            let raw_path = parts.uri.path();
+            let norm = if path::needs_normalising(raw_path) {
+                match path::normalise(raw_path) {
+                    Ok(p) => p,
+                    Err(_) => break 'proxy kong_error(StatusCode::BAD_REQUEST, "Bad request"),
+                }
+            } else {
+                raw_path.to_string()
+            };
+            if log.enabled() {
+                log.host.clone_from(&host);
+                log.path.clone_from(&norm);
+            }
+            let found = snap.router.find(&RequestInfo {
+                method: parts.method.as_str(),
+                host: &host,
+                port,
+                path: &norm,
+                sni: conn.sni.as_deref(),
+                headers: &HeaderView(&parts.headers),
+            });
+            let Some(found) = found else {
+                if !snap.global_log_plugins.is_empty() {
+                    let (client, _) = client_ip(gw, conn.peer.ip(), &parts.headers);
+                    start_tail(
+                        log,
+                        snap.global_log_plugins.clone(),
+                        &parts,
+                        conn,
+                        client,
+                        &host,
+                        port,
+                        &snap.global_redact,
+                    );
+                }
+                break 'proxy kong_error(
+                    StatusCode::NOT_FOUND,
+                    "no Route matched with those values",
+                );
+            };
+            let Some(route) = snap.routes.get(found.route) else {
+                break 'proxy kong_error(
+                    StatusCode::NOT_FOUND,
+                    "no Route matched with those values",
+                );
+            };
+            if let Some(resp) = protocol_mismatch(route, conn, &parts, &host, port) {
+                break 'proxy resp;
+            }
+
+            let (client, trusted) = client_ip(gw, conn.peer.ip(), &parts.headers);
+            log.client_ip = Some(client);
+            if !route.log_plugins.is_empty() {
+                start_tail(
+                    log,
+                    route.log_plugins.clone(),
+                    &parts,
+                    conn,
+                    client,
+                    &host,
+                    port,
+                    &route.redact,
+                );
+                if let Some(t) = &mut log.tail {
+                    t.entry.route = Some(EntityRef {
+                        id: route.id.clone(),
+                        name: route.name.clone(),
+                        custom_id: None,
+                    });
+                    t.entry.service = route.service.as_ref().map(|s| EntityRef {
+                        id: s.id.clone(),
+                        name: s.name.clone(),
+                        custom_id: None,
+                    });
+                }
+            }
+            log.route = Some(route.name.clone().unwrap_or_else(|| route.id.clone()));
+            log.service = route
+                .service
+                .as_ref()
+                .map(|s| s.name.clone().unwrap_or_else(|| s.id.clone()));
+            let mut headers = parts.headers;
+            strip_connection_named(&mut headers);
+            // RFC 9112 §3.2.2: an absolute-form target (or HTTP/2 :authority) replaces Host, so the
+            // upstream sees the host the request was routed on, even with preserve_host.
+            if let Some(a) = parts.uri.authority() {
+                if let Ok(v) = HeaderValue::from_str(a.as_str()) {
+                    headers.insert(header::HOST, v);
+                }
+            }
+            if !trusted {
+                // Headers some frameworks believe as much as X-Forwarded-*: only a trusted proxy may
+                // send them.
+                remove_where(&mut headers, |n| {
+                    matches!(n, "forwarded" | "x-original-url" | "x-rewrite-url")
+                });
+            }
+            let mut ctx = Ctx::new(
+                parts.method.clone(),
+                norm,
+                parts.uri.query().map(str::to_string),
+                headers,
+                client,
+            );
+            ctx.scheme = if conn.tls { "https" } else { "http" };
+            ctx.uri = parts.uri.clone();
+            ctx.version = parts.version;
+            ctx.peer_ip = canonical(conn.peer.ip());
+            ctx.host = host;
+            ctx.route_id = Some(route.id.clone());
+            ctx.route_name = route.name.clone();
+            ctx.service_id = route.service.as_ref().map(|s| s.id.clone());
+            ctx.service_name = route.service.as_ref().and_then(|s| s.name.clone());
+            ctx.request_id.clone_from(&log.request_id);
+            ctx.client_certs.clone_from(&conn.client_certs);
+            if route.traced {
+                if let Some(t) = &mut log.tail {
+                    let start =
+                        trace::now_nanos().saturating_sub(started.elapsed().as_nanos() as u64);
+                    let tc = trace::TraceContext::start(&ctx.headers, start);
+                    ctx.state.insert(tc.ids);
+                    t.entry.trace = Some(tc);
+                }
+            }
+            ctx.uri_captures.clone_from(&found.captures);
+
+            // No client may claim an identity: only auth plugins set these headers.
+            portcullis_plugins::auth::strip_identity_headers(&mut ctx.headers);
+            if let Ok(v) = HeaderValue::from_str(&ctx.request_id) {
+                ctx.headers.insert(gw.request_id_header.clone(), v);
+            }
+            // Access phase: the route's chain, merged by priority with the chain of the consumer once
+            // an auth plugin has identified one.
+            let mut consumer_chain: Option<&[ChainEntry]> = None;
+            let mut pending_body = Some(body);
+            let (mut ri, mut ci) = (0, 0);
+            loop {
+                if consumer_chain.is_none() {
+                    consumer_chain = ctx
+                        .identity
+                        .as_ref()
+                        .and_then(|id| route.consumer_plugins.get(&*id.consumer.id))
+                        .map(Vec::as_slice);
+                }
+                let next_route = route.plugins.get(ri);
+                let next_consumer = consumer_chain.and_then(|c| c.get(ci));
+                let entry = match (next_route, next_consumer) {
+                    (None, None) => break,
+                    (Some(r), Some(c)) if r.priority > c.priority => {
+                        ri += 1;
+                        r
+                    }
+                    (_, Some(c)) => {
+                        ci += 1;
+                        c
+                    }
+                    (Some(r), None) => {
+                        ri += 1;
+                        r
+                    }
+                };
+                // A consumer's own instance replaces the route's instance of the same plugin.
+                let overridden = consumer_chain.is_some_and(|c| {
+                    !c.iter().any(|e| std::ptr::eq(e, entry))
+                        && c.iter().any(|e| e.plugin.name() == entry.plugin.name())
+                });
+                if overridden
+                    || !(if conn.tls {
+                        entry.on_https
+                    } else {
+                        entry.on_http
+                    })
+                {
+                    continue;
+                }
+                if entry.plugin.reads_body() && ctx.body.is_none() {
+                    if let Some(b) = pending_body.take() {
+                        // A limit set by request-size-limiting (earlier in the chain) applies too.
+                        let limit = ctx
+                            .body_limit
+                            .map_or(gw.settings.request_buffer_bytes as u64, |l| {
+                                l.min(gw.settings.request_buffer_bytes as u64)
+                            });
+                        // Boxed, like every await off the plain path: an async fn's future holds its
+                        // sub-futures, and every request moves (copies) it whole.
+                        match Box::pin(read_body(b, limit)).await {
+                            Ok(bytes) => ctx.body = Some(bytes),
+                            Err(resp) => break 'proxy resp,
+                        }
+                    }
+                }
+                let span_start = route.traced.then(trace::now_nanos);
+                let flow = match entry.plugin.access(&mut ctx) {
+                    Access::Now(f) => f,
+                    Access::Later(fut) => fut.await,
+                };
+                if let (Some(start), Some(tc)) = (
+                    span_start,
+                    log.tail.as_mut().and_then(|t| t.entry.trace.as_mut()),
+                ) {
+                    let name = format!("kong.access.plugin.{}", entry.plugin.name());
+                    let span = tc.child(name, trace::SpanKind::Internal, start, trace::now_nanos());
+                    span.error = matches!(&flow, Flow::Respond(r) if r.status.as_u16() >= 500);
+                }
+                if let Flow::Respond(r) = flow {
+                    log.refused_by = Some(entry.plugin.name());
+                    note_consumer(log, &ctx);
+                    security_event(entry.plugin.name(), &r, &ctx);
+                    let mut head = ResponseHead {
+                        status: r.status,
+                        headers: r.headers,
+                    };
+                    run_response_phase(route, conn, &mut ctx, &mut head, log);
+                    break 'proxy build_response(head, ProxyBody::full(r.body));
+                }
+            }
+
+            portcullis_plugins::auth::set_identity_headers(&mut ctx);
+            note_consumer(log, &ctx);
+            let Some(service) = route.service.clone() else {
+                break 'proxy kong_error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "no Service found with those values",
+                );
+            };
+            let plan = Plan {
+                path: match ctx.upstream_path.take() {
+                    Some(p) => p,
+                    None => upstream_path(
+                        service.service.path.as_deref(),
+                        &ctx.path,
+                        found
+                            .matched_path
+                            .clone()
+                            .filter(|_| route.route.strip_path),
+                        route.route.path_handling,
+                    ),
+                },
+                websocket: client_upgrade.is_some(),
+                trusted,
+                port,
+                original_path: parts.uri.path().to_string(),
+                peer_value: conn.peer_value.clone(),
+                prefix: found
+                    .matched_path
+                    .as_ref()
+                    .filter(|r| route.route.strip_path && r.end > 1)
+                    .map(|r| ctx.path[r.clone()].to_string()),
+            };
+            let mut hash_key = hash_key(&service, &ctx, &found.captures);
+            // Kong's cookie hashing: a client without the cookie gets a fresh value, used for this
+            // request and set on the response so its next requests land on the same target.
+            let mut set_cookie = None;
+            if let (None, HashOn::Cookie { name, path }) = (&hash_key, &service.balancer.hash_on) {
+                let value = format!("{:032x}", rand::random::<u128>());
+                hash_key = Some(value.clone().into_bytes());
+                set_cookie = HeaderValue::from_str(&format!("{name}={value}; Path={path}")).ok();
+            }
+            let limit_tripped = Arc::new(AtomicBool::new(false));
+            let body = match (ctx.body.take(), pending_body) {
+                (Some(buffered), _)
+                    if ctx.body_limit.is_some_and(|l| buffered.len() as u64 > l) =>
+                {
+                    break 'proxy too_large();
+                }
+                (Some(buffered), _) => buffered_body(&mut ctx, buffered),
+                (None, Some(incoming)) if http_body::Body::is_end_stream(&incoming) => {
+                    ProxyBody::Empty
+                }
+                (None, Some(incoming)) => {
+                    match Box::pin(prepare_body(gw, route, incoming, &ctx, &limit_tripped)).await {
+                        // A chunked body read whole: sent with its length, like a buffered one.
+                        Ok(ProxyBody::Full(Some(b)))
+                            if !ctx.headers.contains_key(header::CONTENT_LENGTH) =>
+                        {
+                            buffered_body(&mut ctx, b)
+                        }
+                        Ok(b) => b,
+                        Err(resp) => break 'proxy resp,
+                    }
+                }
+                (None, None) => ProxyBody::Empty,
+            };
+            let upstream_started = Instant::now();
+            let result = send_with_retries(
+                gw,
+                &service,
+                &mut ctx,
+                &plan,
+                body,
+                route,
+                hash_key.as_deref(),
+                log,
+            )
+            .await;
+            let (resp, target) = match result {
+                Ok(r) => r,
+                Err(_) if limit_tripped.load(Ordering::Relaxed) => break 'proxy too_large(),
+                Err(resp) => break 'proxy resp,
+            };
+            let upstream_latency = upstream_started.elapsed();
+            log.upstream_ms = Some(upstream_latency.as_millis() as u64);
+            if let Some(tc) = log.tail.as_mut().and_then(|t| t.entry.trace.as_mut()) {
+                let end = trace::now_nanos();
+                let start = end.saturating_sub(upstream_latency.as_nanos() as u64);
+                let upstream_span = tc.ids.upstream_span_id;
+                let span = tc.child("kong.balancer".into(), trace::SpanKind::Client, start, end);
+                span.span_id = upstream_span;
+                span.error = resp.status().is_server_error();
+                span.attributes.push((
+                    "http.status_code",
+                    trace::AttrValue::Int(i64::from(resp.status().as_u16())),
+                ));
+                if let Some((host, port)) = log.upstream.as_deref().and_then(|u| u.rsplit_once(':'))
+                {
+                    span.attributes
+                        .push(("net.peer.name", trace::AttrValue::Str(host.to_string())));
+                    if let Ok(p) = port.parse::<i64>() {
+                        span.attributes
+                            .push(("net.peer.port", trace::AttrValue::Int(p)));
+                    }
+                }
+            }
+            if let Some(t) = &mut log.tail {
+                t.entry.upstream_status = Some(resp.status().as_u16());
+                // The query as sent upstream may still hold a credential: redact it too.
+                let q = log_entry::redact_query(ctx.query.as_deref(), &route.redact);
+                t.entry.upstream_uri = Some(if q.is_empty() {
+                    plan.path.clone()
+                } else {
+                    let pairs: Vec<String> = q.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                    format!("{}?{}", plan.path, pairs.join("&"))
+                });
+            }
+
+            let status = resp.status();
+            let (p, incoming) = resp.into_parts();
+            if status == StatusCode::SWITCHING_PROTOCOLS {
+                if let (Some(client_up), Rest::H1(raw)) = (client_upgrade, incoming) {
+                    let Some(upstream_up) = raw.into_upgraded() else {
+                        break 'proxy errors::upstream_failure(errors::UpstreamFailure::Failed);
+                    };
+                    tokio::spawn(tunnel(client_up, upstream_up));
+                    let mut out = Response::from_parts(p, ProxyBody::Empty);
+                    *out.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+                    break 'proxy out;
+                }
+                // A 101 nobody asked for cannot be relayed.
+                break 'proxy errors::upstream_failure(errors::UpstreamFailure::Failed);
+            }
+            let mut head = ResponseHead {
+                status: p.status,
+                headers: p.headers,
+            };
+            if let Rest::H2(_) = incoming {
+                // (An HTTP/1 response lost its hop-by-hop headers while it was parsed.)
+                strip_hop_by_hop(&mut head.headers);
+            }
+            let mut incoming = UpstreamBody::new(incoming);
+            let read_timeout = Duration::from_millis(service.service.read_timeout);
+            let inspected = if route.plugins.is_empty() {
+                Ok(None)
+            } else {
+                Box::pin(inspect_response(
+                    route,
+                    conn,
+                    &mut ctx,
+                    &head,
+                    &mut incoming,
+                    read_timeout,
+                    log,
+                ))
+                .await
+            };
+            match inspected {
+                Ok(None) => {}
+                Ok(Some((plugin, r))) => {
+                    // Replaced: nothing of the upstream's response (status, headers, body) is sent.
+                    drop(incoming);
+                    drop(target);
+                    log.refused_by = Some(plugin);
+                    let mut head = ResponseHead {
+                        status: r.status,
+                        headers: r.headers,
+                    };
+                    run_response_phase(route, conn, &mut ctx, &mut head, log);
+                    break 'proxy build_response(head, ProxyBody::full(r.body));
+                }
+                Err(resp) => break 'proxy resp,
+            }
+            set_latency(&mut head.headers, &UPSTREAM_LATENCY, upstream_latency);
+            if let Some(c) = set_cookie {
+                head.headers.append(header::SET_COOKIE, c);
+            }
+            set_latency(
+                &mut head.headers,
+                &PROXY_LATENCY,
+                upstream_started.saturating_duration_since(started),
+            );
+            run_response_phase(route, conn, &mut ctx, &mut head, log);
+            if wants_response_body(route, conn, &ctx, &head, gw.settings.request_buffer_bytes) {
+                let limit = gw.settings.request_buffer_bytes;
+                let mut body =
+                    match Box::pin(http_body_util::Limited::new(incoming, limit).collect()).await {
+                        Ok(c) => c.to_bytes(),
+                        Err(_) => {
+                            break 'proxy errors::upstream_failure(errors::UpstreamFailure::Failed);
+                        }
+                    };
+                drop(target);
+                for entry in &route.plugins {
+                    if entry.plugin.reads_response_body() && enabled_for(entry, conn) {
+                        let start = route.traced.then(trace::now_nanos);
+                        entry.plugin.response_body(&mut ctx, &mut head, &mut body);
+                        if let (Some(start), Some(tc)) = (
+                            start,
+                            log.tail.as_mut().and_then(|t| t.entry.trace.as_mut()),
+                        ) {
+                            let name = format!("kong.body_filter.plugin.{}", entry.plugin.name());
+                            tc.child(name, trace::SpanKind::Internal, start, trace::now_nanos());
+                        }
+                    }
+                }
+                head.headers.remove(header::TRANSFER_ENCODING);
+                head.headers
+                    .insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+                let mut out = build_response(head, ProxyBody::full(body));
+                *out.version_mut() = Version::HTTP_11;
+                break 'proxy out;
+            }
+            let body = ProxyBody::Upstream(incoming, target, None);
+            let mut out = build_response(head, body);
+            *out.version_mut() = Version::HTTP_11;
+            out
+        }
+    };
     if let Ok(v) = HeaderValue::from_str(&log.request_id) {
         resp.headers_mut().insert(gw.request_id_header.clone(), v);
     }
@@ -266,438 +713,6 @@ pub async fn handle(
         _ => {}
     }
     resp
-}
-
-async fn proxy(
-    gw: &Gateway,
-    conn: &ConnInfo,
-    req: Request<ClientBody>,
-    started: Instant,
-    client_upgrade: Option<crate::h1server::OnUpgrade>,
-    log: &mut AccessLog,
-) -> Response<ProxyBody> {
-    let snap = gw.snapshot();
-    let (parts, body) = req.into_parts();
-    let Some((host, port)) = request_host(&parts, conn) else {
-        return kong_error(StatusCode::BAD_REQUEST, "Bad request");
-    };
-    let raw_path = parts.uri.path();
-    let norm = if path::needs_normalising(raw_path) {
-        match path::normalise(raw_path) {
-            Ok(p) => p,
-            Err(_) => return kong_error(StatusCode::BAD_REQUEST, "Bad request"),
-        }
-    } else {
-        raw_path.to_string()
-    };
-    if log.enabled() {
-        log.host.clone_from(&host);
-        log.path.clone_from(&norm);
-    }
-    let found = snap.router.find(&RequestInfo {
-        method: parts.method.as_str(),
-        host: &host,
-        port,
-        path: &norm,
-        sni: conn.sni.as_deref(),
-        headers: &HeaderView(&parts.headers),
-    });
-    let Some(found) = found else {
-        if !snap.global_log_plugins.is_empty() {
-            let (client, _) = client_ip(gw, conn.peer.ip(), &parts.headers);
-            start_tail(
-                log,
-                snap.global_log_plugins.clone(),
-                &parts,
-                conn,
-                client,
-                &host,
-                port,
-                &snap.global_redact,
-            );
-        }
-        return kong_error(StatusCode::NOT_FOUND, "no Route matched with those values");
-    };
-    let Some(route) = snap.routes.get(found.route) else {
-        return kong_error(StatusCode::NOT_FOUND, "no Route matched with those values");
-    };
-    if let Some(resp) = protocol_mismatch(route, conn, &parts, &host, port) {
-        return resp;
-    }
-
-    let (client, trusted) = client_ip(gw, conn.peer.ip(), &parts.headers);
-    log.client_ip = Some(client);
-    if !route.log_plugins.is_empty() {
-        start_tail(
-            log,
-            route.log_plugins.clone(),
-            &parts,
-            conn,
-            client,
-            &host,
-            port,
-            &route.redact,
-        );
-        if let Some(t) = &mut log.tail {
-            t.entry.route = Some(EntityRef {
-                id: route.id.clone(),
-                name: route.name.clone(),
-                custom_id: None,
-            });
-            t.entry.service = route.service.as_ref().map(|s| EntityRef {
-                id: s.id.clone(),
-                name: s.name.clone(),
-                custom_id: None,
-            });
-        }
-    }
-    log.route = Some(route.name.clone().unwrap_or_else(|| route.id.clone()));
-    log.service = route
-        .service
-        .as_ref()
-        .map(|s| s.name.clone().unwrap_or_else(|| s.id.clone()));
-    let mut headers = parts.headers;
-    strip_connection_named(&mut headers);
-    // RFC 9112 §3.2.2: an absolute-form target (or HTTP/2 :authority) replaces Host, so the
-    // upstream sees the host the request was routed on, even with preserve_host.
-    if let Some(a) = parts.uri.authority() {
-        if let Ok(v) = HeaderValue::from_str(a.as_str()) {
-            headers.insert(header::HOST, v);
-        }
-    }
-    if !trusted {
-        // Headers some frameworks believe as much as X-Forwarded-*: only a trusted proxy may
-        // send them.
-        remove_where(&mut headers, |n| {
-            matches!(n, "forwarded" | "x-original-url" | "x-rewrite-url")
-        });
-    }
-    let mut ctx = Ctx::new(
-        parts.method.clone(),
-        norm,
-        parts.uri.query().map(str::to_string),
-        headers,
-        client,
-    );
-    ctx.scheme = if conn.tls { "https" } else { "http" };
-    ctx.uri = parts.uri.clone();
-    ctx.version = parts.version;
-    ctx.peer_ip = canonical(conn.peer.ip());
-    ctx.host = host;
-    ctx.route_id = Some(route.id.clone());
-    ctx.route_name = route.name.clone();
-    ctx.service_id = route.service.as_ref().map(|s| s.id.clone());
-    ctx.service_name = route.service.as_ref().and_then(|s| s.name.clone());
-    ctx.request_id.clone_from(&log.request_id);
-    ctx.client_certs.clone_from(&conn.client_certs);
-    if route.traced {
-        if let Some(t) = &mut log.tail {
-            let start = trace::now_nanos().saturating_sub(started.elapsed().as_nanos() as u64);
-            let tc = trace::TraceContext::start(&ctx.headers, start);
-            ctx.state.insert(tc.ids);
-            t.entry.trace = Some(tc);
-        }
-    }
-    ctx.uri_captures.clone_from(&found.captures);
-
-    // No client may claim an identity: only auth plugins set these headers.
-    portcullis_plugins::auth::strip_identity_headers(&mut ctx.headers);
-    if let Ok(v) = HeaderValue::from_str(&ctx.request_id) {
-        ctx.headers.insert(gw.request_id_header.clone(), v);
-    }
-    // Access phase: the route's chain, merged by priority with the chain of the consumer once
-    // an auth plugin has identified one.
-    let mut consumer_chain: Option<&[ChainEntry]> = None;
-    let mut pending_body = Some(body);
-    let (mut ri, mut ci) = (0, 0);
-    loop {
-        if consumer_chain.is_none() {
-            consumer_chain = ctx
-                .identity
-                .as_ref()
-                .and_then(|id| route.consumer_plugins.get(&*id.consumer.id))
-                .map(Vec::as_slice);
-        }
-        let next_route = route.plugins.get(ri);
-        let next_consumer = consumer_chain.and_then(|c| c.get(ci));
-        let entry = match (next_route, next_consumer) {
-            (None, None) => break,
-            (Some(r), Some(c)) if r.priority > c.priority => {
-                ri += 1;
-                r
-            }
-            (_, Some(c)) => {
-                ci += 1;
-                c
-            }
-            (Some(r), None) => {
-                ri += 1;
-                r
-            }
-        };
-        // A consumer's own instance replaces the route's instance of the same plugin.
-        let overridden = consumer_chain.is_some_and(|c| {
-            !c.iter().any(|e| std::ptr::eq(e, entry))
-                && c.iter().any(|e| e.plugin.name() == entry.plugin.name())
-        });
-        if overridden
-            || !(if conn.tls {
-                entry.on_https
-            } else {
-                entry.on_http
-            })
-        {
-            continue;
-        }
-        if entry.plugin.reads_body() && ctx.body.is_none() {
-            if let Some(b) = pending_body.take() {
-                // A limit set by request-size-limiting (earlier in the chain) applies too.
-                let limit = ctx
-                    .body_limit
-                    .map_or(gw.settings.request_buffer_bytes as u64, |l| {
-                        l.min(gw.settings.request_buffer_bytes as u64)
-                    });
-                match read_body(b, limit).await {
-                    Ok(bytes) => ctx.body = Some(bytes),
-                    Err(resp) => return resp,
-                }
-            }
-        }
-        let span_start = route.traced.then(trace::now_nanos);
-        let flow = match entry.plugin.access(&mut ctx) {
-            Access::Now(f) => f,
-            Access::Later(fut) => fut.await,
-        };
-        if let (Some(start), Some(tc)) = (
-            span_start,
-            log.tail.as_mut().and_then(|t| t.entry.trace.as_mut()),
-        ) {
-            let name = format!("kong.access.plugin.{}", entry.plugin.name());
-            let span = tc.child(name, trace::SpanKind::Internal, start, trace::now_nanos());
-            span.error = matches!(&flow, Flow::Respond(r) if r.status.as_u16() >= 500);
-        }
-        if let Flow::Respond(r) = flow {
-            log.refused_by = Some(entry.plugin.name());
-            note_consumer(log, &ctx);
-            security_event(entry.plugin.name(), &r, &ctx);
-            let mut head = ResponseHead {
-                status: r.status,
-                headers: r.headers,
-            };
-            run_response_phase(route, conn, &mut ctx, &mut head, log);
-            return build_response(head, ProxyBody::full(r.body));
-        }
-    }
-
-    portcullis_plugins::auth::set_identity_headers(&mut ctx);
-    note_consumer(log, &ctx);
-    let Some(service) = route.service.clone() else {
-        return kong_error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "no Service found with those values",
-        );
-    };
-    let plan = Plan {
-        path: match ctx.upstream_path.take() {
-            Some(p) => p,
-            None => upstream_path(
-                service.service.path.as_deref(),
-                &ctx.path,
-                found
-                    .matched_path
-                    .clone()
-                    .filter(|_| route.route.strip_path),
-                route.route.path_handling,
-            ),
-        },
-        websocket: client_upgrade.is_some(),
-        trusted,
-        port,
-        original_path: parts.uri.path().to_string(),
-        peer_value: conn.peer_value.clone(),
-        prefix: found
-            .matched_path
-            .as_ref()
-            .filter(|r| route.route.strip_path && r.end > 1)
-            .map(|r| ctx.path[r.clone()].to_string()),
-    };
-    let mut hash_key = hash_key(&service, &ctx, &found.captures);
-    // Kong's cookie hashing: a client without the cookie gets a fresh value, used for this
-    // request and set on the response so its next requests land on the same target.
-    let mut set_cookie = None;
-    if let (None, HashOn::Cookie { name, path }) = (&hash_key, &service.balancer.hash_on) {
-        let value = format!("{:032x}", rand::random::<u128>());
-        hash_key = Some(value.clone().into_bytes());
-        set_cookie = HeaderValue::from_str(&format!("{name}={value}; Path={path}")).ok();
-    }
-    let limit_tripped = Arc::new(AtomicBool::new(false));
-    let body = match (ctx.body.take(), pending_body) {
-        (Some(buffered), _) if ctx.body_limit.is_some_and(|l| buffered.len() as u64 > l) => {
-            return too_large();
-        }
-        (Some(buffered), _) => buffered_body(&mut ctx, buffered),
-        (None, Some(incoming)) => {
-            match prepare_body(gw, route, incoming, &ctx, &limit_tripped).await {
-                // A chunked body read whole: sent with its length, like a buffered one.
-                Ok(ProxyBody::Full(Some(b)))
-                    if !ctx.headers.contains_key(header::CONTENT_LENGTH) =>
-                {
-                    buffered_body(&mut ctx, b)
-                }
-                Ok(b) => b,
-                Err(resp) => return resp,
-            }
-        }
-        (None, None) => ProxyBody::Empty,
-    };
-    let upstream_started = Instant::now();
-    let result = send_with_retries(
-        gw,
-        &service,
-        &mut ctx,
-        &plan,
-        body,
-        route,
-        hash_key.as_deref(),
-        log,
-    )
-    .await;
-    let (resp, target) = match result {
-        Ok(r) => r,
-        Err(_) if limit_tripped.load(Ordering::Relaxed) => return too_large(),
-        Err(resp) => return resp,
-    };
-    let upstream_latency = upstream_started.elapsed();
-    log.upstream_ms = Some(upstream_latency.as_millis() as u64);
-    if let Some(tc) = log.tail.as_mut().and_then(|t| t.entry.trace.as_mut()) {
-        let end = trace::now_nanos();
-        let start = end.saturating_sub(upstream_latency.as_nanos() as u64);
-        let upstream_span = tc.ids.upstream_span_id;
-        let span = tc.child("kong.balancer".into(), trace::SpanKind::Client, start, end);
-        span.span_id = upstream_span;
-        span.error = resp.status().is_server_error();
-        span.attributes.push((
-            "http.status_code",
-            trace::AttrValue::Int(i64::from(resp.status().as_u16())),
-        ));
-        if let Some((host, port)) = log.upstream.as_deref().and_then(|u| u.rsplit_once(':')) {
-            span.attributes
-                .push(("net.peer.name", trace::AttrValue::Str(host.to_string())));
-            if let Ok(p) = port.parse::<i64>() {
-                span.attributes
-                    .push(("net.peer.port", trace::AttrValue::Int(p)));
-            }
-        }
-    }
-    if let Some(t) = &mut log.tail {
-        t.entry.upstream_status = Some(resp.status().as_u16());
-        // The query as sent upstream may still hold a credential: redact it too.
-        let q = log_entry::redact_query(ctx.query.as_deref(), &route.redact);
-        t.entry.upstream_uri = Some(if q.is_empty() {
-            plan.path.clone()
-        } else {
-            let pairs: Vec<String> = q.iter().map(|(k, v)| format!("{k}={v}")).collect();
-            format!("{}?{}", plan.path, pairs.join("&"))
-        });
-    }
-
-    let status = resp.status();
-    let (p, incoming) = resp.into_parts();
-    if status == StatusCode::SWITCHING_PROTOCOLS {
-        if let (Some(client_up), Rest::H1(raw)) = (client_upgrade, incoming) {
-            let Some(upstream_up) = raw.into_upgraded() else {
-                return errors::upstream_failure(errors::UpstreamFailure::Failed);
-            };
-            tokio::spawn(tunnel(client_up, upstream_up));
-            let mut out = Response::from_parts(p, ProxyBody::Empty);
-            *out.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
-            return out;
-        }
-        // A 101 nobody asked for cannot be relayed.
-        return errors::upstream_failure(errors::UpstreamFailure::Failed);
-    }
-    let mut head = ResponseHead {
-        status: p.status,
-        headers: p.headers,
-    };
-    if let Rest::H2(_) = incoming {
-        // (An HTTP/1 response lost its hop-by-hop headers while it was parsed.)
-        strip_hop_by_hop(&mut head.headers);
-    }
-    let mut incoming = UpstreamBody::new(incoming);
-    let read_timeout = Duration::from_millis(service.service.read_timeout);
-    match inspect_response(
-        route,
-        conn,
-        &mut ctx,
-        &head,
-        &mut incoming,
-        read_timeout,
-        log,
-    )
-    .await
-    {
-        Ok(None) => {}
-        Ok(Some((plugin, r))) => {
-            // Replaced: nothing of the upstream's response (status, headers, body) is sent.
-            drop(incoming);
-            drop(target);
-            log.refused_by = Some(plugin);
-            let mut head = ResponseHead {
-                status: r.status,
-                headers: r.headers,
-            };
-            run_response_phase(route, conn, &mut ctx, &mut head, log);
-            return build_response(head, ProxyBody::full(r.body));
-        }
-        Err(resp) => return resp,
-    }
-    set_latency(&mut head.headers, &UPSTREAM_LATENCY, upstream_latency);
-    if let Some(c) = set_cookie {
-        head.headers.append(header::SET_COOKIE, c);
-    }
-    set_latency(
-        &mut head.headers,
-        &PROXY_LATENCY,
-        upstream_started.saturating_duration_since(started),
-    );
-    run_response_phase(route, conn, &mut ctx, &mut head, log);
-    if wants_response_body(route, conn, &ctx, &head, gw.settings.request_buffer_bytes) {
-        let limit = gw.settings.request_buffer_bytes;
-        let mut body = match http_body_util::Limited::new(incoming, limit)
-            .collect()
-            .await
-        {
-            Ok(c) => c.to_bytes(),
-            Err(_) => {
-                return errors::upstream_failure(errors::UpstreamFailure::Failed);
-            }
-        };
-        drop(target);
-        for entry in &route.plugins {
-            if entry.plugin.reads_response_body() && enabled_for(entry, conn) {
-                let start = route.traced.then(trace::now_nanos);
-                entry.plugin.response_body(&mut ctx, &mut head, &mut body);
-                if let (Some(start), Some(tc)) = (
-                    start,
-                    log.tail.as_mut().and_then(|t| t.entry.trace.as_mut()),
-                ) {
-                    let name = format!("kong.body_filter.plugin.{}", entry.plugin.name());
-                    tc.child(name, trace::SpanKind::Internal, start, trace::now_nanos());
-                }
-            }
-        }
-        head.headers.remove(header::TRANSFER_ENCODING);
-        head.headers
-            .insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
-        let mut out = build_response(head, ProxyBody::full(body));
-        *out.version_mut() = Version::HTTP_11;
-        return out;
-    }
-    let body = ProxyBody::Upstream(incoming, target, None);
-    let mut out = build_response(head, body);
-    *out.version_mut() = Version::HTTP_11;
-    out
 }
 
 /// Response hardening: no headers that advertise the upstream's software, and the configured
@@ -1482,7 +1497,7 @@ async fn send_with_retries(
         let key = PoolKey::of(&ep);
         let (sender, reused) = match gw.pool.checkout(&key) {
             Some(s) => (s, true),
-            None => match gw.pool.connect(&ep, connect_timeout).await {
+            None => match Box::pin(gw.pool.connect(&ep, connect_timeout)).await {
                 Ok(s) => (s, false),
                 Err(e) => {
                     let (outcome, failure) = match e {
@@ -1542,7 +1557,7 @@ async fn send_with_retries(
                 let Some(req) = out.into_h2_request(ctx, b) else {
                     return Err(kong_error(StatusCode::BAD_REQUEST, "Bad request"));
                 };
-                match tokio::time::timeout(read_timeout, send_h2(&mut s, req)).await {
+                match Box::pin(tokio::time::timeout(read_timeout, send_h2(&mut s, req))).await {
                     Ok(Ok(resp)) => Ok(Ok(resp.map(Rest::H2))),
                     Ok(Err(e)) => Ok(Err(Failed {
                         retryable: true,
