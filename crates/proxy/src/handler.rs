@@ -229,6 +229,8 @@ pub async fn handle(
     // copy of the header is replaced, so ids in logs are always the gateway's own.
     let mut log = Box::new(AccessLog::new(gw.access_log.clone(), started));
     log.request_id = request_id();
+    // One header value for the upstream request and the response (hex digits: always valid).
+    let request_id_value = HeaderValue::from_str(&log.request_id).ok();
     if log.enabled() {
         log.method = req.method().as_str().to_string();
         log.protocol = match req.version() {
@@ -384,7 +386,7 @@ pub async fn handle(
 
             // No client may claim an identity: only auth plugins set these headers.
             portcullis_plugins::auth::strip_identity_headers(&mut ctx.headers);
-            if let Ok(v) = HeaderValue::from_str(&ctx.request_id) {
+            if let Some(v) = request_id_value.clone() {
                 ctx.headers.insert(gw.request_id_header.clone(), v);
             }
             // Access phase: the route's chain, merged by priority with the chain of the consumer once
@@ -692,7 +694,7 @@ pub async fn handle(
             out
         }
     };
-    if let Ok(v) = HeaderValue::from_str(&log.request_id) {
+    if let Some(v) = request_id_value {
         resp.headers_mut().insert(gw.request_id_header.clone(), v);
     }
     harden(&gw, resp.headers_mut());
@@ -725,9 +727,21 @@ fn harden(gw: &Gateway, h: &mut HeaderMap) {
             HeaderName::from_static("x-aspnet-version"),
             HeaderName::from_static("x-aspnetmvc-version"),
         ];
-        for name in &FINGERPRINTS {
-            // `remove` drops every value of the name.
-            h.remove(name);
+        // One pass over the names (no hashing), then a lookup only for the names present
+        // (most responses carry at most `Server`).
+        let mut present = [false; FINGERPRINTS.len()];
+        for k in h.keys() {
+            if matches!(k.as_str().as_bytes().first(), Some(b's' | b'x')) {
+                for (seen, f) in present.iter_mut().zip(&FINGERPRINTS) {
+                    *seen |= f == k;
+                }
+            }
+        }
+        for (seen, name) in present.iter().zip(&FINGERPRINTS) {
+            if *seen {
+                // `remove` drops every value of the name.
+                h.remove(name);
+            }
         }
     }
     for (k, v) in &gw.security_headers {
@@ -1344,7 +1358,16 @@ fn upstream_request(
     }
     let path_and_query =
         http::uri::PathAndQuery::from_maybe_shared(bytes::Bytes::from(path_and_query)).ok()?;
-    let host_value = if route.route.preserve_host {
+    // The service's own Host value, made at config load, when it applies.
+    let cached_host = match &service.host_value {
+        Some((port, v)) if !route.route.preserve_host && !service.h2 && *port == target_port => {
+            Some(v.clone())
+        }
+        _ => None,
+    };
+    let host_value = if cached_host.is_some() {
+        String::new()
+    } else if route.route.preserve_host {
         ctx.headers
             .get(header::HOST)
             .and_then(|v| v.to_str().ok())
@@ -1378,10 +1401,11 @@ fn upstream_request(
         overrides.push((&header::HOST, None));
         Some(format!("{scheme}://{host_value}"))
     } else {
-        overrides.push((
-            &header::HOST,
-            Some(HeaderValue::from_str(&host_value).ok()?),
-        ));
+        let value = match cached_host {
+            Some(v) => v,
+            None => HeaderValue::from_str(&host_value).ok()?,
+        };
+        overrides.push((&header::HOST, Some(value)));
         None
     };
     // The client's 100-continue exchange was had with the gateway; the body follows the head

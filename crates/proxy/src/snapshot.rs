@@ -33,8 +33,21 @@ pub struct CompiledService {
     pub h2: bool,
     /// Host header value (without port) unless preserve_host.
     pub host_header: String,
+    /// The whole `Host` value for a target on the service's own port (made once; other
+    /// ports, such as an upstream's targets, build theirs per request).
+    pub host_value: Option<(u16, http::HeaderValue)>,
     /// Name sent as SNI.
     pub sni: Arc<str>,
+}
+
+/// `Host` for `host` on `port`: the port is left out for 80 and 443, as Kong does.
+pub fn host_value(host: &str, port: u16) -> Option<(u16, http::HeaderValue)> {
+    let text = if matches!(port, 80 | 443) {
+        host.to_string()
+    } else {
+        format!("{host}:{port}")
+    };
+    http::HeaderValue::from_str(&text).ok().map(|v| (port, v))
 }
 
 /// A plugin in a route's chain, with the protocols it runs on.
@@ -224,6 +237,7 @@ pub fn compile(
                 tls,
                 h2,
                 sni: Arc::from(host_header.as_str()),
+                host_value: host_value(&host_header, s.port),
                 host_header,
             }),
         );

@@ -112,10 +112,8 @@ pub fn parse(buf: &[u8], limits: &Limits) -> Result<Option<Head>, HeadError> {
     }
     let head = &buf[..len];
     // Every LF must end a CRLF.
-    for (i, &b) in head.iter().enumerate() {
-        if b == b'\n' && (i == 0 || head[i - 1] != b'\r') {
-            return Err(HeadError(400));
-        }
+    if memchr::memchr_iter(b'\n', head).any(|i| i == 0 || head[i - 1] != b'\r') {
+        return Err(HeadError(400));
     }
     let method = req.method.unwrap_or("");
     if method.is_empty()
