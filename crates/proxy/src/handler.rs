@@ -1255,17 +1255,47 @@ fn idempotent(m: &Method) -> bool {
 /// What one attempt sends: the target, and the headers the gateway sets over the client's
 /// (computed once; written straight into an HTTP/1 head, or applied to a copy of the
 /// client's header map for HTTP/2).
-struct Outgoing {
+struct Outgoing<'a> {
     /// Path and query (origin form), validated.
     path_and_query: http::uri::PathAndQuery,
     /// `scheme://authority` for HTTP/2, where the host travels as `:authority`.
     h2_authority: Option<String>,
     /// Headers set (`Some`) or removed (`None`) by the gateway; every other client header
     /// passes unless it is hop-by-hop.
-    overrides: Vec<(&'static HeaderName, Option<HeaderValue>)>,
+    overrides: Vec<(&'static HeaderName, Option<Val<'a>>)>,
 }
 
-impl Outgoing {
+/// A header value the gateway sets: a ready value, or text borrowed from the request (checked
+/// once, written into an HTTP/1 head as it is; only HTTP/2 makes a `HeaderValue` of it).
+enum Val<'a> {
+    Header(HeaderValue),
+    Text(&'a str),
+}
+
+impl<'a> Val<'a> {
+    /// `s` as a header value: visible ASCII, spaces and tabs only.
+    fn text(s: &'a str) -> Option<Val<'a>> {
+        s.bytes()
+            .all(|b| (b' '..=b'~').contains(&b) || b == b'\t')
+            .then_some(Val::Text(s))
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        match self {
+            Val::Header(v) => v.as_bytes(),
+            Val::Text(t) => t.as_bytes(),
+        }
+    }
+
+    fn into_header(self) -> Option<HeaderValue> {
+        match self {
+            Val::Header(v) => Some(v),
+            Val::Text(t) => HeaderValue::from_str(t).ok(),
+        }
+    }
+}
+
+impl Outgoing<'_> {
     fn overrides(&self, name: &HeaderName) -> bool {
         // Every overridden name starts with one of these letters (host, te, connection,
         // upgrade, expect, x-forwarded-*, x-real-ip): most client headers are passed on after
@@ -1291,11 +1321,11 @@ impl Outgoing {
             {
                 continue;
             }
-            put_header(&mut head, name, value);
+            put_header(&mut head, name, value.as_bytes());
         }
         for (name, value) in &self.overrides {
             if let Some(v) = value {
-                put_header(&mut head, name, v);
+                put_header(&mut head, name, v.as_bytes());
             }
         }
         head
@@ -1313,7 +1343,7 @@ impl Outgoing {
         let mut headers = ctx.headers.clone();
         strip_fixed_hop_by_hop(&mut headers);
         for (name, value) in self.overrides {
-            match value {
+            match value.and_then(Val::into_header) {
                 Some(v) => {
                     headers.insert(name.clone(), v);
                 }
@@ -1331,23 +1361,23 @@ impl Outgoing {
     }
 }
 
-fn put_header(head: &mut bytes::BytesMut, name: &HeaderName, value: &HeaderValue) {
+fn put_header(head: &mut bytes::BytesMut, name: &HeaderName, value: &[u8]) {
     head.extend_from_slice(name.as_str().as_bytes());
     head.extend_from_slice(b": ");
-    head.extend_from_slice(value.as_bytes());
+    head.extend_from_slice(value);
     head.extend_from_slice(b"\r\n");
 }
 
 static TE_TRAILERS: HeaderValue = HeaderValue::from_static("trailers");
 
 /// Builds what one attempt sends (`None`: the target or a header value is not valid).
-fn upstream_request(
+fn upstream_request<'a>(
     service: &CompiledService,
-    ctx: &Ctx,
-    fwd: &Plan,
+    ctx: &'a Ctx,
+    fwd: &'a Plan,
     route: &CompiledRoute,
     target_port: u16,
-) -> Option<Outgoing> {
+) -> Option<Outgoing<'a>> {
     let path_and_query = match &ctx.query {
         Some(q) => format!("{}?{q}", fwd.path),
         None => fwd.path.clone(),
@@ -1382,7 +1412,7 @@ fn upstream_request(
         h.push_str(itoa::Buffer::new().format(target_port));
         h
     };
-    let mut overrides: Vec<(&'static HeaderName, Option<HeaderValue>)> = Vec::with_capacity(10);
+    let mut overrides: Vec<(&'static HeaderName, Option<Val<'a>>)> = Vec::with_capacity(10);
     let h2_authority = if service.h2 {
         let scheme = if service.tls.is_some() {
             "https"
@@ -1396,7 +1426,7 @@ fn upstream_request(
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.eq_ignore_ascii_case("trailers"))
         {
-            overrides.push((&header::TE, Some(TE_TRAILERS.clone())));
+            overrides.push((&header::TE, Some(Val::Header(TE_TRAILERS.clone()))));
         }
         overrides.push((&header::HOST, None));
         Some(format!("{scheme}://{host_value}"))
@@ -1405,21 +1435,15 @@ fn upstream_request(
             Some(v) => v,
             None => HeaderValue::from_str(&host_value).ok()?,
         };
-        overrides.push((&header::HOST, Some(value)));
+        overrides.push((&header::HOST, Some(Val::Header(value))));
         None
     };
     // The client's 100-continue exchange was had with the gateway; the body follows the head
     // at once, so an upstream must not wait for (or answer without reading) it.
     overrides.push((&header::EXPECT, None));
     if fwd.websocket {
-        overrides.push((
-            &header::CONNECTION,
-            Some(HeaderValue::from_static("Upgrade")),
-        ));
-        overrides.push((
-            &header::UPGRADE,
-            Some(HeaderValue::from_static("websocket")),
-        ));
+        overrides.push((&header::CONNECTION, Some(Val::Text("Upgrade"))));
+        overrides.push((&header::UPGRADE, Some(Val::Text("websocket"))));
     }
     // Usually the client is the socket peer, whose header value the connection made once.
     let client_value = match &fwd.peer_value {
@@ -1442,33 +1466,31 @@ fn upstream_request(
     } else {
         HeaderValue::from_str(&format!("{}, {}", prev.join(", "), ctx.peer_ip)).ok()
     };
-    overrides.push((&X_FORWARDED_FOR, xff));
-    overrides.push((&X_REAL_IP, client_value));
+    overrides.push((&X_FORWARDED_FOR, xff.map(Val::Header)));
+    overrides.push((&X_REAL_IP, client_value.map(Val::Header)));
     // A trusted proxy's values are kept; otherwise the gateway's own (only built then).
-    let mut set = |name: &'static HeaderName, own: &dyn Fn() -> Option<HeaderValue>| {
+    let mut set = |name: &'static HeaderName, own: &dyn Fn() -> Option<Val<'a>>| {
         let theirs = if fwd.trusted {
-            ctx.headers.get(name).cloned()
+            ctx.headers.get(name).cloned().map(Val::Header)
         } else {
             None
         };
         overrides.push((name, theirs.or_else(own)));
     };
     set(&X_FORWARDED_PROTO, &|| {
-        Some(HeaderValue::from_static(if ctx.scheme == "https" {
+        Some(Val::Text(if ctx.scheme == "https" {
             "https"
         } else {
             "http"
         }))
     });
-    set(&X_FORWARDED_HOST, &|| HeaderValue::from_str(&ctx.host).ok());
+    set(&X_FORWARDED_HOST, &|| Val::text(&ctx.host));
     set(&X_FORWARDED_PORT, &|| {
-        Some(number_value(u64::from(fwd.port)))
+        Some(Val::Header(number_value(u64::from(fwd.port))))
     });
-    set(&X_FORWARDED_PATH, &|| {
-        HeaderValue::from_str(&fwd.original_path).ok()
-    });
+    set(&X_FORWARDED_PATH, &|| Val::text(&fwd.original_path));
     match &fwd.prefix {
-        Some(p) => set(&X_FORWARDED_PREFIX, &|| HeaderValue::from_str(p).ok()),
+        Some(p) => set(&X_FORWARDED_PREFIX, &|| Val::text(p)),
         None if !fwd.trusted => overrides.push((&X_FORWARDED_PREFIX, None)),
         None => {}
     }
