@@ -123,16 +123,16 @@ pub async fn serve<I, S, Fut, B>(
         let body = match framing {
             Framing::None | Framing::Length(0) => RequestBody::empty(),
             Framing::Length(n) => {
-                with(&mut shared, |c| {
+                let generation = with(&mut shared, |c| {
                     c.start_body(BodyState::Length(n), expect_continue)
                 });
-                RequestBody::stream(shared.clone(), SizeHint::with_exact(n))
+                RequestBody::stream(shared.clone(), generation, SizeHint::with_exact(n))
             }
             Framing::Chunked => {
-                with(&mut shared, |c| {
+                let generation = with(&mut shared, |c| {
                     c.start_body(BodyState::Chunked(Dechunk::default()), expect_continue)
                 });
-                RequestBody::stream(shared.clone(), SizeHint::default())
+                RequestBody::stream(shared.clone(), generation, SizeHint::default())
             }
             Framing::Upgrade => RequestBody::empty(),
         };
@@ -148,17 +148,34 @@ pub async fn serve<I, S, Fut, B>(
             upgrade_tx = Some(tx);
         }
 
-        let fut = service(req);
-        if requests == 1 {
-            eprintln!("SIZE handle={}", std::mem::size_of_val(&fut));
-        }
-        let resp = fut.await;
+        let resp = service(req).await;
 
         let mut keep = keep_alive && !*shutdown.borrow();
-        let (fault, body_done) = with(&mut shared, |c| {
-            c.owe_continue = None;
-            (c.fault.take(), c.skip_body())
+        // Another task may still hold the body (hyper's HTTP/2 client sends it from its own
+        // task): then nothing of it is skipped, the handle is cut off (it fails from now on,
+        // and can never read a later request's body) and the connection closes.
+        let held_elsewhere = Arc::strong_count(&shared) > 1;
+        let (fault, body_done, continue_sent) = with(&mut shared, |c| {
+            let continue_sent = c.owe_continue.take().unwrap_or(0);
+            let done = if held_elsewhere {
+                let done = matches!(c.body, BodyState::Done);
+                c.body = BodyState::Done;
+                done
+            } else {
+                c.skip_body()
+            };
+            c.generation = c.generation.wrapping_add(1);
+            (c.fault.take(), done, continue_sent)
         });
+        if continue_sent > 0 && continue_sent < CONTINUE.len() {
+            // Half of an interim response is out: finish it, or the final one is garbled.
+            if write_all(&mut shared, &CONTINUE[continue_sent..])
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
         if let Some(status) = fault {
             // The body broke: its status, not the handler's view of the failure.
             let _ = write_all(&mut shared, &error_reply(status)).await;
@@ -170,7 +187,9 @@ pub async fn serve<I, S, Fut, B>(
         }
         let (parts, body) = resp.into_parts();
         let upgrading = upgrade_tx.is_some() && parts.status == StatusCode::SWITCHING_PROTOCOLS;
-        if parts.status == StatusCode::SWITCHING_PROTOCOLS && !upgrading {
+        // A final response must not be interim (1xx): the client would take the next response
+        // as this request's. Only a real upgrade may answer 101.
+        if parts.status.is_informational() && !upgrading {
             let _ = write_all(&mut shared, &error_reply(502)).await;
             close(&mut shared, !body_done).await;
             return;
@@ -418,19 +437,33 @@ fn with<I, R>(shared: &mut Arc<Mutex<Conn<I>>>, f: impl FnOnce(&mut Conn<I>) -> 
     }
 }
 
+/// Writes `buf` whole. A client that takes nothing for the send timeout (nginx's
+/// `send_timeout`: the time between two successful writes) fails the write.
 async fn write_all<I: ClientIo>(shared: &mut Arc<Mutex<Conn<I>>>, buf: &[u8]) -> io::Result<()> {
     let mut pos = 0;
+    with(shared, |c| c.timer.clear());
     poll_fn(|cx| {
         with(shared, |c| {
             while pos < buf.len() {
-                let n = std::task::ready!(Pin::new(&mut c.io).poll_write(cx, &buf[pos..]))?;
-                if n == 0 {
-                    return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+                match Pin::new(&mut c.io).poll_write(cx, &buf[pos..]) {
+                    Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                    Poll::Ready(Ok(n)) => {
+                        pos += n;
+                        c.timer.clear();
+                    }
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                    Poll::Pending => return c.stalled(cx),
                 }
-                pos += n;
             }
             // rustls holds written bytes until flushed.
-            Pin::new(&mut c.io).poll_flush(cx)
+            match Pin::new(&mut c.io).poll_flush(cx) {
+                Poll::Pending => c.stalled(cx),
+                done => {
+                    // The next wait (a head, a body) starts its own timeout.
+                    c.timer.clear();
+                    done
+                }
+            }
         })
     })
     .await
@@ -490,6 +523,8 @@ struct Conn<I> {
     owe_continue: Option<usize>,
     /// A fault inside the body, answered instead of the handler's response.
     fault: Option<u16>,
+    /// Which request's body may be read: a body handle of an earlier request fails.
+    generation: u64,
     timer: ConnTimer,
 }
 
@@ -503,7 +538,18 @@ impl<I: ClientIo> Conn<I> {
             body: BodyState::Done,
             owe_continue: None,
             fault: None,
+            generation: 0,
             timer: ConnTimer::default(),
+        }
+    }
+
+    /// A write that cannot proceed: fails once the send timeout has passed since the last
+    /// progress, else waits.
+    fn stalled<T>(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<T>> {
+        if self.timer.expired(self.limits.send_timeout, cx) {
+            Poll::Ready(Err(io::ErrorKind::TimedOut.into()))
+        } else {
+            Poll::Pending
         }
     }
 
@@ -556,12 +602,14 @@ impl<I: ClientIo> Conn<I> {
         }
     }
 
-    fn start_body(&mut self, state: BodyState, expect_continue: bool) {
+    /// Starts reading a request body; returns the generation its handle reads.
+    fn start_body(&mut self, state: BodyState, expect_continue: bool) -> u64 {
         self.body = state;
         self.fault = None;
         self.timer.clear();
         // A client that sent body bytes already is not waiting for permission.
         self.owe_continue = (expect_continue && self.rbuf.is_empty()).then_some(0);
+        self.generation
     }
 
     fn fail(&mut self, status: u16) -> Poll<Option<Result<Bytes, BodyFault>>> {
@@ -579,12 +627,21 @@ impl<I: ClientIo> Conn<I> {
                 match Pin::new(&mut self.io).poll_write(cx, &CONTINUE[written..]) {
                     Poll::Ready(Ok(n)) if n > 0 => self.owe_continue = Some(written + n),
                     Poll::Ready(_) => return self.fail(400),
+                    Poll::Pending if self.timer.expired(self.limits.send_timeout, cx) => {
+                        return self.fail(408)
+                    }
                     Poll::Pending => return Poll::Pending,
                 }
             } else {
                 match Pin::new(&mut self.io).poll_flush(cx) {
-                    Poll::Ready(Ok(())) => self.owe_continue = None,
+                    Poll::Ready(Ok(())) => {
+                        self.owe_continue = None;
+                        self.timer.clear();
+                    }
                     Poll::Ready(Err(_)) => return self.fail(400),
+                    Poll::Pending if self.timer.expired(self.limits.send_timeout, cx) => {
+                        return self.fail(408)
+                    }
                     Poll::Pending => return Poll::Pending,
                 }
             }
@@ -666,20 +723,33 @@ pub struct BodyFault(pub u16);
 
 /// Reads a request body through the shared connection.
 trait Source: Send + Sync {
-    fn poll_data(&self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, BodyFault>>>;
+    /// The body of request `generation`; a later request's body is never read.
+    fn poll_data(
+        &self,
+        generation: u64,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Bytes, BodyFault>>>;
 }
 
 impl<I: ClientIo> Source for Mutex<Conn<I>> {
-    fn poll_data(&self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, BodyFault>>> {
-        self.lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .poll_body(cx)
+    fn poll_data(
+        &self,
+        generation: u64,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Bytes, BodyFault>>> {
+        let mut conn = self.lock().unwrap_or_else(PoisonError::into_inner);
+        if conn.generation != generation {
+            // Held past its request's response: cut off, without touching the socket.
+            return Poll::Ready(Some(Err(BodyFault(400))));
+        }
+        conn.poll_body(cx)
     }
 }
 
 /// An HTTP/1.1 request body, read from the client connection as it is polled.
 pub struct RequestBody {
     src: Option<Arc<dyn Source>>,
+    generation: u64,
     hint: SizeHint,
 }
 
@@ -687,13 +757,15 @@ impl RequestBody {
     fn empty() -> Self {
         RequestBody {
             src: None,
+            generation: 0,
             hint: SizeHint::with_exact(0),
         }
     }
 
-    fn stream<I: ClientIo>(conn: Arc<Mutex<Conn<I>>>, hint: SizeHint) -> Self {
+    fn stream<I: ClientIo>(conn: Arc<Mutex<Conn<I>>>, generation: u64, hint: SizeHint) -> Self {
         RequestBody {
             src: Some(conn),
+            generation,
             hint,
         }
     }
@@ -711,7 +783,7 @@ impl Body for RequestBody {
         let Some(src) = &this.src else {
             return Poll::Ready(None);
         };
-        match std::task::ready!(src.poll_data(cx)) {
+        match std::task::ready!(src.poll_data(this.generation, cx)) {
             Some(Ok(d)) => {
                 let n = d.len() as u64;
                 if let Some(exact) = this.hint.exact() {

@@ -74,6 +74,7 @@ pub async fn serve(
         header_timeout: gw.settings.header_timeout(),
         keepalive_timeout: gw.settings.keepalive(),
         body_timeout: gw.settings.header_timeout(),
+        send_timeout: gw.settings.header_timeout(),
     });
     gw.ready.store(true, Ordering::Release);
     loop {

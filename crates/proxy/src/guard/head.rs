@@ -23,6 +23,9 @@ pub struct Limits {
     pub keepalive_timeout: Duration,
     /// Time without a byte inside a body (408).
     pub body_timeout: Duration,
+    /// Time a client may take no response bytes before the connection is closed (nginx's
+    /// `send_timeout`).
+    pub send_timeout: Duration,
 }
 
 /// How the body after a head is delimited.
