@@ -385,26 +385,36 @@ async fn a_body_held_past_its_response_never_reads_the_next_requests_body() {
     let held: Arc<std::sync::Mutex<Vec<u8>>> = Arc::default();
     let (go_tx, go_rx) = watch::channel(false);
     let held2 = held.clone();
-    tokio::spawn(serve(server, limits(), stop_rx, move |req: Request<RequestBody>| {
-        let held = held2.clone();
-        let mut go = go_rx.clone();
-        async move {
-            if req.uri().path() == "/first" {
-                let mut body = req.into_body();
-                tokio::spawn(async move {
-                    let _ = go.wait_for(|g| *g).await;
-                    while let Some(Ok(f)) = body.frame().await {
-                        if let Ok(d) = f.into_data() {
-                            held.lock().unwrap().extend_from_slice(&d);
+    tokio::spawn(serve(
+        server,
+        limits(),
+        stop_rx,
+        move |req: Request<RequestBody>| {
+            let held = held2.clone();
+            let mut go = go_rx.clone();
+            async move {
+                if req.uri().path() == "/first" {
+                    let mut body = req.into_body();
+                    tokio::spawn(async move {
+                        let _ = go.wait_for(|g| *g).await;
+                        while let Some(Ok(f)) = body.frame().await {
+                            if let Ok(d) = f.into_data() {
+                                held.lock().unwrap().extend_from_slice(&d);
+                            }
                         }
-                    }
-                });
-                return Response::new(Full::new(Bytes::from_static(b"early")));
+                    });
+                    return Response::new(Full::new(Bytes::from_static(b"early")));
+                }
+                let body = req
+                    .into_body()
+                    .collect()
+                    .await
+                    .map(|b| b.to_bytes())
+                    .unwrap_or_default();
+                Response::new(Full::new(Bytes::from(format!("got {}", body.len()))))
             }
-            let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-            Response::new(Full::new(Bytes::from(format!("got {}", body.len()))))
-        }
-    }));
+        },
+    ));
     let (mut r, mut w) = tokio::io::split(client);
     w.write_all(b"POST /first HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nAAAAA")
         .await
@@ -417,28 +427,36 @@ async fn a_body_held_past_its_response_never_reads_the_next_requests_body() {
     assert!(out.contains("connection: close"), "{out}");
     go_tx.send(true).unwrap();
     tokio::time::sleep(Duration::from_millis(100)).await;
-    assert!(held.lock().unwrap().is_empty(), "a cut-off body yields no data");
+    assert!(
+        held.lock().unwrap().is_empty(),
+        "a cut-off body yields no data"
+    );
 
     // Pipelined: the second request's body arrives after the first response.
     let (client, server) = tokio::io::duplex(1 << 20);
     let (_stop_tx, stop_rx) = watch::channel(false);
     let held: Arc<std::sync::Mutex<Vec<u8>>> = Arc::default();
     let held2 = held.clone();
-    tokio::spawn(serve(server, limits(), stop_rx, move |req: Request<RequestBody>| {
-        let held = held2.clone();
-        async move {
-            let mut body = req.into_body();
-            tokio::spawn(async move {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                while let Some(Ok(f)) = body.frame().await {
-                    if let Ok(d) = f.into_data() {
-                        held.lock().unwrap().extend_from_slice(&d);
+    tokio::spawn(serve(
+        server,
+        limits(),
+        stop_rx,
+        move |req: Request<RequestBody>| {
+            let held = held2.clone();
+            async move {
+                let mut body = req.into_body();
+                tokio::spawn(async move {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    while let Some(Ok(f)) = body.frame().await {
+                        if let Ok(d) = f.into_data() {
+                            held.lock().unwrap().extend_from_slice(&d);
+                        }
                     }
-                }
-            });
-            Response::new(Full::new(Bytes::from_static(b"early")))
-        }
-    }));
+                });
+                Response::new(Full::new(Bytes::from_static(b"early")))
+            }
+        },
+    ));
     let (mut r, mut w) = tokio::io::split(client);
     w.write_all(b"POST /first HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nAAAAAPOST /second HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\n")
         .await
@@ -455,11 +473,16 @@ async fn a_body_held_past_its_response_never_reads_the_next_requests_body() {
 async fn an_interim_status_as_a_final_response_becomes_502() {
     let (client, server) = tokio::io::duplex(1 << 16);
     let (_stop_tx, stop_rx) = watch::channel(false);
-    tokio::spawn(serve(server, limits(), stop_rx, |_req: Request<RequestBody>| async {
-        let mut r = Response::new(Full::new(Bytes::from_static(b"x")));
-        *r.status_mut() = StatusCode::from_u16(103).unwrap();
-        r
-    }));
+    tokio::spawn(serve(
+        server,
+        limits(),
+        stop_rx,
+        |_req: Request<RequestBody>| async {
+            let mut r = Response::new(Full::new(Bytes::from_static(b"x")));
+            *r.status_mut() = StatusCode::from_u16(103).unwrap();
+            r
+        },
+    ));
     let (mut r, mut w) = tokio::io::split(client);
     w.write_all(b"GET /a HTTP/1.1\r\nHost: t\r\n\r\nGET /b HTTP/1.1\r\nHost: t\r\n\r\n")
         .await
@@ -477,14 +500,21 @@ async fn a_client_that_stops_reading_is_cut_off_by_the_send_timeout() {
     let done = Arc::new(tokio::sync::Notify::new());
     let done2 = done.clone();
     tokio::spawn(async move {
-        serve(server, limits(), stop_rx, |_req: Request<RequestBody>| async {
-            Response::new(Full::new(Bytes::from(vec![b'x'; 1 << 20])))
-        })
+        serve(
+            server,
+            limits(),
+            stop_rx,
+            |_req: Request<RequestBody>| async {
+                Response::new(Full::new(Bytes::from(vec![b'x'; 1 << 20])))
+            },
+        )
         .await;
         done2.notify_one();
     });
     let (_r, mut w) = tokio::io::split(client);
-    w.write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n").await.unwrap();
+    w.write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await
+        .unwrap();
     // Never read: the server must give up on its own (send timeout 300 ms).
     let ended = tokio::time::timeout(Duration::from_secs(3), done.notified()).await;
     assert!(ended.is_ok(), "the connection task must end");
