@@ -499,7 +499,7 @@ pub async fn handle(
                 websocket: client_upgrade.is_some(),
                 trusted,
                 port,
-                original_path: parts.uri.path().to_string(),
+                original_path: parts.uri.path(),
                 peer_value: conn.peer_value.clone(),
                 prefix: found
                     .matched_path
@@ -516,7 +516,8 @@ pub async fn handle(
                 hash_key = Some(value.clone().into_bytes());
                 set_cookie = HeaderValue::from_str(&format!("{name}={value}; Path={path}")).ok();
             }
-            let limit_tripped = Arc::new(AtomicBool::new(false));
+            // Made only for a body that is streamed with a limit (see `prepare_body`).
+            let mut limit_tripped: Option<Arc<AtomicBool>> = None;
             let body = match (ctx.body.take(), pending_body) {
                 (Some(buffered), _)
                     if ctx.body_limit.is_some_and(|l| buffered.len() as u64 > l) =>
@@ -528,7 +529,8 @@ pub async fn handle(
                     ProxyBody::Empty
                 }
                 (None, Some(incoming)) => {
-                    match Box::pin(prepare_body(gw, route, incoming, &ctx, &limit_tripped)).await {
+                    let tripped = limit_tripped.insert(Arc::new(AtomicBool::new(false)));
+                    match Box::pin(prepare_body(gw, route, incoming, &ctx, tripped)).await {
                         // A chunked body read whole: sent with its length, like a buffered one.
                         Ok(ProxyBody::Full(Some(b)))
                             if !ctx.headers.contains_key(header::CONTENT_LENGTH) =>
@@ -555,7 +557,13 @@ pub async fn handle(
             .await;
             let (resp, target) = match result {
                 Ok(r) => r,
-                Err(_) if limit_tripped.load(Ordering::Relaxed) => break 'proxy too_large(),
+                Err(_)
+                    if limit_tripped
+                        .as_ref()
+                        .is_some_and(|t| t.load(Ordering::Relaxed)) =>
+                {
+                    break 'proxy too_large()
+                }
                 Err(resp) => break 'proxy resp,
             };
             let upstream_latency = upstream_started.elapsed();
@@ -1190,7 +1198,7 @@ async fn read_ahead(mut body: ClientBody, limit: u64) -> Result<ProxyBody, Respo
 }
 
 /// What the upstream request is built from, besides the context.
-struct Plan {
+struct Plan<'a> {
     /// Upstream path (service path joined with the request path).
     path: String,
     /// The peer is a trusted proxy: keep its X-Forwarded-* values.
@@ -1198,7 +1206,7 @@ struct Plan {
     /// Port the client addressed.
     port: u16,
     /// The path as the client sent it.
-    original_path: String,
+    original_path: &'a str,
     /// The prefix stripped by the route, for X-Forwarded-Prefix.
     prefix: Option<String>,
     /// A WebSocket upgrade is being proxied.
@@ -1374,7 +1382,7 @@ static TE_TRAILERS: HeaderValue = HeaderValue::from_static("trailers");
 fn upstream_request<'a>(
     service: &CompiledService,
     ctx: &'a Ctx,
-    fwd: &'a Plan,
+    fwd: &'a Plan<'a>,
     route: &CompiledRoute,
     target_port: u16,
 ) -> Option<Outgoing<'a>> {
@@ -1488,7 +1496,7 @@ fn upstream_request<'a>(
     set(&X_FORWARDED_PORT, &|| {
         Some(Val::Header(number_value(u64::from(fwd.port))))
     });
-    set(&X_FORWARDED_PATH, &|| Val::text(&fwd.original_path));
+    set(&X_FORWARDED_PATH, &|| Val::text(fwd.original_path));
     match &fwd.prefix {
         Some(p) => set(&X_FORWARDED_PREFIX, &|| Val::text(p)),
         None if !fwd.trusted => overrides.push((&X_FORWARDED_PREFIX, None)),
@@ -1506,7 +1514,7 @@ async fn send_with_retries(
     gw: &Gateway,
     service: &Arc<CompiledService>,
     ctx: &mut Ctx,
-    plan: &Plan,
+    plan: &Plan<'_>,
     body: ProxyBody,
     route: &CompiledRoute,
     hash_key: Option<&[u8]>,
