@@ -42,15 +42,26 @@ impl Drop for InFlight {
     }
 }
 
-/// An upstream response body as the connection delivers it.
-pub enum Rest {
-    /// From an HTTP/1 connection (see [`crate::h1client`]).
-    H1(RawBody),
+/// A body as a connection delivers it: from this crate's HTTP/1 code (`B`) or from hyper's
+/// HTTP/2 stream.
+pub enum H1OrH2<B> {
+    /// From an HTTP/1 connection.
+    H1(B),
     /// From an HTTP/2 stream.
     H2(Incoming),
 }
 
-impl Body for Rest {
+/// An upstream response body (see [`crate::h1client`]).
+pub type Rest = H1OrH2<RawBody>;
+
+/// A client's request body (see [`crate::h1server`]).
+pub type ClientBody = H1OrH2<RequestBody>;
+
+impl<B> Body for H1OrH2<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+    BodyError: From<B::Error>,
+{
     type Data = Bytes;
     type Error = BodyError;
 
@@ -59,22 +70,24 @@ impl Body for Rest {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         match self.get_mut() {
-            Rest::H1(b) => Pin::new(b).poll_frame(cx).map_err(BodyError::from),
-            Rest::H2(b) => Pin::new(b).poll_frame(cx).map_err(BodyError::from),
+            H1OrH2::H1(b) => Pin::new(b).poll_frame(cx).map_err(BodyError::from),
+            H1OrH2::H2(b) => Pin::new(b)
+                .poll_frame(cx)
+                .map_err(<BodyError as From<hyper::Error>>::from),
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match self {
-            Rest::H1(b) => b.is_end_stream(),
-            Rest::H2(b) => b.is_end_stream(),
+            H1OrH2::H1(b) => b.is_end_stream(),
+            H1OrH2::H2(b) => b.is_end_stream(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
-            Rest::H1(b) => b.size_hint(),
-            Rest::H2(b) => b.size_hint(),
+            H1OrH2::H1(b) => b.size_hint(),
+            H1OrH2::H2(b) => b.size_hint(),
         }
     }
 }
@@ -182,43 +195,6 @@ impl Body for UpstreamBody {
             hint.set_upper(u + held);
         }
         hint
-    }
-}
-
-/// A client's request body: from the HTTP/1.1 server or an HTTP/2 stream.
-pub enum ClientBody {
-    /// From an HTTP/1.1 connection (see [`crate::h1server`]).
-    H1(RequestBody),
-    /// From an HTTP/2 stream.
-    H2(Incoming),
-}
-
-impl Body for ClientBody {
-    type Data = Bytes;
-    type Error = BodyError;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
-        match self.get_mut() {
-            ClientBody::H1(b) => Pin::new(b).poll_frame(cx).map_err(BodyError::from),
-            ClientBody::H2(b) => Pin::new(b).poll_frame(cx).map_err(BodyError::from),
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        match self {
-            ClientBody::H1(b) => b.is_end_stream(),
-            ClientBody::H2(b) => b.is_end_stream(),
-        }
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match self {
-            ClientBody::H1(b) => b.size_hint(),
-            ClientBody::H2(b) => b.size_hint(),
-        }
     }
 }
 

@@ -723,10 +723,7 @@ impl RawBody {
         match self.state {
             State::Upgraded(conn) => {
                 let conn = *conn;
-                Some(Upgraded {
-                    pre: conn.buf.freeze(),
-                    io: conn.io,
-                })
+                Some(Upgraded::new(conn.buf.freeze(), conn.io))
             }
             _ => None,
         }
@@ -860,45 +857,7 @@ impl Body for RawBody {
 }
 
 /// An upgraded (101) upstream connection.
-pub struct Upgraded {
-    pre: Bytes,
-    io: Io,
-}
-
-impl AsyncRead for Upgraded {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        if !this.pre.is_empty() {
-            let n = this.pre.len().min(buf.remaining());
-            buf.put_slice(&this.pre[..n]);
-            this.pre.advance(n);
-            return Poll::Ready(Ok(()));
-        }
-        Pin::new(&mut this.io).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for Upgraded {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
-    }
-}
+pub type Upgraded = crate::upgrade::Upgraded<Io>;
 
 /// Chunked response decoder: the guard's [`Dechunk`] with this client's trailer bound.
 #[derive(Default)]

@@ -33,7 +33,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use http::header;
 use http::{Method, Request, Response, StatusCode, Version};
 use http_body::{Body, Frame, SizeHint};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{oneshot, watch};
 
 use crate::guard::chunked::{Dechunk, Step};
@@ -216,10 +216,7 @@ pub async fn serve<I, S, Fut, B>(
             let Some(tx) = upgrade_tx else { return };
             if let Ok(m) = Arc::try_unwrap(shared) {
                 let conn = m.into_inner().unwrap_or_else(PoisonError::into_inner);
-                let _ = tx.send(Upgraded {
-                    pre: conn.rbuf.freeze(),
-                    io: Box::new(conn.io),
-                });
+                let _ = tx.send(Upgraded::new(conn.rbuf.freeze(), Box::new(conn.io)));
             }
             return;
         }
@@ -401,7 +398,8 @@ enum Out {
     Close,
 }
 
-fn put_header(buf: &mut BytesMut, name: &[u8], value: &[u8]) {
+/// One `name: value` line of an HTTP/1 head (the server's responses, the client's requests).
+pub(crate) fn put_header(buf: &mut BytesMut, name: &[u8], value: &[u8]) {
     buf.extend_from_slice(name);
     buf.extend_from_slice(b": ");
     buf.extend_from_slice(value);
@@ -829,45 +827,7 @@ impl OnUpgrade {
 }
 
 /// A client connection after a 101: bytes the client sent after its request head first.
-pub struct Upgraded {
-    pre: Bytes,
-    io: Box<dyn ClientIo>,
-}
-
-impl AsyncRead for Upgraded {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        if !this.pre.is_empty() {
-            let n = this.pre.len().min(buf.remaining());
-            buf.put_slice(&this.pre[..n]);
-            this.pre.advance(n);
-            return Poll::Ready(Ok(()));
-        }
-        Pin::new(&mut this.io).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for Upgraded {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
-    }
-}
+pub type Upgraded = crate::upgrade::Upgraded<Box<dyn ClientIo>>;
 
 #[cfg(test)]
 mod tests;

@@ -22,6 +22,7 @@ use crate::body::{ClientBody, InFlight, ProxyBody, Rest, UpstreamBody};
 use crate::errors::{self, kong_error};
 use crate::gateway::Gateway;
 use crate::h1client::Home;
+use crate::h1server::put_header;
 use crate::path;
 use crate::settings::canonical;
 use crate::snapshot::{upstream_path, ChainEntry, CompiledRoute, CompiledService};
@@ -138,24 +139,6 @@ fn strip_hop_by_hop(h: &mut HeaderMap) {
     remove_where(h, is_hop_by_hop);
 }
 
-fn is_websocket<B>(req: &Request<B>) -> bool {
-    req.version() == Version::HTTP_11
-        && req
-            .headers()
-            .get(header::UPGRADE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.trim().eq_ignore_ascii_case("websocket"))
-        && req
-            .headers()
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .any(|v| {
-                v.split(',')
-                    .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
-            })
-}
-
 /// The request host (lower case, no port) and port: from the absolute URI if any, else Host.
 fn request_host(parts: &http::request::Parts, conn: &ConnInfo) -> Option<(String, u16)> {
     let default_port = conn.local.port();
@@ -220,11 +203,9 @@ pub async fn handle(
         .requests_total
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let _in_flight = crate::body::InFlightRequest::new(&gw.stats);
-    // The HTTP/1.1 server marks a well-formed WebSocket upgrade request.
-    let client_upgrade = req
-        .extensions_mut()
-        .remove::<crate::h1server::OnUpgrade>()
-        .filter(|_| is_websocket(&req));
+    // The HTTP/1.1 server marks a well-formed WebSocket upgrade request (GET, HTTP/1.1,
+    // `Upgrade: websocket`, `Connection: upgrade`; see `guard::head`).
+    let client_upgrade = req.extensions_mut().remove::<crate::h1server::OnUpgrade>();
     // Every request gets a fresh id (32 hex digits, like Kong's X-Kong-Request-Id); a client's
     // copy of the header is replaced, so ids in logs are always the gateway's own.
     let mut log = Box::new(AccessLog::new(gw.access_log.clone(), started));
@@ -1329,11 +1310,11 @@ impl Outgoing<'_> {
             {
                 continue;
             }
-            put_header(&mut head, name, value.as_bytes());
+            put_header(&mut head, name.as_str().as_bytes(), value.as_bytes());
         }
         for (name, value) in &self.overrides {
             if let Some(v) = value {
-                put_header(&mut head, name, v.as_bytes());
+                put_header(&mut head, name.as_str().as_bytes(), v.as_bytes());
             }
         }
         head
@@ -1367,13 +1348,6 @@ impl Outgoing<'_> {
         *req.version_mut() = Version::HTTP_2;
         Some(req)
     }
-}
-
-fn put_header(head: &mut bytes::BytesMut, name: &HeaderName, value: &[u8]) {
-    head.extend_from_slice(name.as_str().as_bytes());
-    head.extend_from_slice(b": ");
-    head.extend_from_slice(value);
-    head.extend_from_slice(b"\r\n");
 }
 
 static TE_TRAILERS: HeaderValue = HeaderValue::from_static("trailers");

@@ -22,6 +22,7 @@ pub mod settings;
 pub mod snapshot;
 mod timer;
 pub mod tls;
+pub mod upgrade;
 pub mod upstream;
 
 pub use gateway::{config_hash, Gateway, ReloadError};

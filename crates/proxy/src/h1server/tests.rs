@@ -52,9 +52,17 @@ async fn exchange(input: &[u8]) -> String {
     let _stop = start(server);
     let (mut r, mut w) = tokio::io::split(client);
     w.write_all(input).await.unwrap();
+    until_closed(&mut r).await.0
+}
+
+/// Everything the server writes until it closes the connection, and whether it closed
+/// within 3 s.
+async fn until_closed<R: tokio::io::AsyncRead + Unpin>(r: &mut R) -> (String, bool) {
     let mut out = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(3), r.read_to_end(&mut out)).await;
-    String::from_utf8_lossy(&out).into_owned()
+    let closed = tokio::time::timeout(Duration::from_secs(3), r.read_to_end(&mut out))
+        .await
+        .is_ok();
+    (String::from_utf8_lossy(&out).into_owned(), closed)
 }
 
 fn statuses(out: &str) -> Vec<u16> {
@@ -160,13 +168,8 @@ async fn slow_header_gets_408() {
     let _stop = start(server);
     let (mut r, mut w) = tokio::io::split(client);
     w.write_all(b"GET / HTTP/1.1\r\nHost: t\r\n").await.unwrap();
-    let mut out = Vec::new();
-    let res = tokio::time::timeout(Duration::from_secs(3), r.read_to_end(&mut out)).await;
-    assert!(
-        res.is_ok(),
-        "connection must be closed by the header timeout"
-    );
-    let out = String::from_utf8_lossy(&out);
+    let (out, closed) = until_closed(&mut r).await;
+    assert!(closed, "connection must be closed by the header timeout");
     assert_eq!(statuses(&out), vec![408], "{out}");
 }
 
@@ -178,10 +181,8 @@ async fn a_body_that_stops_arriving_gets_408_and_the_request_never_completes() {
     w.write_all(b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\nabc")
         .await
         .unwrap();
-    let mut out = Vec::new();
-    let res = tokio::time::timeout(Duration::from_secs(3), r.read_to_end(&mut out)).await;
-    assert!(res.is_ok(), "connection must be closed by the body timeout");
-    let out = String::from_utf8_lossy(&out);
+    let (out, closed) = until_closed(&mut r).await;
+    assert!(closed, "connection must be closed by the body timeout");
     assert_eq!(statuses(&out), vec![408], "{out}");
     assert!(!out.contains("got "), "{out}");
 }
@@ -194,13 +195,8 @@ async fn idle_keep_alive_connections_close_quietly() {
     w.write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
         .await
         .unwrap();
-    let mut out = Vec::new();
-    let res = tokio::time::timeout(Duration::from_secs(3), r.read_to_end(&mut out)).await;
-    assert!(
-        res.is_ok(),
-        "the keep-alive timeout must close the connection"
-    );
-    let out = String::from_utf8_lossy(&out);
+    let (out, closed) = until_closed(&mut r).await;
+    assert!(closed, "the keep-alive timeout must close the connection");
     assert_eq!(statuses(&out), vec![200], "{out}");
 }
 
@@ -297,9 +293,7 @@ async fn streamed_bodies_without_a_length_go_chunked() {
     w.write_all(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
         .await
         .unwrap();
-    let mut out = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(3), r.read_to_end(&mut out)).await;
-    let out = String::from_utf8_lossy(&out);
+    let (out, _) = until_closed(&mut r).await;
     assert!(out.contains("transfer-encoding: chunked"), "{out}");
     assert!(
         out.ends_with("\r\n\r\n6\r\nhello \r\n5\r\nworld\r\n0\r\n\r\n"),
@@ -319,9 +313,8 @@ async fn shutdown_closes_idle_connections_and_finishes_the_current_request() {
     let n = r.read(&mut buf).await.unwrap();
     assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
     stop.send(true).unwrap();
-    let mut rest = Vec::new();
-    let res = tokio::time::timeout(Duration::from_secs(2), r.read_to_end(&mut rest)).await;
-    assert!(res.is_ok(), "an idle connection closes on shutdown");
+    let (rest, closed) = until_closed(&mut r).await;
+    assert!(closed, "an idle connection closes on shutdown");
     assert!(rest.is_empty());
 }
 
@@ -362,9 +355,7 @@ async fn websocket_upgrade_hands_over_the_connection() {
     )
     .await
     .unwrap();
-    let mut out = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(2), r.read_to_end(&mut out)).await;
-    let out = String::from_utf8_lossy(&out);
+    let (out, _) = until_closed(&mut r).await;
     assert!(
         out.starts_with("HTTP/1.1 101 Switching Protocols\r\n"),
         "{out}"
@@ -419,9 +410,7 @@ async fn a_body_held_past_its_response_never_reads_the_next_requests_body() {
     w.write_all(b"POST /first HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nAAAAA")
         .await
         .unwrap();
-    let mut out = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(3), r.read_to_end(&mut out)).await;
-    let out = String::from_utf8_lossy(&out).into_owned();
+    let (out, _) = until_closed(&mut r).await;
     // The first answer closes the connection: its body was still someone else's to read.
     assert_eq!(statuses(&out), vec![200], "{out}");
     assert!(out.contains("connection: close"), "{out}");
@@ -463,8 +452,7 @@ async fn a_body_held_past_its_response_never_reads_the_next_requests_body() {
         .unwrap();
     tokio::time::sleep(Duration::from_millis(100)).await;
     let _ = w.write_all(b"SECRETBODY").await;
-    let mut out = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(3), r.read_to_end(&mut out)).await;
+    let _ = until_closed(&mut r).await;
     let held = String::from_utf8_lossy(&held.lock().unwrap()).into_owned();
     assert!(!held.contains("SECRET"), "{held}");
 }
@@ -487,9 +475,7 @@ async fn an_interim_status_as_a_final_response_becomes_502() {
     w.write_all(b"GET /a HTTP/1.1\r\nHost: t\r\n\r\nGET /b HTTP/1.1\r\nHost: t\r\n\r\n")
         .await
         .unwrap();
-    let mut out = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(3), r.read_to_end(&mut out)).await;
-    let out = String::from_utf8_lossy(&out);
+    let (out, _) = until_closed(&mut r).await;
     assert_eq!(statuses(&out), vec![502], "{out}");
 }
 
