@@ -537,3 +537,44 @@ async fn the_read_timeout_holds_on_reused_connections() {
     assert_eq!(seen.requests.lock().unwrap().len(), 4);
     assert_eq!(seen.connections.load(Ordering::SeqCst), 2);
 }
+
+#[tokio::test]
+async fn a_body_that_stalls_after_the_head_is_cut_at_the_read_timeout() {
+    // The head and half the body arrive at once, the rest only after 5 s. Kong's read_timeout
+    // is the longest wait between two reads, so with 400 ms the client sees the head and the
+    // first half, then the connection closes (the status has already left, so there is no 504)
+    // well before the upstream's 5 s. The stalled upstream connection is not reused.
+    let (port, seen) = scripted(|n| {
+        let pause = if n == 0 { 5_000 } else { 0 };
+        (
+            vec![
+                (
+                    b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhello".to_vec(),
+                    0,
+                ),
+                (b"world".to_vec(), pause),
+            ],
+            false,
+        )
+    })
+    .await;
+    let gw = Gw::start(&format!(
+        "_format_version: \"3.0\"\nservices:\n  - name: svc\n    url: http://127.0.0.1:{port}\n    retries: 0\n    read_timeout: 400\n    routes: [{{name: r, paths: [/]}}]\n"
+    ))
+    .await;
+    let started = std::time::Instant::now();
+    let (text, closed) = raw(gw.proxy, b"GET /stall HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    let took = started.elapsed();
+    assert!(closed, "the connection stayed open: {text:?}");
+    assert_eq!(status_of(&text), 200, "{text}");
+    assert!(text.ends_with("hello"), "{text:?}");
+    assert!(
+        took >= Duration::from_millis(350) && took < Duration::from_millis(2500),
+        "{took:?}"
+    );
+    // A body that keeps arriving, however slowly overall, is not cut.
+    let r = gw.get("/next").await;
+    assert_status(&r, 200);
+    assert_eq!(r.text(), "helloworld");
+    assert_eq!(seen.connections.load(Ordering::SeqCst), 2);
+}

@@ -16,6 +16,7 @@ use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
+use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use http::header::{HeaderMap, HeaderName, HeaderValue};
@@ -182,6 +183,9 @@ pub struct Conn {
     /// The read timeout of the exchange in progress (kept with the connection, so a pooled
     /// connection's requests cost no timer registration).
     timer: ConnTimer,
+    /// The longest wait for the next bytes of a response body (the service's `read_timeout`,
+    /// which Kong applies between two successive reads).
+    read_timeout: Duration,
 }
 
 impl Conn {
@@ -191,6 +195,7 @@ impl Conn {
             io,
             buf: BytesMut::with_capacity(8 * 1024),
             timer: ConnTimer::default(),
+            read_timeout: Duration::from_secs(60),
         }
     }
 
@@ -226,8 +231,9 @@ impl Conn {
     ///
     /// The request body is written while the response is read, so an upstream that answers
     /// before it has read the whole body (a 413, say) is heard; the connection is then not
-    /// reused. Without a response head by `deadline` the exchange fails with
-    /// [`H1Error::TimedOut`].
+    /// reused. Without a response head within `read_timeout` the exchange fails with
+    /// [`H1Error::TimedOut`]; the response body then fails the same way when `read_timeout`
+    /// passes with no byte of it arriving.
     #[allow(clippy::too_many_arguments)] // one call site; a struct would only rename the list
     pub async fn send(
         mut self: Box<Self>,
@@ -237,8 +243,10 @@ impl Conn {
         zero_length: bool,
         head_request: bool,
         home: Home,
-        deadline: tokio::time::Instant,
+        read_timeout: Duration,
     ) -> Result<Response<RawBody>, SendFailure> {
+        let deadline = tokio::time::Instant::now() + read_timeout;
+        self.read_timeout = read_timeout;
         let chunked = frame_request(&mut head, &body, declared, zero_length);
         head.extend_from_slice(b"\r\n");
         // Small bodies in memory leave in the same write as the head (kept for a retry).
@@ -364,6 +372,8 @@ impl Conn {
             ..
         } = parsed;
         let status = response.status();
+        // The body's per-read timeout starts at its first wait.
+        self.timer.clear();
         if status == StatusCode::SWITCHING_PROTOCOLS {
             *response.body_mut() = RawBody {
                 state: State::Upgraded(self),
@@ -818,8 +828,28 @@ impl Body for RawBody {
                 _ => return Poll::Ready(None),
             };
             match read {
-                Poll::Pending => return Poll::Pending,
-                Poll::Ready(Ok(n)) if n > 0 => continue,
+                Poll::Pending => {
+                    let timed_out = match &mut this.state {
+                        State::Length { conn, .. }
+                        | State::Chunked { conn, .. }
+                        | State::Close { conn } => conn.timer.expired(conn.read_timeout, cx),
+                        _ => false,
+                    };
+                    if timed_out {
+                        this.state = State::Done;
+                        return Poll::Ready(Some(Err(H1Error::TimedOut)));
+                    }
+                    return Poll::Pending;
+                }
+                Poll::Ready(Ok(n)) if n > 0 => {
+                    if let State::Length { conn, .. }
+                    | State::Chunked { conn, .. }
+                    | State::Close { conn } = &mut this.state
+                    {
+                        conn.timer.clear();
+                    }
+                    continue;
+                }
                 // The end of a close-delimited body is the end of the connection.
                 Poll::Ready(Ok(_)) if until_close => {
                     this.state = State::Done;
@@ -1098,7 +1128,7 @@ mod tests {
                 true,
                 false,
                 home,
-                tokio::time::Instant::now() + std::time::Duration::from_secs(5),
+                std::time::Duration::from_secs(5),
             )
             .await
         else {

@@ -1565,9 +1565,16 @@ async fn send_with_retries(
                 };
                 let head_request = ctx.method == Method::HEAD;
                 // The read timeout runs on the connection's own timer (no registration per
-                // request).
-                let deadline = tokio::time::Instant::now() + read_timeout;
-                let sent = conn.send(head, b, declared, zero_length, head_request, home, deadline);
+                // request), for the response head and then between body reads.
+                let sent = conn.send(
+                    head,
+                    b,
+                    declared,
+                    zero_length,
+                    head_request,
+                    home,
+                    read_timeout,
+                );
                 match sent.await {
                     Ok(resp) => Ok(Ok(resp.map(Rest::H1))),
                     Err(f) if matches!(f.error, crate::h1client::H1Error::TimedOut) => {
