@@ -4,6 +4,8 @@
 
 mod common;
 
+use std::time::Duration;
+
 use common::tls::*;
 use common::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -199,4 +201,62 @@ async fn grpc_route_refuses_http1_and_non_grpc_requests() {
         origin.seen().is_empty(),
         "refused requests never reach the upstream"
     );
+}
+
+#[tokio::test]
+async fn a_stalled_http2_upstream_body_is_cut_at_the_read_timeout() {
+    // The gRPC origin sends its data, then its trailers only after 5 s. With a 400 ms
+    // read_timeout the gateway resets the stream long before, instead of holding it open.
+    let origin = GrpcOrigin::start().await;
+    let gw = Gw::start(&format!(
+        r#"_format_version: "3.0"
+services:
+  - name: grpc
+    url: {}
+    read_timeout: 400
+    routes:
+      - name: grpc
+        protocols: [grpc]
+        paths: [/pkg.Svc]
+        strip_path: false
+"#,
+        origin.url()
+    ))
+    .await;
+    let message = grpc_frame(b"\x0a\x05hello");
+    let call = |stall: &'static str| {
+        let message = message.clone();
+        let addr = gw.proxy;
+        async move {
+            let tcp = TcpStream::connect(addr).await.unwrap();
+            send_h2(
+                tcp,
+                "POST",
+                "http://localhost/pkg.Svc/Method",
+                &[
+                    ("content-type", "application/grpc"),
+                    ("te", "trailers"),
+                    ("x-stall-ms", stall),
+                ],
+                &message,
+            )
+            .await
+        }
+    };
+    let started = std::time::Instant::now();
+    let r = call("5000").await;
+    let took = started.elapsed();
+    assert!(
+        r.is_err(),
+        "a stalled stream completed: {:?}",
+        r.map(|r| r.trailers)
+    );
+    assert!(
+        took >= Duration::from_millis(350) && took < Duration::from_millis(2500),
+        "{took:?}"
+    );
+    // Pauses shorter than the timeout are fine.
+    let r = call("100").await.unwrap();
+    assert_status(&r.reply, 200);
+    assert_eq!(r.trailers.unwrap().get("grpc-status").unwrap(), "0");
 }

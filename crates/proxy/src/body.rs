@@ -5,6 +5,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
@@ -15,6 +16,7 @@ use crate::access_log::AccessLog;
 use crate::balancer::Balancer;
 use crate::h1client::{H1Error, RawBody};
 use crate::h1server::{BodyFault, RequestBody};
+use crate::timer::ConnTimer;
 
 /// Counts a request against a target's in-flight total until the response body ends.
 pub struct InFlight {
@@ -43,24 +45,75 @@ impl Drop for InFlight {
 }
 
 /// A body as a connection delivers it: from this crate's HTTP/1 code (`B`) or from hyper's
-/// HTTP/2 stream.
-pub enum H1OrH2<B> {
+/// HTTP/2 stream (`C`).
+pub enum H1OrH2<B, C = Incoming> {
     /// From an HTTP/1 connection.
     H1(B),
     /// From an HTTP/2 stream.
-    H2(Incoming),
+    H2(C),
 }
 
 /// An upstream response body (see [`crate::h1client`]).
-pub type Rest = H1OrH2<RawBody>;
+pub type Rest = H1OrH2<RawBody, TimedIncoming>;
+
+/// An upstream's HTTP/2 response body with the service's `read_timeout` as the longest wait
+/// for its next frame (the HTTP/1 client keeps the same timeout on its connection's timer).
+pub struct TimedIncoming {
+    inner: Incoming,
+    read_timeout: Duration,
+    /// Allocated at the first wait only.
+    timer: ConnTimer,
+}
+
+impl TimedIncoming {
+    /// `inner` with `read_timeout` between frames.
+    pub fn new(inner: Incoming, read_timeout: Duration) -> TimedIncoming {
+        TimedIncoming {
+            inner,
+            read_timeout,
+            timer: ConnTimer::default(),
+        }
+    }
+}
+
+impl Body for TimedIncoming {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        let this = self.get_mut();
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Pending if this.timer.expired(this.read_timeout, cx) => {
+                Poll::Ready(Some(Err(BodyError::TimedOut)))
+            }
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(frame) => {
+                this.timer.clear();
+                Poll::Ready(frame.map(|f| f.map_err(BodyError::from)))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
 
 /// A client's request body (see [`crate::h1server`]).
 pub type ClientBody = H1OrH2<RequestBody>;
 
-impl<B> Body for H1OrH2<B>
+impl<B, C> Body for H1OrH2<B, C>
 where
     B: Body<Data = Bytes> + Unpin,
-    BodyError: From<B::Error>,
+    C: Body<Data = Bytes> + Unpin,
+    BodyError: From<B::Error> + From<C::Error>,
 {
     type Data = Bytes;
     type Error = BodyError;
@@ -71,9 +124,7 @@ where
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         match self.get_mut() {
             H1OrH2::H1(b) => Pin::new(b).poll_frame(cx).map_err(BodyError::from),
-            H1OrH2::H2(b) => Pin::new(b)
-                .poll_frame(cx)
-                .map_err(<BodyError as From<hyper::Error>>::from),
+            H1OrH2::H2(b) => Pin::new(b).poll_frame(cx).map_err(BodyError::from),
         }
     }
 
@@ -254,6 +305,9 @@ pub enum BodyError {
     /// The body grew past its limit.
     #[error("body exceeds the size limit")]
     TooLarge,
+    /// An upstream's body stalled for longer than the service's `read_timeout`.
+    #[error("upstream timed out")]
+    TimedOut,
 }
 
 impl Body for ProxyBody {

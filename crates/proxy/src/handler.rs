@@ -18,7 +18,7 @@ use portcullis_router::{Headers, RequestInfo};
 
 use crate::access_log::{AccessLog, LogTail};
 use crate::balancer::Outcome;
-use crate::body::{ClientBody, InFlight, ProxyBody, Rest, UpstreamBody};
+use crate::body::{ClientBody, InFlight, ProxyBody, Rest, TimedIncoming, UpstreamBody};
 use crate::errors::{self, kong_error};
 use crate::gateway::Gateway;
 use crate::h1client::Home;
@@ -1593,7 +1593,9 @@ async fn send_with_retries(
                     return Err(kong_error(StatusCode::BAD_REQUEST, "Bad request"));
                 };
                 match Box::pin(tokio::time::timeout(read_timeout, send_h2(&mut s, req))).await {
-                    Ok(Ok(resp)) => Ok(Ok(resp.map(Rest::H2))),
+                    Ok(Ok(resp)) => Ok(Ok(
+                        resp.map(|b| Rest::H2(TimedIncoming::new(b, read_timeout)))
+                    )),
                     Ok(Err(e)) => Ok(Err(Failed {
                         retryable: true,
                         unsent: e.unsent.map(Request::into_body),

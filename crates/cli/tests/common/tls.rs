@@ -507,11 +507,12 @@ pub struct Seen {
 }
 
 type GrpcBody =
-    StreamBody<futures_util::stream::Iter<std::vec::IntoIter<Result<Frame<Bytes>, Infallible>>>>;
+    StreamBody<futures_util::stream::BoxStream<'static, Result<Frame<Bytes>, Infallible>>>;
 
 /// A cleartext HTTP/2 (prior knowledge) origin behaving like a gRPC server: it answers every
 /// request with status 200, `content-type: application/grpc`, the request body echoed and
-/// trailers `grpc-status: 0`, `grpc-message: ok`.
+/// trailers `grpc-status: 0`, `grpc-message: ok`. A request with `x-stall-ms: N` gets its
+/// trailers only N ms after the data.
 pub struct GrpcOrigin {
     pub addr: SocketAddr,
     pub seen: Arc<Mutex<Vec<Seen>>>,
@@ -561,6 +562,11 @@ async fn grpc_echo(
     seen: Arc<Mutex<Vec<Seen>>>,
 ) -> Result<Response<GrpcBody>, Infallible> {
     let (parts, body) = req.into_parts();
+    let stall: u64 = parts
+        .headers
+        .get("x-stall-ms")
+        .and_then(|v| v.to_str().ok()?.parse().ok())
+        .unwrap_or(0);
     let body = body
         .collect()
         .await
@@ -576,11 +582,16 @@ async fn grpc_echo(
     let mut trailers = HeaderMap::new();
     trailers.insert("grpc-status", "0".parse().unwrap());
     trailers.insert("grpc-message", "ok".parse().unwrap());
-    let frames = vec![Ok(Frame::data(body)), Ok(Frame::trailers(trailers))];
+    use futures_util::StreamExt;
+    let data = futures_util::stream::iter([Ok(Frame::data(body))]);
+    let end = futures_util::stream::once(async move {
+        tokio::time::sleep(Duration::from_millis(stall)).await;
+        Ok(Frame::trailers(trailers))
+    });
     Ok(Response::builder()
         .status(200)
         .header("content-type", "application/grpc")
-        .body(StreamBody::new(futures_util::stream::iter(frames)))
+        .body(StreamBody::new(data.chain(end).boxed()))
         .unwrap())
 }
 
