@@ -11,8 +11,10 @@ use clap::{Args, Parser, Subcommand};
 use portcullis_proxy::{config_hash, server, Gateway, ReloadError, Settings};
 use tokio::sync::watch;
 
+mod alloc;
+
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: alloc::Alloc = alloc::Alloc;
 
 #[derive(Parser)]
 #[command(
