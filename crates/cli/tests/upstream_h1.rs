@@ -578,3 +578,102 @@ async fn a_body_that_stalls_after_the_head_is_cut_at_the_read_timeout() {
     assert_eq!(r.text(), "helloworld");
     assert_eq!(seen.connections.load(Ordering::SeqCst), 2);
 }
+
+/// The header lines of a raw HTTP/1 response, lower-cased names, in order.
+fn header_lines(text: &str) -> Vec<(String, String)> {
+    let head = text.split("\r\n\r\n").next().unwrap();
+    head.lines()
+        .skip(1)
+        .map(|l| {
+            let (n, v) = l.split_once(':').unwrap();
+            (n.to_ascii_lowercase(), v.trim().to_string())
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn relayed_response_heads_are_the_same_with_and_without_plugins() {
+    // `/plain` has no plugin, so its response head is relayed as the upstream's lines (wire
+    // mode); `/plugin` has one that leaves responses alone, so its head goes through a
+    // HeaderMap. Both must send the same headers: fingerprints and hop-by-hop headers (and
+    // those Connection names) removed, repeated headers kept in order, one Date, the
+    // upstream's own security header kept and the missing one added once, and for HEAD the
+    // upstream's Content-Length.
+    // Requests alternate GET and HEAD; a HEAD response has no body.
+    let (port, _) = scripted(|n| {
+        let head = b"HTTP/1.1 200 OK\r\nServer: Apache/2.4\r\nX-Powered-By: PHP\r\nDate: Mon, 01 Jan 2024 00:00:00 GMT\r\nContent-Type: text/plain\r\nX-Multi: a\r\nX-Hop: secret\r\nConnection: keep-alive, X-Hop\r\nKeep-Alive: timeout=5\r\nX-Multi: b\r\nX-Content-Type-Options: upstream\r\nContent-Length: 5\r\n\r\n";
+        let mut reply = head.to_vec();
+        if n % 2 == 0 {
+            reply.extend_from_slice(b"hello");
+        }
+        (now(&reply), false)
+    })
+    .await;
+    let cfg = format!(
+        "_format_version: \"3.0\"\nservices:\n  - name: svc\n    url: http://127.0.0.1:{port}\n    routes:\n      - name: plain\n        paths: [/plain]\n      - name: plugin\n        paths: [/plugin]\n        plugins:\n          - name: request-size-limiting\n            config: {{allowed_payload_size: 1}}\n"
+    );
+    let gw = Gw::start_with(
+        &cfg,
+        "[security_headers]\nx-content-type-options = \"nosniff\"\nx-frame-options = \"DENY\"\n",
+    )
+    .await;
+    let mut seen = Vec::new();
+    for path in ["/plain", "/plugin"] {
+        for method in ["GET", "HEAD"] {
+            let req = format!("{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+            let (text, _) = raw(gw.proxy, req.as_bytes()).await;
+            assert_eq!(status_of(&text), 200, "{text}");
+            if method == "GET" {
+                assert!(text.ends_with("\r\n\r\nhello"), "{text:?}");
+            } else {
+                assert!(text.ends_with("\r\n\r\n"), "{text:?}");
+            }
+            // Which path ran shows in the names' case: relayed lines keep the upstream's, a
+            // HeaderMap lower-cases them.
+            assert_eq!(
+                text.contains("\r\nX-Multi: a\r\n"),
+                path == "/plain",
+                "{path}: {text}"
+            );
+            let mut lines = header_lines(&text);
+            let multi: Vec<&str> = lines
+                .iter()
+                .filter(|(n, _)| n == "x-multi")
+                .map(|(_, v)| v.as_str())
+                .collect();
+            assert_eq!(multi, ["a", "b"], "{method} {path}");
+            // The per-request values differ; their presence is what counts.
+            for (n, v) in lines.iter_mut() {
+                if n == "x-request-id" {
+                    assert_eq!(v.len(), 32, "{v}");
+                    *v = "id".into();
+                }
+                if n.starts_with("x-kong-") {
+                    assert!(v.parse::<u64>().is_ok(), "{n}: {v}");
+                    *v = "ms".into();
+                }
+            }
+            lines.sort();
+            seen.push((path, method, lines));
+        }
+    }
+    let want: Vec<(String, String)> = [
+        ("connection", "close"),
+        ("content-length", "5"),
+        ("content-type", "text/plain"),
+        ("date", "Mon, 01 Jan 2024 00:00:00 GMT"),
+        ("x-content-type-options", "upstream"),
+        ("x-frame-options", "DENY"),
+        ("x-kong-proxy-latency", "ms"),
+        ("x-kong-upstream-latency", "ms"),
+        ("x-multi", "a"),
+        ("x-multi", "b"),
+        ("x-request-id", "id"),
+    ]
+    .iter()
+    .map(|(n, v)| (n.to_string(), v.to_string()))
+    .collect();
+    for (path, method, lines) in &seen {
+        assert_eq!(lines, &want, "{method} {path}");
+    }
+}

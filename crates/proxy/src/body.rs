@@ -15,7 +15,7 @@ use hyper::body::Incoming;
 use crate::access_log::AccessLog;
 use crate::balancer::Balancer;
 use crate::h1client::{H1Error, RawBody};
-use crate::h1server::{BodyFault, RequestBody};
+use crate::h1server::{BodyFault, RequestBody, WireBody, WireHead};
 use crate::timer::ConnTimer;
 
 /// Counts a request against a target's in-flight total until the response body ends.
@@ -212,6 +212,16 @@ impl UpstreamBody {
     }
 }
 
+impl UpstreamBody {
+    /// The upstream response's header lines, when they came in wire mode.
+    fn take_wire(&mut self) -> Option<WireHead> {
+        match &mut self.rest {
+            H1OrH2::H1(raw) => raw.take_wire(),
+            H1OrH2::H2(_) => None,
+        }
+    }
+}
+
 impl Body for UpstreamBody {
     type Data = Bytes;
     type Error = BodyError;
@@ -308,6 +318,15 @@ pub enum BodyError {
     /// An upstream's body stalled for longer than the service's `read_timeout`.
     #[error("upstream timed out")]
     TimedOut,
+}
+
+impl WireBody for ProxyBody {
+    fn take_wire(&mut self) -> Option<WireHead> {
+        match self {
+            ProxyBody::Upstream(b, ..) => b.take_wire(),
+            _ => None,
+        }
+    }
 }
 
 impl Body for ProxyBody {

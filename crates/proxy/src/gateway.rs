@@ -10,6 +10,7 @@ use portcullis_config::{Config, FieldError};
 
 use crate::access_log::AccessLogSink;
 use crate::body::Stats;
+use crate::h1client::WireRules;
 use crate::health;
 use crate::settings::{secs, Settings};
 use crate::snapshot::{compile, Snapshot};
@@ -50,6 +51,10 @@ pub struct Gateway {
     pub security_headers: Vec<(http::HeaderName, http::HeaderValue)>,
     /// Header carrying the request id (lower case).
     pub request_id_header: http::HeaderName,
+    /// How upstream response heads are relayed as encoded lines (see
+    /// [`crate::h1client::WireRules`]); `None` when the settings rule it out (more than 64
+    /// security headers).
+    pub wire_rules: Option<WireRules>,
     reload_lock: tokio::sync::Mutex<()>,
 }
 
@@ -93,7 +98,15 @@ impl Gateway {
                     http::HeaderValue::from_str(v).ok()?,
                 ))
             })
-            .collect();
+            .collect::<Vec<_>>();
+        let wire_rules = (security_headers.len() <= 64).then(|| WireRules {
+            drop: if settings.response_hardening {
+                crate::handler::FINGERPRINTS.to_vec()
+            } else {
+                Vec::new()
+            },
+            watch: security_headers.iter().map(|(k, _)| k.clone()).collect(),
+        });
         let pool = Arc::new(Pool::new(
             settings.upstream_keepalive_pool_size,
             secs(settings.upstream_keepalive_idle_timeout),
@@ -113,6 +126,7 @@ impl Gateway {
             }),
             request_id_header,
             security_headers,
+            wire_rules,
             reload_lock: tokio::sync::Mutex::new(()),
         });
         Ok(gw)

@@ -28,6 +28,7 @@ use tokio::net::TcpStream;
 use crate::body::ProxyBody;
 use crate::guard::chunked::{Dechunk, Step};
 use crate::guard::parse_content_length;
+use crate::h1server::WireHead;
 use crate::timer::ConnTimer;
 use crate::upstream::{Pool, PoolKey};
 
@@ -244,6 +245,7 @@ impl Conn {
         head_request: bool,
         home: Home,
         read_timeout: Duration,
+        wire: Option<&WireRules>,
     ) -> Result<Response<RawBody>, SendFailure> {
         let deadline = tokio::time::Instant::now() + read_timeout;
         self.read_timeout = read_timeout;
@@ -307,7 +309,7 @@ impl Conn {
             }
             loop {
                 if !self.buf.is_empty() {
-                    match parse_head(&self.buf) {
+                    match parse_head(&self.buf, wire) {
                         Err(e) => return Poll::Ready(Err(SendFailure::new(e, true))),
                         Ok(None) if self.buf.len() > MAX_HEAD => {
                             return Poll::Ready(Err(SendFailure::new(
@@ -369,6 +371,7 @@ impl Conn {
             mut response,
             framing,
             keep_alive,
+            wire,
             ..
         } = parsed;
         let status = response.status();
@@ -377,6 +380,7 @@ impl Conn {
         if status == StatusCode::SWITCHING_PROTOCOLS {
             *response.body_mut() = RawBody {
                 state: State::Upgraded(self),
+                wire,
             };
             return Ok(response);
         }
@@ -412,7 +416,7 @@ impl Conn {
             },
             BodyFraming::Close => State::Close { conn: self },
         };
-        *response.body_mut() = RawBody { state };
+        *response.body_mut() = RawBody { state, wire };
         Ok(response)
     }
 }
@@ -571,10 +575,30 @@ struct Parsed {
     response: Response<RawBody>,
     framing: BodyFraming,
     keep_alive: bool,
+    /// Wire mode: the header lines, and which watched names appeared.
+    wire: Option<(WireHead, u64)>,
+}
+
+/// Room left in a wire head's buffer for the lines the gateway adds (request id, latencies).
+const WIRE_EXTRA: usize = 192;
+
+/// Asks for a response's headers as encoded lines ([`WireHead`], carried by the [`RawBody`])
+/// instead of a `HeaderMap`: for a response that goes to an HTTP/1 client with no plugin
+/// reading or changing its headers. Hop-by-hop and framing headers are removed either way.
+#[derive(Debug, Default)]
+pub struct WireRules {
+    /// Further names to remove (lower case): the fingerprint headers under response
+    /// hardening.
+    pub drop: Vec<HeaderName>,
+    /// Names (lower case, at most 64) whose presence is reported as bits, by position: the
+    /// configured security headers, added only when the upstream did not send them.
+    pub watch: Vec<HeaderName>,
 }
 
 /// Parses a complete response head at the start of `buf`; `None` when more bytes are needed.
-fn parse_head(buf: &[u8]) -> Result<Option<Parsed>, H1Error> {
+/// With `wire`, the headers come as encoded lines (see [`WireRules`]) and the response's
+/// `HeaderMap` stays empty.
+fn parse_head(buf: &[u8], wire: Option<&WireRules>) -> Result<Option<Parsed>, H1Error> {
     let mut slots: [MaybeUninit<httparse::Header<'_>>; MAX_HEADERS] =
         [const { MaybeUninit::uninit() }; MAX_HEADERS];
     let mut res = httparse::Response::new(&mut []);
@@ -636,24 +660,59 @@ fn parse_head(buf: &[u8]) -> Result<Option<Parsed>, H1Error> {
     }
     // A 101's Connection and Upgrade headers are what the client needs to see.
     let keep_hop_by_hop = status == StatusCode::SWITCHING_PROTOCOLS;
-    // One copy of the head; header values are slices of it.
-    let block = Bytes::copy_from_slice(&buf[..len]);
-    let base = buf.as_ptr() as usize;
-    // Room for the headers the gateway adds (request id, latencies, plugins' headers) without
-    // growing and rehashing the map.
-    let mut headers = HeaderMap::with_capacity(res.headers.len() + 12);
-    for h in res.headers.iter() {
-        let raw = h.name.as_bytes();
-        if !keep_hop_by_hop
-            && (is_hop_by_hop(raw) || named.iter().any(|n| n.eq_ignore_ascii_case(raw)))
-        {
-            continue;
+    let relayed = |raw: &[u8]| {
+        keep_hop_by_hop
+            || !(is_hop_by_hop(raw) || named.iter().any(|n| n.eq_ignore_ascii_case(raw)))
+    };
+    let mut headers = HeaderMap::new();
+    let mut wire_head = None;
+    if let Some(rules) = wire {
+        // The lines as they will be sent, with room for the gateway's own.
+        let mut w = WireHead {
+            lines: BytesMut::with_capacity(len + WIRE_EXTRA),
+            date: false,
+            length,
+        };
+        let mut watched = 0u64;
+        for h in res.headers.iter() {
+            let raw = h.name.as_bytes();
+            if !relayed(raw)
+                || raw.eq_ignore_ascii_case(b"content-length")
+                || rules
+                    .drop
+                    .iter()
+                    .any(|d| raw.eq_ignore_ascii_case(d.as_ref()))
+            {
+                continue;
+            }
+            for (i, n) in rules.watch.iter().enumerate() {
+                if raw.eq_ignore_ascii_case(n.as_ref()) {
+                    watched |= 1 << i;
+                }
+            }
+            w.date |= raw.eq_ignore_ascii_case(b"date");
+            w.push(raw, h.value);
         }
-        let name = HeaderName::from_bytes(raw).map_err(|_| H1Error::Invalid("bad header name"))?;
-        let start = h.value.as_ptr() as usize - base;
-        let value = HeaderValue::from_maybe_shared(block.slice(start..start + h.value.len()))
-            .map_err(|_| H1Error::Invalid("bad header value"))?;
-        headers.append(name, value);
+        wire_head = Some((w, watched));
+    } else {
+        // One copy of the head; header values are slices of it.
+        let block = Bytes::copy_from_slice(&buf[..len]);
+        let base = buf.as_ptr() as usize;
+        // Room for the headers the gateway adds (request id, latencies, plugins' headers)
+        // without growing and rehashing the map.
+        headers.reserve(res.headers.len() + 12);
+        for h in res.headers.iter() {
+            let raw = h.name.as_bytes();
+            if !relayed(raw) {
+                continue;
+            }
+            let name =
+                HeaderName::from_bytes(raw).map_err(|_| H1Error::Invalid("bad header name"))?;
+            let start = h.value.as_ptr() as usize - base;
+            let value = HeaderValue::from_maybe_shared(block.slice(start..start + h.value.len()))
+                .map_err(|_| H1Error::Invalid("bad header value"))?;
+            headers.append(name, value);
+        }
     }
     let framing = match (transfer_encoding, length) {
         (true, Some(_)) => {
@@ -674,6 +733,7 @@ fn parse_head(buf: &[u8]) -> Result<Option<Parsed>, H1Error> {
     };
     let mut response = Response::new(RawBody {
         state: State::Whole(None),
+        wire: None,
     });
     *response.status_mut() = status;
     *response.version_mut() = version;
@@ -683,26 +743,30 @@ fn parse_head(buf: &[u8]) -> Result<Option<Parsed>, H1Error> {
         response,
         framing,
         keep_alive: !close,
+        wire: wire_head,
     }))
 }
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1), never relayed.
 pub(crate) fn is_hop_by_hop(name: &[u8]) -> bool {
-    const NAMES: [&[u8]; 7] = [
-        b"connection",
-        b"keep-alive",
-        b"proxy-connection",
-        b"te",
-        b"trailer",
-        b"transfer-encoding",
-        b"upgrade",
-    ];
-    NAMES.iter().any(|n| n.eq_ignore_ascii_case(name))
+    // By length first: most names are ruled out without a comparison.
+    let candidates: &[&[u8]] = match name.len() {
+        2 => &[b"te"],
+        7 => &[b"trailer", b"upgrade"],
+        10 => &[b"connection", b"keep-alive"],
+        16 => &[b"proxy-connection"],
+        17 => &[b"transfer-encoding"],
+        _ => return false,
+    };
+    candidates.iter().any(|n| n.eq_ignore_ascii_case(name))
 }
 
 /// A response body read from an upstream connection.
 pub struct RawBody {
     state: State,
+    /// Wire mode: the response's header lines and which watched names appeared (see
+    /// [`WireRules`]).
+    wire: Option<(WireHead, u64)>,
 }
 
 enum State {
@@ -727,6 +791,17 @@ enum State {
 }
 
 impl RawBody {
+    /// Wire mode: the response's header lines (to add the gateway's own) and which of the
+    /// rules' watched names the upstream sent, as bits by position.
+    pub fn wire_mut(&mut self) -> Option<(&mut WireHead, u64)> {
+        self.wire.as_mut().map(|(w, seen)| (w, *seen))
+    }
+
+    /// Wire mode: the header lines, for the server to write.
+    pub fn take_wire(&mut self) -> Option<WireHead> {
+        self.wire.take().map(|(w, _)| w)
+    }
+
     /// The connection after a 101 response, as a byte stream that first yields what the
     /// upstream sent after its response head.
     pub fn into_upgraded(self) -> Option<Upgraded> {
@@ -980,12 +1055,12 @@ mod tests {
             at in 0usize..80,
             byte in proptest::prelude::any::<u8>(),
         ) {
-            let _ = parse_head(&junk);
+            let _ = parse_head(&junk, None);
             let _ = ResponseDechunk::default().step(&mut BytesMut::from(&junk[..]));
             let mut head = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-A: b\r\nConnection: x-a\r\n\r\nhello".to_vec();
             let at = at % head.len();
             head[at] = byte;
-            let _ = parse_head(&head);
+            let _ = parse_head(&head, None);
         }
     }
 
@@ -1032,46 +1107,55 @@ mod tests {
 
     #[test]
     fn response_heads_parse_with_their_framing() {
-        let p = parse_head(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-A: b\r\n\r\nhello")
-            .unwrap()
-            .unwrap();
+        let p = parse_head(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-A: b\r\n\r\nhello",
+            None,
+        )
+        .unwrap()
+        .unwrap();
         assert_eq!(p.len, 46);
         assert!(matches!(p.framing, BodyFraming::Length(5)));
         assert!(p.keep_alive);
         assert_eq!(p.response.headers()["x-a"], "b");
 
-        let p = parse_head(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n")
-            .unwrap()
-            .unwrap();
+        let p = parse_head(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+            None,
+        )
+        .unwrap()
+        .unwrap();
         assert!(matches!(p.framing, BodyFraming::Chunked));
 
-        let p = parse_head(b"HTTP/1.0 200 OK\r\n\r\n").unwrap().unwrap();
+        let p = parse_head(b"HTTP/1.0 200 OK\r\n\r\n", None)
+            .unwrap()
+            .unwrap();
         assert!(matches!(p.framing, BodyFraming::Close));
         assert!(!p.keep_alive);
 
-        let p = parse_head(b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n")
-            .unwrap()
-            .unwrap();
+        let p = parse_head(
+            b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",
+            None,
+        )
+        .unwrap()
+        .unwrap();
         assert!(!p.keep_alive);
 
         // Hop-by-hop headers, and those Connection names (before or after it), are dropped;
         // a 101 keeps its Connection and Upgrade.
         let p = parse_head(
-            b"HTTP/1.1 200 OK\r\nX-Secret: 1\r\nKeep-Alive: timeout=5\r\nConnection: keep-alive, X-Secret, X-Later\r\nX-Later: 2\r\nX-Kept: 3\r\nContent-Length: 0\r\n\r\n",
-        )
+            b"HTTP/1.1 200 OK\r\nX-Secret: 1\r\nKeep-Alive: timeout=5\r\nConnection: keep-alive, X-Secret, X-Later\r\nX-Later: 2\r\nX-Kept: 3\r\nContent-Length: 0\r\n\r\n", None)
         .unwrap()
         .unwrap();
         let names: Vec<&str> = p.response.headers().keys().map(|k| k.as_str()).collect();
         assert_eq!(names, ["x-kept", "content-length"]);
         let p = parse_head(
-            b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
-        )
+            b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n", None)
         .unwrap()
         .unwrap();
         assert_eq!(p.response.headers()["upgrade"], "websocket");
         assert_eq!(p.response.headers()["connection"], "Upgrade");
 
-        assert!(parse_head(b"HTTP/1.1 200 OK\r\nContent-Le")
+        assert!(parse_head(b"HTTP/1.1 200 OK\r\nContent-Le", None)
             .unwrap()
             .is_none());
     }
@@ -1080,16 +1164,19 @@ mod tests {
     fn http10_responses_with_transfer_encoding_are_not_kept() {
         let p = parse_head(
             b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n",
+            None,
         )
         .unwrap()
         .unwrap();
         assert!(matches!(p.framing, BodyFraming::Chunked));
         assert!(!p.keep_alive);
         // Without Transfer-Encoding the same keep-alive response is reusable.
-        let p =
-            parse_head(b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 0\r\n\r\n")
-                .unwrap()
-                .unwrap();
+        let p = parse_head(
+            b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 0\r\n\r\n",
+            None,
+        )
+        .unwrap()
+        .unwrap();
         assert!(p.keep_alive);
     }
 
@@ -1129,6 +1216,7 @@ mod tests {
                 false,
                 home,
                 std::time::Duration::from_secs(5),
+                None,
             )
             .await
         else {
@@ -1153,15 +1241,18 @@ mod tests {
             b"HTTP/1.1 200 OK\r\nBad Name: x\r\n\r\n",
         ] {
             assert!(
-                parse_head(bad).is_err(),
+                parse_head(bad, None).is_err(),
                 "{:?}",
                 String::from_utf8_lossy(bad)
             );
         }
         // Equal copies are one length.
-        let p = parse_head(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n")
-            .unwrap()
-            .unwrap();
+        let p = parse_head(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n",
+            None,
+        )
+        .unwrap()
+        .unwrap();
         assert!(matches!(p.framing, BodyFraming::Length(5)));
     }
 }

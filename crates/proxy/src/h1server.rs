@@ -67,7 +67,7 @@ pub async fn serve<I, S, Fut, B>(
     I: ClientIo,
     S: FnMut(Request<RequestBody>) -> Fut,
     Fut: Future<Output = Response<B>>,
-    B: Body<Data = Bytes> + Unpin,
+    B: Body<Data = Bytes> + WireBody + Unpin,
 {
     let mut shared = Arc::new(Mutex::new(Conn::new(io, limits)));
     let mut stop_rx = shutdown.clone();
@@ -240,8 +240,9 @@ async fn send_response<I: ClientIo, B>(
     upgrading: bool,
 ) -> io::Result<()>
 where
-    B: Body<Data = Bytes> + Unpin,
+    B: Body<Data = Bytes> + WireBody + Unpin,
 {
+    let wire = body.take_wire();
     let status = parts.status;
     let bodiless = *method == Method::HEAD
         || status.is_informational()
@@ -250,7 +251,8 @@ where
     let declared = parts
         .headers
         .get(header::CONTENT_LENGTH)
-        .and_then(|v| parse_content_length(v.as_bytes()));
+        .and_then(|v| parse_content_length(v.as_bytes()))
+        .or(wire.as_ref().and_then(|w| w.length));
     let framing = if bodiless {
         Out::None
     } else if let Some(n) = declared {
@@ -279,7 +281,14 @@ where
         }
         put_header(wbuf, name.as_str().as_bytes(), value.as_bytes());
     }
-    if !parts.headers.contains_key(header::DATE) {
+    let wire_date = match &wire {
+        Some(w) => {
+            wbuf.extend_from_slice(&w.lines);
+            w.date
+        }
+        None => false,
+    };
+    if !wire_date && !parts.headers.contains_key(header::DATE) {
         put_date(wbuf);
     }
     let mut digits = itoa::Buffer::new();
@@ -397,6 +406,40 @@ enum Out {
     Chunked,
     Close,
 }
+
+/// Header lines a response carries already encoded for HTTP/1 (`name: value\r\n` each): an
+/// upstream's headers relayed as they came, with the gateway's own lines added, when no
+/// plugin needs them as a `HeaderMap` (see `h1client::WireRules`). They are written after
+/// the response's `HeaderMap` (then normally empty). Never framing or hop-by-hop headers:
+/// those are removed when the lines are made.
+#[derive(Debug, Default)]
+pub struct WireHead {
+    /// The encoded lines.
+    pub lines: BytesMut,
+    /// The lines include a `Date`.
+    pub date: bool,
+    /// The upstream's `Content-Length`, which a bodiless (HEAD, 304) response still reports.
+    pub length: Option<u64>,
+}
+
+impl WireHead {
+    /// Appends one line.
+    pub fn push(&mut self, name: &[u8], value: &[u8]) {
+        put_header(&mut self.lines, name, value);
+    }
+}
+
+/// A response body that may carry its head's header lines already encoded.
+pub trait WireBody {
+    /// The encoded header lines, if any (taken once).
+    fn take_wire(&mut self) -> Option<WireHead> {
+        None
+    }
+}
+
+impl WireBody for http_body_util::Full<Bytes> {}
+impl WireBody for http_body_util::Empty<Bytes> {}
+impl<S> WireBody for http_body_util::StreamBody<S> {}
 
 /// One `name: value` line of an HTTP/1 head (the server's responses, the client's requests).
 pub(crate) fn put_header(buf: &mut BytesMut, name: &[u8], value: &[u8]) {

@@ -21,7 +21,7 @@ use crate::balancer::Outcome;
 use crate::body::{ClientBody, InFlight, ProxyBody, Rest, TimedIncoming, UpstreamBody};
 use crate::errors::{self, kong_error};
 use crate::gateway::Gateway;
-use crate::h1client::Home;
+use crate::h1client::{Home, WireRules};
 use crate::h1server::put_header;
 use crate::path;
 use crate::settings::canonical;
@@ -227,6 +227,9 @@ pub async fn handle(
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse().ok());
     }
+    let h1_client = req.version() != Version::HTTP_2;
+    // Set when the response's header lines are relayed in wire mode (see below).
+    let mut wired = false;
     // The pipeline runs in this same future (a labeled block, not a nested async fn): a
     // nested future would be stored inside this one and copied whole on every request.
     let mut resp = {
@@ -524,6 +527,17 @@ pub async fn handle(
                 }
                 (None, None) => ProxyBody::Empty,
             };
+            // With no plugin to read or change the response head, an HTTP/1 client gets the
+            // upstream's header lines as they came (less hop-by-hop, framing and fingerprint
+            // headers) plus the gateway's own, with no `HeaderMap` built on the way.
+            let wire = gw.wire_rules.as_ref().filter(|_| {
+                h1_client
+                    && route.plugins.is_empty()
+                    && route.consumer_plugins.is_empty()
+                    && log.tail.is_none()
+                    && set_cookie.is_none()
+                    && client_upgrade.is_none()
+            });
             let upstream_started = Instant::now();
             let result = send_with_retries(
                 gw,
@@ -534,6 +548,7 @@ pub async fn handle(
                 route,
                 hash_key.as_deref(),
                 log,
+                wire,
             )
             .await;
             let (resp, target) = match result {
@@ -596,6 +611,39 @@ pub async fn handle(
                 }
                 // A 101 nobody asked for cannot be relayed.
                 break 'proxy errors::upstream_failure(errors::UpstreamFailure::Failed);
+            }
+            let mut incoming = incoming;
+            if let Some((w, seen)) = match &mut incoming {
+                Rest::H1(raw) => raw.wire_mut(),
+                Rest::H2(_) => None,
+            } {
+                let mut digits = itoa::Buffer::new();
+                let ms = upstream_latency.as_millis() as u64;
+                w.push(
+                    UPSTREAM_LATENCY.as_str().as_bytes(),
+                    digits.format(ms).as_bytes(),
+                );
+                let ms = upstream_started
+                    .saturating_duration_since(started)
+                    .as_millis() as u64;
+                w.push(
+                    PROXY_LATENCY.as_str().as_bytes(),
+                    digits.format(ms).as_bytes(),
+                );
+                w.push(
+                    gw.request_id_header.as_str().as_bytes(),
+                    log.request_id.as_bytes(),
+                );
+                for (i, (k, v)) in gw.security_headers.iter().enumerate() {
+                    if seen & (1 << i) == 0 {
+                        w.push(k.as_str().as_bytes(), v.as_bytes());
+                    }
+                }
+                wired = true;
+                let body = ProxyBody::Upstream(UpstreamBody::new(incoming), target, None);
+                let mut out = Response::new(body);
+                *out.status_mut() = p.status;
+                break 'proxy out;
             }
             let mut head = ResponseHead {
                 status: p.status,
@@ -683,10 +731,13 @@ pub async fn handle(
             out
         }
     };
-    if let Some(v) = request_id_value {
-        resp.headers_mut().insert(gw.request_id_header.clone(), v);
+    // A wired response has its request id and hardening in its lines already.
+    if !wired {
+        if let Some(v) = request_id_value {
+            resp.headers_mut().insert(gw.request_id_header.clone(), v);
+        }
+        harden(&gw, resp.headers_mut());
     }
-    harden(&gw, resp.headers_mut());
     log.status = resp.status().as_u16();
     if let Some(t) = &mut log.tail {
         t.entry.response_headers = log_entry::redact_headers(resp.headers(), &[]);
@@ -706,16 +757,18 @@ pub async fn handle(
     resp
 }
 
+/// Headers that advertise the upstream's software, removed under response hardening.
+pub(crate) static FINGERPRINTS: [HeaderName; 4] = [
+    header::SERVER,
+    HeaderName::from_static("x-powered-by"),
+    HeaderName::from_static("x-aspnet-version"),
+    HeaderName::from_static("x-aspnetmvc-version"),
+];
+
 /// Response hardening: no headers that advertise the upstream's software, and the configured
 /// security headers.
 fn harden(gw: &Gateway, h: &mut HeaderMap) {
     if gw.settings.response_hardening {
-        static FINGERPRINTS: [HeaderName; 4] = [
-            header::SERVER,
-            HeaderName::from_static("x-powered-by"),
-            HeaderName::from_static("x-aspnet-version"),
-            HeaderName::from_static("x-aspnetmvc-version"),
-        ];
         // One pass over the names (no hashing), then a lookup only for the names present
         // (most responses carry at most `Server`).
         let mut present = [false; FINGERPRINTS.len()];
@@ -1493,6 +1546,7 @@ async fn send_with_retries(
     route: &CompiledRoute,
     hash_key: Option<&[u8]>,
     log: &mut AccessLog,
+    wire: Option<&WireRules>,
 ) -> Result<(Response<Rest>, InFlight), Response<ProxyBody>> {
     let svc = &service.service;
     let balancer = &service.balancer;
@@ -1574,6 +1628,7 @@ async fn send_with_retries(
                     head_request,
                     home,
                     read_timeout,
+                    wire,
                 );
                 match sent.await {
                     Ok(resp) => Ok(Ok(resp.map(Rest::H1))),

@@ -505,3 +505,75 @@ async fn a_client_that_stops_reading_is_cut_off_by_the_send_timeout() {
     let ended = tokio::time::timeout(Duration::from_secs(3), done.notified()).await;
     assert!(ended.is_ok(), "the connection task must end");
 }
+
+/// A body carrying encoded header lines, as an upstream response relayed in wire mode does.
+struct Wired(Option<WireHead>, Full<Bytes>);
+
+impl Body for Wired {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        Pin::new(&mut self.get_mut().1).poll_frame(cx)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.1.size_hint()
+    }
+}
+
+impl WireBody for Wired {
+    fn take_wire(&mut self) -> Option<WireHead> {
+        self.0.take()
+    }
+}
+
+#[tokio::test]
+async fn wire_header_lines_are_written_as_they_are() {
+    // The lines carry a Date (so the server adds none) and the upstream's length, which a
+    // HEAD response still reports.
+    let (client, server) = tokio::io::duplex(1 << 16);
+    let (_stop_tx, stop_rx) = watch::channel(false);
+    tokio::spawn(serve(
+        server,
+        limits(),
+        stop_rx,
+        |req: Request<RequestBody>| async move {
+            let mut w = WireHead {
+                date: true,
+                length: Some(5),
+                ..WireHead::default()
+            };
+            w.push(b"X-Up", b"1");
+            w.push(b"Date", b"Mon, 01 Jan 2024 00:00:00 GMT");
+            let body = if req.method() == Method::HEAD {
+                Full::new(Bytes::new())
+            } else {
+                Full::new(Bytes::from_static(b"hello"))
+            };
+            let mut resp = Response::new(Wired(Some(w), body));
+            resp.headers_mut()
+                .insert("x-map", http::HeaderValue::from_static("2"));
+            resp
+        },
+    ));
+    let (mut r, mut w) = tokio::io::split(client);
+    w.write_all(
+        b"GET / HTTP/1.1\r\nHost: t\r\n\r\nHEAD / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let (out, _) = until_closed(&mut r).await;
+    let (get, head) = out.split_at(out.rfind("HTTP/1.1 200 OK\r\n").unwrap());
+    assert_eq!(
+        get,
+        "HTTP/1.1 200 OK\r\nx-map: 2\r\nX-Up: 1\r\nDate: Mon, 01 Jan 2024 00:00:00 GMT\r\ncontent-length: 5\r\n\r\nhello"
+    );
+    assert_eq!(
+        head,
+        "HTTP/1.1 200 OK\r\nx-map: 2\r\nX-Up: 1\r\nDate: Mon, 01 Jan 2024 00:00:00 GMT\r\ncontent-length: 5\r\nconnection: close\r\n\r\n"
+    );
+}
