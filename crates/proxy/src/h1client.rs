@@ -627,15 +627,17 @@ fn parse_head(buf: &[u8], wire: Option<&WireRules>) -> Result<Option<Parsed>, H1
     let mut chunked = false;
     let mut close = version == Version::HTTP_10;
     let mut named: Vec<&[u8]> = Vec::new();
-    for h in res.headers.iter() {
-        let name = h.name.as_bytes();
-        if name.eq_ignore_ascii_case(b"content-length") {
+    // Each name's kind, worked out once for both passes.
+    let mut kinds = [Kind::Other; MAX_HEADERS];
+    for (h, k) in res.headers.iter().zip(kinds.iter_mut()) {
+        *k = kind(h.name.as_bytes());
+        if *k == Kind::ContentLength {
             let n = parse_content_length(h.value).ok_or(H1Error::Invalid("bad content-length"))?;
             if length.is_some_and(|l| l != n) {
                 return Err(H1Error::Invalid("conflicting content-length"));
             }
             length = Some(n);
-        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+        } else if *k == Kind::TransferEncoding {
             transfer_encoding = true;
             // Only the final coding decides; a later header continues the list.
             chunked = h
@@ -643,7 +645,7 @@ fn parse_head(buf: &[u8], wire: Option<&WireRules>) -> Result<Option<Parsed>, H1
                 .rsplit(|&b| b == b',')
                 .next()
                 .is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
-        } else if name.eq_ignore_ascii_case(b"connection") {
+        } else if *k == Kind::Connection {
             for token in h.value.split(|&b| b == b',') {
                 let token = token.trim_ascii();
                 if token.eq_ignore_ascii_case(b"close") {
@@ -660,9 +662,12 @@ fn parse_head(buf: &[u8], wire: Option<&WireRules>) -> Result<Option<Parsed>, H1
     }
     // A 101's Connection and Upgrade headers are what the client needs to see.
     let keep_hop_by_hop = status == StatusCode::SWITCHING_PROTOCOLS;
-    let relayed = |raw: &[u8]| {
+    let relayed = |raw: &[u8], k: Kind| {
         keep_hop_by_hop
-            || !(is_hop_by_hop(raw) || named.iter().any(|n| n.eq_ignore_ascii_case(raw)))
+            || !(matches!(
+                k,
+                Kind::Connection | Kind::HopByHop | Kind::TransferEncoding
+            ) || (!named.is_empty() && named.iter().any(|n| n.eq_ignore_ascii_case(raw))))
     };
     let mut headers = HeaderMap::new();
     let mut wire_head = None;
@@ -674,10 +679,10 @@ fn parse_head(buf: &[u8], wire: Option<&WireRules>) -> Result<Option<Parsed>, H1
             length,
         };
         let mut watched = 0u64;
-        for h in res.headers.iter() {
+        for (h, &k) in res.headers.iter().zip(kinds.iter()) {
             let raw = h.name.as_bytes();
-            if !relayed(raw)
-                || raw.eq_ignore_ascii_case(b"content-length")
+            if !relayed(raw, k)
+                || k == Kind::ContentLength
                 || rules
                     .drop
                     .iter()
@@ -690,7 +695,7 @@ fn parse_head(buf: &[u8], wire: Option<&WireRules>) -> Result<Option<Parsed>, H1
                     watched |= 1 << i;
                 }
             }
-            w.date |= raw.eq_ignore_ascii_case(b"date");
+            w.date |= k == Kind::Date;
             w.push(raw, h.value);
         }
         wire_head = Some((w, watched));
@@ -701,9 +706,9 @@ fn parse_head(buf: &[u8], wire: Option<&WireRules>) -> Result<Option<Parsed>, H1
         // Room for the headers the gateway adds (request id, latencies, plugins' headers)
         // without growing and rehashing the map.
         headers.reserve(res.headers.len() + 12);
-        for h in res.headers.iter() {
+        for (h, &k) in res.headers.iter().zip(kinds.iter()) {
             let raw = h.name.as_bytes();
-            if !relayed(raw) {
+            if !relayed(raw, k) {
                 continue;
             }
             let name =
@@ -745,6 +750,40 @@ fn parse_head(buf: &[u8], wire: Option<&WireRules>) -> Result<Option<Parsed>, H1
         keep_alive: !close,
         wire: wire_head,
     }))
+}
+
+/// What a response header name means to the parser.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Other,
+    ContentLength,
+    TransferEncoding,
+    Connection,
+    /// Another hop-by-hop header (RFC 9110 §7.6.1).
+    HopByHop,
+    Date,
+}
+
+/// `name` equals `lower` ignoring case, for `lower` made of lower-case letters and `-` only.
+/// `name` is an httparse-checked token, so setting bit 5 folds its letters and aliases no
+/// other token byte onto a letter or `-` (only control characters would).
+fn is_name(name: &[u8], lower: &[u8]) -> bool {
+    name.len() == lower.len() && name.iter().zip(lower).all(|(a, b)| a | 0x20 == *b)
+}
+
+/// Classifies a header name: by length first, so most names are settled without a compare.
+fn kind(name: &[u8]) -> Kind {
+    match name.len() {
+        2 if is_name(name, b"te") => Kind::HopByHop,
+        4 if is_name(name, b"date") => Kind::Date,
+        7 if is_name(name, b"trailer") || is_name(name, b"upgrade") => Kind::HopByHop,
+        10 if is_name(name, b"connection") => Kind::Connection,
+        10 if is_name(name, b"keep-alive") => Kind::HopByHop,
+        14 if is_name(name, b"content-length") => Kind::ContentLength,
+        16 if is_name(name, b"proxy-connection") => Kind::HopByHop,
+        17 if is_name(name, b"transfer-encoding") => Kind::TransferEncoding,
+        _ => Kind::Other,
+    }
 }
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1), never relayed.
@@ -990,6 +1029,31 @@ mod tests {
                 Step::End => return Ok((out, true, buf.len())),
                 Step::More => return Ok((out, false, buf.len())),
             }
+        }
+    }
+
+    #[test]
+    fn header_names_are_classified_ignoring_case() {
+        for (name, want) in [
+            (&b"Content-Length"[..], Kind::ContentLength),
+            (b"CONTENT-LENGTH", Kind::ContentLength),
+            (b"transfer-Encoding", Kind::TransferEncoding),
+            (b"Connection", Kind::Connection),
+            (b"Keep-Alive", Kind::HopByHop),
+            (b"TE", Kind::HopByHop),
+            (b"Trailer", Kind::HopByHop),
+            (b"Upgrade", Kind::HopByHop),
+            (b"Proxy-Connection", Kind::HopByHop),
+            (b"DATE", Kind::Date),
+            // Same lengths, other names.
+            (b"Content-Type", Kind::Other),
+            (b"Content-Lengtx", Kind::Other),
+            (b"tf", Kind::Other),
+            (b"Dates", Kind::Other),
+            (b"keep_alive", Kind::Other),
+            (b"Connectio\x0e", Kind::Other),
+        ] {
+            assert!(kind(name) == want, "{}", String::from_utf8_lossy(name));
         }
     }
 

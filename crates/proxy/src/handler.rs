@@ -107,8 +107,10 @@ fn request_id() -> String {
 fn hex_id(n: u128) -> String {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut digits = [0u8; 32];
-    for (i, d) in digits.iter_mut().enumerate() {
-        *d = HEX[((n >> (4 * (31 - i))) & 0xf) as usize];
+    // A byte at a time (no 128-bit shift per digit).
+    for (pair, b) in digits.chunks_exact_mut(2).zip(n.to_be_bytes()) {
+        pair[0] = HEX[usize::from(b >> 4)];
+        pair[1] = HEX[usize::from(b & 0xf)];
     }
     std::str::from_utf8(&digits)
         .map(str::to_owned)
@@ -355,7 +357,10 @@ pub async fn handle(
             ctx.route_name = route.name.clone();
             ctx.service_id = route.service.as_ref().map(|s| s.id.clone());
             ctx.service_name = route.service.as_ref().and_then(|s| s.name.clone());
-            ctx.request_id.clone_from(&log.request_id);
+            // Only plugins read the context's copy.
+            if !route.plugins.is_empty() || !route.consumer_plugins.is_empty() {
+                ctx.request_id.clone_from(&log.request_id);
+            }
             ctx.client_certs.clone_from(&conn.client_certs);
             if route.traced {
                 if let Some(t) = &mut log.tail {
