@@ -80,6 +80,11 @@ impl Plugin for Acl {
         "acl"
     }
 
+    fn response_header_names(&self) -> Option<Vec<http::HeaderName>> {
+        // No response phase.
+        Some(Vec::new())
+    }
+
     fn access<'a>(&'a self, ctx: &'a mut Ctx) -> Access<'a> {
         Access::Now(self.decide(ctx))
     }

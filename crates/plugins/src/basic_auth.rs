@@ -277,6 +277,11 @@ impl Plugin for BasicAuth {
         "basic-auth"
     }
 
+    fn response_header_names(&self) -> Option<Vec<http::HeaderName>> {
+        // No response phase.
+        Some(Vec::new())
+    }
+
     fn access<'a>(&'a self, ctx: &'a mut Ctx) -> Access<'a> {
         Access::Later(Box::pin(self.decide(ctx)))
     }

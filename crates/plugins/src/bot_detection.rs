@@ -139,6 +139,11 @@ impl Plugin for BotDetection {
         "bot-detection"
     }
 
+    fn response_header_names(&self) -> Option<Vec<http::HeaderName>> {
+        // No response phase.
+        Some(Vec::new())
+    }
+
     fn access<'a>(&'a self, ctx: &'a mut Ctx) -> Access<'a> {
         let mut values = ctx.headers.get_all(http::header::USER_AGENT).iter();
         let Some(first) = values.next() else {

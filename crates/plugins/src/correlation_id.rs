@@ -118,6 +118,10 @@ impl CorrelationId {
 }
 
 impl Plugin for CorrelationId {
+    fn response_header_names(&self) -> Option<Vec<HeaderName>> {
+        Some(vec![self.header.clone()])
+    }
+
     fn name(&self) -> &'static str {
         "correlation-id"
     }

@@ -337,6 +337,11 @@ fn request_origin(ctx: &Ctx) -> Option<String> {
 }
 
 impl Plugin for Cors {
+    fn response_header_names(&self) -> Option<Vec<HeaderName>> {
+        // What `response_headers` sets, appends to or removes.
+        Some(vec![VARY, ACAO, ACAC, ACEH])
+    }
+
     fn name(&self) -> &'static str {
         "cors"
     }

@@ -354,6 +354,11 @@ impl Plugin for HmacAuth {
         "hmac-auth"
     }
 
+    fn response_header_names(&self) -> Option<Vec<http::HeaderName>> {
+        // No response phase.
+        Some(Vec::new())
+    }
+
     fn access<'a>(&'a self, ctx: &'a mut Ctx) -> Access<'a> {
         Access::Now(self.decide(ctx))
     }

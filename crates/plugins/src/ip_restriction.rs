@@ -141,6 +141,11 @@ impl Plugin for IpRestriction {
         "ip-restriction"
     }
 
+    fn response_header_names(&self) -> Option<Vec<http::HeaderName>> {
+        // No response phase.
+        Some(Vec::new())
+    }
+
     fn access<'a>(&'a self, ctx: &'a mut Ctx) -> Access<'a> {
         if !self.refuses(ctx.client_ip) {
             return Access::Now(Flow::Continue);

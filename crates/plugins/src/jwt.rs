@@ -394,6 +394,11 @@ impl Jwt {
 }
 
 impl Plugin for Jwt {
+    fn response_header_names(&self) -> Option<Vec<http::HeaderName>> {
+        // No response phase.
+        Some(Vec::new())
+    }
+
     fn sensitive_names(&self) -> Vec<String> {
         self.names_to_redact()
     }

@@ -259,6 +259,11 @@ fn digest(salt: &[u8; 32], key: &str) -> [u8; 32] {
 }
 
 impl Plugin for KeyAuth {
+    fn response_header_names(&self) -> Option<Vec<http::HeaderName>> {
+        // No response phase.
+        Some(Vec::new())
+    }
+
     fn name(&self) -> &'static str {
         "key-auth"
     }

@@ -163,6 +163,16 @@ pub trait Plugin: Send + Sync + 'static {
         let _ = (ctx, head);
     }
 
+    /// The response header names this instance's response phase reads or changes, when those
+    /// names are all it touches and it has no response inspection or body phase. The proxy may
+    /// then relay the upstream's other headers as they came and give
+    /// [`Plugin::response_headers`] a map holding only these (each with every value the
+    /// upstream sent). `Some(vec![])`: no response phase at all. Default `None`: the phase
+    /// needs the whole response head.
+    fn response_header_names(&self) -> Option<Vec<http::HeaderName>> {
+        None
+    }
+
     /// Does this instance inspect this proxied response, and with how many leading body bytes?
     /// Asked when the upstream's response head is known (hop-by-hop headers removed), before
     /// the response-headers phase. `Some(n)`: the proxy reads up to `n` bytes of the body

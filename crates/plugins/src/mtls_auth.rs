@@ -351,6 +351,11 @@ pub fn subject_names(der: &[u8]) -> Vec<String> {
 }
 
 impl Plugin for MtlsAuth {
+    fn response_header_names(&self) -> Option<Vec<http::HeaderName>> {
+        // No response phase.
+        Some(Vec::new())
+    }
+
     fn name(&self) -> &'static str {
         "mtls-auth"
     }

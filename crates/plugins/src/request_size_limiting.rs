@@ -97,6 +97,11 @@ impl RequestSizeLimiting {
 }
 
 impl Plugin for RequestSizeLimiting {
+    fn response_header_names(&self) -> Option<Vec<http::HeaderName>> {
+        // No response phase.
+        Some(Vec::new())
+    }
+
     fn name(&self) -> &'static str {
         "request-size-limiting"
     }

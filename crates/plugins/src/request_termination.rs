@@ -137,6 +137,11 @@ fn default_message(status: StatusCode) -> String {
 }
 
 impl Plugin for RequestTermination {
+    fn response_header_names(&self) -> Option<Vec<http::HeaderName>> {
+        // No response phase.
+        Some(Vec::new())
+    }
+
     fn name(&self) -> &'static str {
         "request-termination"
     }

@@ -353,6 +353,11 @@ fn read_param(v: &Value, path: &str, draft: Draft, errs: &mut Errors) -> Option<
 }
 
 impl Plugin for RequestValidator {
+    fn response_header_names(&self) -> Option<Vec<http::HeaderName>> {
+        // No response phase.
+        Some(Vec::new())
+    }
+
     fn name(&self) -> &'static str {
         "request-validator"
     }

@@ -468,6 +468,11 @@ impl RequestTransformer {
 }
 
 impl Plugin for RequestTransformer {
+    fn response_header_names(&self) -> Option<Vec<http::HeaderName>> {
+        // No response phase.
+        Some(Vec::new())
+    }
+
     fn name(&self) -> &'static str {
         "request-transformer"
     }

@@ -99,13 +99,16 @@ impl Gateway {
                 ))
             })
             .collect::<Vec<_>>();
-        let wire_rules = (security_headers.len() <= 64).then(|| WireRules {
-            drop: if settings.response_hardening {
-                crate::handler::FINGERPRINTS.to_vec()
-            } else {
-                Vec::new()
-            },
-            watch: security_headers.iter().map(|(k, _)| k.clone()).collect(),
+        let wire_rules = (security_headers.len() <= 64).then(|| {
+            let mut drop = vec![request_id_header.clone()];
+            drop.extend(crate::handler::LATENCY_HEADERS.iter().cloned());
+            if settings.response_hardening {
+                drop.extend(crate::handler::FINGERPRINTS.iter().cloned());
+            }
+            WireRules {
+                drop,
+                watch: security_headers.iter().map(|(k, _)| k.clone()).collect(),
+            }
         });
         let pool = Arc::new(Pool::new(
             settings.upstream_keepalive_pool_size,

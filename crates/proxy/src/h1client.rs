@@ -245,7 +245,7 @@ impl Conn {
         head_request: bool,
         home: Home,
         read_timeout: Duration,
-        wire: Option<&WireRules>,
+        wire: Option<Wire<'_>>,
     ) -> Result<Response<RawBody>, SendFailure> {
         let deadline = tokio::time::Instant::now() + read_timeout;
         self.read_timeout = read_timeout;
@@ -583,22 +583,35 @@ struct Parsed {
 const WIRE_EXTRA: usize = 192;
 
 /// Asks for a response's headers as encoded lines ([`WireHead`], carried by the [`RawBody`])
-/// instead of a `HeaderMap`: for a response that goes to an HTTP/1 client with no plugin
-/// reading or changing its headers. Hop-by-hop and framing headers are removed either way.
+/// instead of a `HeaderMap`: for a response that goes to an HTTP/1 client on a route whose
+/// plugins name the few headers they touch (those still go into the map, see [`Wire`]).
+/// Hop-by-hop and framing headers are removed either way.
 #[derive(Debug, Default)]
 pub struct WireRules {
     /// Further names to remove (lower case): the fingerprint headers under response
-    /// hardening.
+    /// hardening, and the headers the gateway sets itself (request id, latencies), which
+    /// replace the upstream's.
     pub drop: Vec<HeaderName>,
-    /// Names (lower case, at most 64) whose presence is reported as bits, by position: the
-    /// configured security headers, added only when the upstream did not send them.
+    /// Names (lower case, at most 64) whose presence in the lines is reported as bits, by
+    /// position: the configured security headers, added only when the upstream did not send
+    /// them.
     pub watch: Vec<HeaderName>,
+}
+
+/// Wire mode for one exchange: the node's rules and the names the route's plugins touch.
+#[derive(Clone, Copy)]
+pub struct Wire<'a> {
+    /// The node's rules.
+    pub rules: &'a WireRules,
+    /// Headers put into the response's `HeaderMap` (for the response phase) instead of the
+    /// lines.
+    pub keep: &'a [HeaderName],
 }
 
 /// Parses a complete response head at the start of `buf`; `None` when more bytes are needed.
 /// With `wire`, the headers come as encoded lines (see [`WireRules`]) and the response's
-/// `HeaderMap` stays empty.
-fn parse_head(buf: &[u8], wire: Option<&WireRules>) -> Result<Option<Parsed>, H1Error> {
+/// `HeaderMap` holds only the `keep` names.
+fn parse_head(buf: &[u8], wire: Option<Wire<'_>>) -> Result<Option<Parsed>, H1Error> {
     let mut slots: [MaybeUninit<httparse::Header<'_>>; MAX_HEADERS] =
         [const { MaybeUninit::uninit() }; MAX_HEADERS];
     let mut res = httparse::Response::new(&mut []);
@@ -671,7 +684,7 @@ fn parse_head(buf: &[u8], wire: Option<&WireRules>) -> Result<Option<Parsed>, H1
     };
     let mut headers = HeaderMap::new();
     let mut wire_head = None;
-    if let Some(rules) = wire {
+    if let Some(Wire { rules, keep }) = wire {
         // The lines as they will be sent, with room for the gateway's own.
         let mut w = WireHead {
             lines: BytesMut::with_capacity(len + WIRE_EXTRA),
@@ -688,6 +701,14 @@ fn parse_head(buf: &[u8], wire: Option<&WireRules>) -> Result<Option<Parsed>, H1
                     .iter()
                     .any(|d| raw.eq_ignore_ascii_case(d.as_ref()))
             {
+                continue;
+            }
+            if keep.iter().any(|n| raw.eq_ignore_ascii_case(n.as_ref())) {
+                let name =
+                    HeaderName::from_bytes(raw).map_err(|_| H1Error::Invalid("bad header name"))?;
+                let value = HeaderValue::from_bytes(h.value)
+                    .map_err(|_| H1Error::Invalid("bad header value"))?;
+                headers.append(name, value);
                 continue;
             }
             for (i, n) in rules.watch.iter().enumerate() {

@@ -21,7 +21,7 @@ use crate::balancer::Outcome;
 use crate::body::{ClientBody, InFlight, ProxyBody, Rest, TimedIncoming, UpstreamBody};
 use crate::errors::{self, kong_error};
 use crate::gateway::Gateway;
-use crate::h1client::{Home, WireRules};
+use crate::h1client::Home;
 use crate::h1server::put_header;
 use crate::path;
 use crate::settings::canonical;
@@ -78,6 +78,11 @@ static X_FORWARDED_PREFIX: HeaderName = HeaderName::from_static("x-forwarded-pre
 static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 static UPSTREAM_LATENCY: HeaderName = HeaderName::from_static("x-kong-upstream-latency");
 static PROXY_LATENCY: HeaderName = HeaderName::from_static("x-kong-proxy-latency");
+/// The latency headers the gateway sets on proxied responses (replacing any upstream's).
+pub(crate) static LATENCY_HEADERS: [HeaderName; 2] = [
+    HeaderName::from_static("x-kong-upstream-latency"),
+    HeaderName::from_static("x-kong-proxy-latency"),
+];
 
 /// Removes the headers a client's `Connection` header names (hop-by-hop by declaration). Done
 /// once on the client's headers before any plugin runs, so a client can never make the gateway
@@ -532,17 +537,21 @@ pub async fn handle(
                 }
                 (None, None) => ProxyBody::Empty,
             };
-            // With no plugin to read or change the response head, an HTTP/1 client gets the
-            // upstream's header lines as they came (less hop-by-hop, framing and fingerprint
-            // headers) plus the gateway's own, with no `HeaderMap` built on the way.
-            let wire = gw.wire_rules.as_ref().filter(|_| {
-                h1_client
-                    && route.plugins.is_empty()
-                    && route.consumer_plugins.is_empty()
-                    && log.tail.is_none()
-                    && set_cookie.is_none()
-                    && client_upgrade.is_none()
-            });
+            // When every plugin on the route names the response headers it touches, an HTTP/1
+            // client gets the upstream's header lines as they came (less hop-by-hop, framing
+            // and fingerprint headers) plus the gateway's own; only the named headers are
+            // parsed into a `HeaderMap`, for the response phase.
+            let wire = match (&gw.wire_rules, &route.wire_names) {
+                (Some(rules), Some(keep))
+                    if h1_client
+                        && log.tail.is_none()
+                        && set_cookie.is_none()
+                        && client_upgrade.is_none() =>
+                {
+                    Some(crate::h1client::Wire { rules, keep })
+                }
+                _ => None,
+            };
             let upstream_started = Instant::now();
             let result = send_with_retries(
                 gw,
@@ -618,37 +627,40 @@ pub async fn handle(
                 break 'proxy errors::upstream_failure(errors::UpstreamFailure::Failed);
             }
             let mut incoming = incoming;
-            if let Some((w, seen)) = match &mut incoming {
-                Rest::H1(raw) => raw.wire_mut(),
-                Rest::H2(_) => None,
-            } {
-                let mut digits = itoa::Buffer::new();
-                let ms = upstream_latency.as_millis() as u64;
-                w.push(
-                    UPSTREAM_LATENCY.as_str().as_bytes(),
-                    digits.format(ms).as_bytes(),
-                );
-                let ms = upstream_started
-                    .saturating_duration_since(started)
-                    .as_millis() as u64;
-                w.push(
-                    PROXY_LATENCY.as_str().as_bytes(),
-                    digits.format(ms).as_bytes(),
-                );
-                w.push(
-                    gw.request_id_header.as_str().as_bytes(),
-                    log.request_id.as_bytes(),
-                );
-                for (i, (k, v)) in gw.security_headers.iter().enumerate() {
-                    if seen & (1 << i) == 0 {
-                        w.push(k.as_str().as_bytes(), v.as_bytes());
+            if let Rest::H1(raw) = &mut incoming {
+                if let Some((w, seen)) = raw.wire_mut() {
+                    // The map holds only the headers the plugins named.
+                    let mut head = ResponseHead {
+                        status: p.status,
+                        headers: p.headers,
+                    };
+                    run_response_phase(route, conn, &mut ctx, &mut head, log);
+                    let mut digits = itoa::Buffer::new();
+                    let ms = upstream_latency.as_millis() as u64;
+                    w.push(
+                        UPSTREAM_LATENCY.as_str().as_bytes(),
+                        digits.format(ms).as_bytes(),
+                    );
+                    let ms = upstream_started
+                        .saturating_duration_since(started)
+                        .as_millis() as u64;
+                    w.push(
+                        PROXY_LATENCY.as_str().as_bytes(),
+                        digits.format(ms).as_bytes(),
+                    );
+                    w.push(
+                        gw.request_id_header.as_str().as_bytes(),
+                        log.request_id.as_bytes(),
+                    );
+                    for (i, (k, v)) in gw.security_headers.iter().enumerate() {
+                        if seen & (1 << i) == 0 && !head.headers.contains_key(k) {
+                            w.push(k.as_str().as_bytes(), v.as_bytes());
+                        }
                     }
+                    wired = true;
+                    let body = ProxyBody::Upstream(UpstreamBody::new(incoming), target, None);
+                    break 'proxy build_response(head, body);
                 }
-                wired = true;
-                let body = ProxyBody::Upstream(UpstreamBody::new(incoming), target, None);
-                let mut out = Response::new(body);
-                *out.status_mut() = p.status;
-                break 'proxy out;
             }
             let mut head = ResponseHead {
                 status: p.status,
@@ -1551,7 +1563,7 @@ async fn send_with_retries(
     route: &CompiledRoute,
     hash_key: Option<&[u8]>,
     log: &mut AccessLog,
-    wire: Option<&WireRules>,
+    wire: Option<crate::h1client::Wire<'_>>,
 ) -> Result<(Response<Rest>, InFlight), Response<ProxyBody>> {
     let svc = &service.service;
     let balancer = &service.balancer;

@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use http::HeaderName;
 use portcullis_config::{
     reader::join, Config, Errors, FieldError, PathHandling, Plugin as PluginEntity, Protocol,
     Route, Service,
@@ -84,6 +85,10 @@ pub struct CompiledRoute {
     pub allows_https: bool,
     /// The route has the opentelemetry plugin: the proxy records spans.
     pub traced: bool,
+    /// `Some`: every plugin of the route names the response headers it touches (see
+    /// `Plugin::response_header_names`), so a proxied response's head may be relayed as the
+    /// upstream's lines, with only these names parsed into a map for the response phase.
+    pub wire_names: Option<Arc<[HeaderName]>>,
     /// Plugins with a log phase (route chain), run when the response is done.
     pub log_plugins: Arc<[Arc<dyn Plugin>]>,
     /// Header / query names redacted in log entries (declared by the route's plugins).
@@ -285,8 +290,26 @@ pub fn compile(
         redact.sort();
         redact.dedup();
         let traced = chain.iter().any(|e| e.plugin.name() == "opentelemetry");
+        // Wire mode needs every plugin (route and consumer scoped) to name the response
+        // headers it touches; their union is what the upstream's head must still give them.
+        let wire_names = chain
+            .iter()
+            .chain(consumer_plugins.values().flatten())
+            .try_fold(Vec::new(), |mut acc, e| {
+                if e.plugin.reads_response_body() {
+                    return None;
+                }
+                acc.extend(e.plugin.response_header_names()?);
+                Some(acc)
+            })
+            .map(|mut names| {
+                names.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+                names.dedup();
+                Arc::<[HeaderName]>::from(names)
+            });
         routes.push(CompiledRoute {
             traced,
+            wire_names,
             log_plugins,
             redact: redact.into(),
             id: Arc::from(r.id.as_str()),

@@ -507,6 +507,22 @@ fn now_ms() -> i64 {
 }
 
 impl Plugin for RateLimiting {
+    fn response_header_names(&self) -> Option<Vec<HeaderName>> {
+        // Every header `headers` may set.
+        let mut names: Vec<HeaderName> = self
+            .names
+            .iter()
+            .flat_map(|(l, r)| [l.clone(), r.clone()])
+            .collect();
+        names.extend([
+            RATELIMIT_LIMIT.clone(),
+            RATELIMIT_REMAINING.clone(),
+            RATELIMIT_RESET.clone(),
+            http::header::RETRY_AFTER,
+        ]);
+        Some(names)
+    }
+
     fn name(&self) -> &'static str {
         "rate-limiting"
     }
