@@ -726,3 +726,41 @@ async fn relayed_response_heads_are_the_same_with_and_without_plugins() {
     }
     let _ = std::fs::remove_file(&log);
 }
+
+#[tokio::test]
+async fn a_plugin_header_named_like_the_gateways_own_is_not_doubled() {
+    // correlation-id echoing into `X-Request-ID` (the gateway's request-id header) on a route
+    // relayed in wire mode, and on its map-mode twin (file-log): one X-Request-ID each, the
+    // gateway's, as the map path's final insert leaves it.
+    let (port, _) = scripted(|_| {
+        (
+            now(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"),
+            false,
+        )
+    })
+    .await;
+    let log = std::env::temp_dir().join(format!("portcullis-cid-{}.log", std::process::id()));
+    let cid = "          - name: correlation-id\n            config: {header_name: X-Request-ID, echo_downstream: true}\n";
+    let cfg = format!(
+        "_format_version: \"3.0\"\nservices:\n  - name: svc\n    url: http://127.0.0.1:{port}\n    routes:\n      - name: wire\n        paths: [/wire]\n        plugins:\n{cid}      - name: map\n        paths: [/map]\n        plugins:\n{cid}          - name: file-log\n            config: {{path: {}}}\n",
+        log.display()
+    );
+    let gw = Gw::start(&cfg).await;
+    for path in ["/wire", "/map"] {
+        let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        let (text, _) = raw(gw.proxy, req.as_bytes()).await;
+        assert_eq!(status_of(&text), 200, "{text}");
+        let ids: Vec<String> = header_lines(&text)
+            .into_iter()
+            .filter(|(n, _)| n == "x-request-id")
+            .map(|(_, v)| v)
+            .collect();
+        assert_eq!(ids.len(), 1, "{path}: {text}");
+        assert!(
+            ids[0].len() == 32 && ids[0].bytes().all(|b| b.is_ascii_hexdigit()),
+            "{path}: {}",
+            ids[0]
+        );
+    }
+    let _ = std::fs::remove_file(&log);
+}

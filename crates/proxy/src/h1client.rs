@@ -618,6 +618,10 @@ fn parse_head(buf: &[u8], wire: Option<Wire<'_>>) -> Result<Option<Parsed>, H1Er
     let len = match httparse::ParserConfig::default()
         .parse_response_with_uninit_headers(&mut res, buf, &mut slots)
     {
+        // A head that arrived complete in one last read is held to the same bound.
+        Ok(httparse::Status::Complete(n)) if n > MAX_HEAD => {
+            return Err(H1Error::Invalid("response head too large"))
+        }
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) => return Ok(None),
         Err(httparse::Error::TooManyHeaders) => {
@@ -689,7 +693,9 @@ fn parse_head(buf: &[u8], wire: Option<Wire<'_>>) -> Result<Option<Parsed>, H1Er
         let mut w = WireHead {
             lines: BytesMut::with_capacity(len + WIRE_EXTRA),
             date: false,
-            length,
+            // Reported (for HEAD and 304) only when the header itself would be relayed, as the
+            // map path does.
+            length: length.filter(|_| relayed(b"content-length", Kind::ContentLength)),
         };
         let mut watched = 0u64;
         for (h, &k) in res.headers.iter().zip(kinds.iter()) {
@@ -1051,6 +1057,35 @@ mod tests {
                 Step::More => return Ok((out, false, buf.len())),
             }
         }
+    }
+
+    #[test]
+    fn wire_heads_report_only_a_relayed_length_and_keep_the_size_bound() {
+        let rules = WireRules::default();
+        let wire = Some(Wire {
+            rules: &rules,
+            keep: &[],
+        });
+        let length = |head: &[u8]| {
+            let p = parse_head(head, wire).unwrap().unwrap();
+            p.wire.unwrap().0.length
+        };
+        assert_eq!(
+            length(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n"),
+            Some(5)
+        );
+        // A Connection-named Content-Length is not relayed, so not reported either (a HEAD
+        // answer then carries none, as on the map path).
+        assert_eq!(
+            length(b"HTTP/1.1 200 OK\r\nConnection: content-length\r\nContent-Length: 5\r\n\r\n"),
+            None
+        );
+        // A head over the bound fails even when it arrived complete in one read.
+        let mut big = b"HTTP/1.1 200 OK\r\nX-Big: ".to_vec();
+        big.extend(std::iter::repeat_n(b'a', MAX_HEAD));
+        big.extend_from_slice(b"\r\nContent-Length: 0\r\n\r\n");
+        assert!(parse_head(&big, wire).is_err());
+        assert!(parse_head(&big, None).is_err());
     }
 
     #[test]

@@ -635,6 +635,24 @@ pub async fn handle(
                         headers: p.headers,
                     };
                     run_response_phase(route, conn, &mut ctx, &mut head, log);
+                    // As in the map path, the gateway's own headers replace a plugin's and
+                    // hardening removes fingerprints a plugin set (the lines have neither).
+                    if !head.headers.is_empty() {
+                        let hardening = gw.settings.response_hardening;
+                        let gone: Vec<HeaderName> = head
+                            .headers
+                            .keys()
+                            .filter(|k| {
+                                **k == gw.request_id_header
+                                    || LATENCY_HEADERS.contains(k)
+                                    || (hardening && FINGERPRINTS.contains(k))
+                            })
+                            .cloned()
+                            .collect();
+                        for k in gone {
+                            head.headers.remove(k);
+                        }
+                    }
                     let mut digits = itoa::Buffer::new();
                     let ms = upstream_latency.as_millis() as u64;
                     w.push(
