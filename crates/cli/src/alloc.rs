@@ -5,7 +5,7 @@
 //! generic aligned path at about ten times the cost. Like `std`'s `System`, this shim calls
 //! plain `mi_malloc` whenever the alignment is one `malloc` already guarantees (at most 16
 //! bytes and no more than the size) and leaves only over-aligned requests to the aligned entry
-//! points. This file is the workspace's only `unsafe` code.
+//! points. Besides `crates/waf`'s FFI module, this file is the workspace's only `unsafe` code.
 #![allow(unsafe_code)]
 
 use std::alloc::{GlobalAlloc, Layout};
