@@ -104,12 +104,17 @@ async fn websocket_to_a_dead_service_is_502_and_closes() {
 
 /// One gRPC service on the h2c origin, on a grpc-only route.
 async fn grpc_gateway(origin: &GrpcOrigin) -> Gw {
+    grpc_gateway_with(origin, "").await
+}
+
+/// [`grpc_gateway`] with more service fields (YAML lines indented for the service).
+async fn grpc_gateway_with(origin: &GrpcOrigin, service_fields: &str) -> Gw {
     Gw::start(&format!(
         r#"_format_version: "3.0"
 services:
   - name: grpc
     url: {}
-    routes:
+{service_fields}    routes:
       - name: grpc
         protocols: [grpc]
         paths: [/pkg.Svc]
@@ -208,21 +213,7 @@ async fn a_stalled_http2_upstream_body_is_cut_at_the_read_timeout() {
     // The gRPC origin sends its data, then its trailers only after 5 s. With a 400 ms
     // read_timeout the gateway resets the stream long before, instead of holding it open.
     let origin = GrpcOrigin::start().await;
-    let gw = Gw::start(&format!(
-        r#"_format_version: "3.0"
-services:
-  - name: grpc
-    url: {}
-    read_timeout: 400
-    routes:
-      - name: grpc
-        protocols: [grpc]
-        paths: [/pkg.Svc]
-        strip_path: false
-"#,
-        origin.url()
-    ))
-    .await;
+    let gw = grpc_gateway_with(&origin, "    read_timeout: 400\n").await;
     let message = grpc_frame(b"\x0a\x05hello");
     let call = |stall: &'static str| {
         let message = message.clone();

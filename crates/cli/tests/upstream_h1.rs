@@ -106,6 +106,14 @@ async fn gateway(port: u16) -> Gw {
     .await
 }
 
+/// One service on the origin with no retries and a 400 ms read timeout.
+async fn gateway_with_read_timeout_400(port: u16) -> Gw {
+    Gw::start(&format!(
+        "_format_version: \"3.0\"\nservices:\n  - name: svc\n    url: http://127.0.0.1:{port}\n    retries: 0\n    read_timeout: 400\n    routes: [{{name: r, paths: [/]}}]\n"
+    ))
+    .await
+}
+
 #[tokio::test]
 async fn keep_alive_connections_are_reused_for_sequential_requests() {
     let (port, seen) = scripted(|_| {
@@ -516,10 +524,7 @@ async fn the_read_timeout_holds_on_reused_connections() {
         )
     })
     .await;
-    let gw = Gw::start(&format!(
-        "_format_version: \"3.0\"\nservices:\n  - name: svc\n    url: http://127.0.0.1:{port}\n    retries: 0\n    read_timeout: 400\n    routes: [{{name: r, paths: [/]}}]\n"
-    ))
-    .await;
+    let gw = gateway_with_read_timeout_400(port).await;
     for round in 0..2 {
         let r = gw.get("/fast").await;
         assert_status(&r, 200);
@@ -558,10 +563,7 @@ async fn a_body_that_stalls_after_the_head_is_cut_at_the_read_timeout() {
         )
     })
     .await;
-    let gw = Gw::start(&format!(
-        "_format_version: \"3.0\"\nservices:\n  - name: svc\n    url: http://127.0.0.1:{port}\n    retries: 0\n    read_timeout: 400\n    routes: [{{name: r, paths: [/]}}]\n"
-    ))
-    .await;
+    let gw = gateway_with_read_timeout_400(port).await;
     let started = std::time::Instant::now();
     let (text, closed) = raw(gw.proxy, b"GET /stall HTTP/1.1\r\nHost: x\r\n\r\n").await;
     let took = started.elapsed();

@@ -684,7 +684,7 @@ fn parse_head(buf: &[u8], wire: Option<Wire<'_>>) -> Result<Option<Parsed>, H1Er
             || !(matches!(
                 k,
                 Kind::Connection | Kind::HopByHop | Kind::TransferEncoding
-            ) || (!named.is_empty() && named.iter().any(|n| n.eq_ignore_ascii_case(raw))))
+            ) || named.iter().any(|n| n.eq_ignore_ascii_case(raw)))
     };
     let mut headers = HeaderMap::new();
     let mut wire_head = None;
@@ -813,18 +813,13 @@ fn kind(name: &[u8]) -> Kind {
     }
 }
 
-/// Hop-by-hop headers (RFC 9110 §7.6.1), never relayed.
+/// Hop-by-hop headers (RFC 9110 §7.6.1), never relayed. `name` is a token (a parsed or
+/// `HeaderName` name), as [`kind`] requires.
 pub(crate) fn is_hop_by_hop(name: &[u8]) -> bool {
-    // By length first: most names are ruled out without a comparison.
-    let candidates: &[&[u8]] = match name.len() {
-        2 => &[b"te"],
-        7 => &[b"trailer", b"upgrade"],
-        10 => &[b"connection", b"keep-alive"],
-        16 => &[b"proxy-connection"],
-        17 => &[b"transfer-encoding"],
-        _ => return false,
-    };
-    candidates.iter().any(|n| n.eq_ignore_ascii_case(name))
+    matches!(
+        kind(name),
+        Kind::Connection | Kind::HopByHop | Kind::TransferEncoding
+    )
 }
 
 /// A response body read from an upstream connection.

@@ -76,13 +76,13 @@ static X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port"
 static X_FORWARDED_PATH: HeaderName = HeaderName::from_static("x-forwarded-path");
 static X_FORWARDED_PREFIX: HeaderName = HeaderName::from_static("x-forwarded-prefix");
 static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
-static UPSTREAM_LATENCY: HeaderName = HeaderName::from_static("x-kong-upstream-latency");
-static PROXY_LATENCY: HeaderName = HeaderName::from_static("x-kong-proxy-latency");
 /// The latency headers the gateway sets on proxied responses (replacing any upstream's).
 pub(crate) static LATENCY_HEADERS: [HeaderName; 2] = [
     HeaderName::from_static("x-kong-upstream-latency"),
     HeaderName::from_static("x-kong-proxy-latency"),
 ];
+static UPSTREAM_LATENCY: &HeaderName = &LATENCY_HEADERS[0];
+static PROXY_LATENCY: &HeaderName = &LATENCY_HEADERS[1];
 
 /// Removes the headers a client's `Connection` header names (hop-by-hop by declaration). Done
 /// once on the client's headers before any plugin runs, so a client can never make the gateway
@@ -612,7 +612,7 @@ pub async fn handle(
             }
 
             let status = resp.status();
-            let (p, incoming) = resp.into_parts();
+            let (p, mut incoming) = resp.into_parts();
             if status == StatusCode::SWITCHING_PROTOCOLS {
                 if let (Some(client_up), Rest::H1(raw)) = (client_upgrade, incoming) {
                     let Some(upstream_up) = raw.into_upgraded() else {
@@ -626,7 +626,6 @@ pub async fn handle(
                 // A 101 nobody asked for cannot be relayed.
                 break 'proxy errors::upstream_failure(errors::UpstreamFailure::Failed);
             }
-            let mut incoming = incoming;
             if let Rest::H1(raw) = &mut incoming {
                 if let Some((w, seen)) = raw.wire_mut() {
                     // The map holds only the headers the plugins named.
@@ -720,13 +719,13 @@ pub async fn handle(
                 }
                 Err(resp) => break 'proxy resp,
             }
-            set_latency(&mut head.headers, &UPSTREAM_LATENCY, upstream_latency);
+            set_latency(&mut head.headers, UPSTREAM_LATENCY, upstream_latency);
             if let Some(c) = set_cookie {
                 head.headers.append(header::SET_COOKIE, c);
             }
             set_latency(
                 &mut head.headers,
-                &PROXY_LATENCY,
+                PROXY_LATENCY,
                 upstream_started.saturating_duration_since(started),
             );
             run_response_phase(route, conn, &mut ctx, &mut head, log);

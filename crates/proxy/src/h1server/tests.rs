@@ -46,6 +46,24 @@ fn start(server: tokio::io::DuplexStream) -> watch::Sender<bool> {
     stop_tx
 }
 
+/// Serves one in-memory connection (a pipe of `buffer` bytes) with `service`; returns the
+/// client's end and the stop switch, which must stay alive for the server to keep serving.
+fn serve_with<S, Fut, B>(
+    buffer: usize,
+    service: S,
+) -> (tokio::io::DuplexStream, watch::Sender<bool>)
+where
+    S: FnMut(Request<RequestBody>) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Response<B>> + Send + 'static,
+    B: Body<Data = Bytes> + WireBody + Unpin + Send + 'static,
+    B::Error: Send,
+{
+    let (client, server) = tokio::io::duplex(buffer);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::spawn(serve(server, limits(), stop_rx, service));
+    (client, stop_tx)
+}
+
 /// Sends `input`, returns everything the server wrote before closing.
 async fn exchange(input: &[u8]) -> String {
     let (client, server) = tokio::io::duplex(1 << 20);
@@ -275,20 +293,13 @@ async fn http10_keep_alive_and_head_responses() {
 
 #[tokio::test]
 async fn streamed_bodies_without_a_length_go_chunked() {
-    let (client, server) = tokio::io::duplex(1 << 16);
-    let (_stop_tx, stop_rx) = watch::channel(false);
-    tokio::spawn(serve(
-        server,
-        limits(),
-        stop_rx,
-        |_req: Request<RequestBody>| async {
-            let frames = futures_util::stream::iter(vec![
-                Ok::<_, std::convert::Infallible>(Frame::data(Bytes::from_static(b"hello "))),
-                Ok(Frame::data(Bytes::from_static(b"world"))),
-            ]);
-            Response::new(http_body_util::StreamBody::new(frames))
-        },
-    ));
+    let (client, _stop_tx) = serve_with(1 << 16, |_req: Request<RequestBody>| async {
+        let frames = futures_util::stream::iter(vec![
+            Ok::<_, std::convert::Infallible>(Frame::data(Bytes::from_static(b"hello "))),
+            Ok(Frame::data(Bytes::from_static(b"world"))),
+        ]);
+        Response::new(http_body_util::StreamBody::new(frames))
+    });
     let (mut r, mut w) = tokio::io::split(client);
     w.write_all(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
         .await
@@ -320,34 +331,27 @@ async fn shutdown_closes_idle_connections_and_finishes_the_current_request() {
 
 #[tokio::test]
 async fn websocket_upgrade_hands_over_the_connection() {
-    let (client, server) = tokio::io::duplex(1 << 16);
-    let (_stop_tx, stop_rx) = watch::channel(false);
-    tokio::spawn(serve(
-        server,
-        limits(),
-        stop_rx,
-        |mut req: Request<RequestBody>| async move {
-            let up = req.extensions_mut().remove::<OnUpgrade>();
-            if let Some(up) = up {
-                tokio::spawn(async move {
-                    if let Some(mut io) = up.upgraded().await {
-                        let mut b = [0u8; 4];
-                        if io.read_exact(&mut b).await.is_ok() {
-                            let _ = io.write_all(&b).await;
-                        }
+    let (client, _stop_tx) = serve_with(1 << 16, |mut req: Request<RequestBody>| async move {
+        let up = req.extensions_mut().remove::<OnUpgrade>();
+        if let Some(up) = up {
+            tokio::spawn(async move {
+                if let Some(mut io) = up.upgraded().await {
+                    let mut b = [0u8; 4];
+                    if io.read_exact(&mut b).await.is_ok() {
+                        let _ = io.write_all(&b).await;
                     }
-                });
-                let mut resp = Response::new(Full::new(Bytes::new()));
-                *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
-                resp.headers_mut()
-                    .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-                resp.headers_mut()
-                    .insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-                return resp;
-            }
-            Response::new(Full::new(Bytes::from_static(b"plain")))
-        },
-    ));
+                }
+            });
+            let mut resp = Response::new(Full::new(Bytes::new()));
+            *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+            resp.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+            resp.headers_mut()
+                .insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+            return resp;
+        }
+        Response::new(Full::new(Bytes::from_static(b"plain")))
+    });
     let (mut r, mut w) = tokio::io::split(client);
     // The first frame arrives with the head: it must reach the new protocol's reader.
     w.write_all(
@@ -371,41 +375,34 @@ use http::HeaderValue;
 async fn a_body_held_past_its_response_never_reads_the_next_requests_body() {
     // Like hyper's HTTP/2 client, which sends a request body from its own task: the handler
     // answers at once and a spawned task keeps reading the body afterwards.
-    let (client, server) = tokio::io::duplex(1 << 20);
-    let (_stop_tx, stop_rx) = watch::channel(false);
     let held: Arc<std::sync::Mutex<Vec<u8>>> = Arc::default();
     let (go_tx, go_rx) = watch::channel(false);
     let held2 = held.clone();
-    tokio::spawn(serve(
-        server,
-        limits(),
-        stop_rx,
-        move |req: Request<RequestBody>| {
-            let held = held2.clone();
-            let mut go = go_rx.clone();
-            async move {
-                if req.uri().path() == "/first" {
-                    let mut body = req.into_body();
-                    tokio::spawn(async move {
-                        let _ = go.wait_for(|g| *g).await;
-                        while let Some(Ok(f)) = body.frame().await {
-                            if let Ok(d) = f.into_data() {
-                                held.lock().unwrap().extend_from_slice(&d);
-                            }
+    let (client, _stop_tx) = serve_with(1 << 20, move |req: Request<RequestBody>| {
+        let held = held2.clone();
+        let mut go = go_rx.clone();
+        async move {
+            if req.uri().path() == "/first" {
+                let mut body = req.into_body();
+                tokio::spawn(async move {
+                    let _ = go.wait_for(|g| *g).await;
+                    while let Some(Ok(f)) = body.frame().await {
+                        if let Ok(d) = f.into_data() {
+                            held.lock().unwrap().extend_from_slice(&d);
                         }
-                    });
-                    return Response::new(Full::new(Bytes::from_static(b"early")));
-                }
-                let body = req
-                    .into_body()
-                    .collect()
-                    .await
-                    .map(|b| b.to_bytes())
-                    .unwrap_or_default();
-                Response::new(Full::new(Bytes::from(format!("got {}", body.len()))))
+                    }
+                });
+                return Response::new(Full::new(Bytes::from_static(b"early")));
             }
-        },
-    ));
+            let body = req
+                .into_body()
+                .collect()
+                .await
+                .map(|b| b.to_bytes())
+                .unwrap_or_default();
+            Response::new(Full::new(Bytes::from(format!("got {}", body.len()))))
+        }
+    });
     let (mut r, mut w) = tokio::io::split(client);
     w.write_all(b"POST /first HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nAAAAA")
         .await
@@ -422,30 +419,23 @@ async fn a_body_held_past_its_response_never_reads_the_next_requests_body() {
     );
 
     // Pipelined: the second request's body arrives after the first response.
-    let (client, server) = tokio::io::duplex(1 << 20);
-    let (_stop_tx, stop_rx) = watch::channel(false);
     let held: Arc<std::sync::Mutex<Vec<u8>>> = Arc::default();
     let held2 = held.clone();
-    tokio::spawn(serve(
-        server,
-        limits(),
-        stop_rx,
-        move |req: Request<RequestBody>| {
-            let held = held2.clone();
-            async move {
-                let mut body = req.into_body();
-                tokio::spawn(async move {
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    while let Some(Ok(f)) = body.frame().await {
-                        if let Ok(d) = f.into_data() {
-                            held.lock().unwrap().extend_from_slice(&d);
-                        }
+    let (client, _stop_tx) = serve_with(1 << 20, move |req: Request<RequestBody>| {
+        let held = held2.clone();
+        async move {
+            let mut body = req.into_body();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                while let Some(Ok(f)) = body.frame().await {
+                    if let Ok(d) = f.into_data() {
+                        held.lock().unwrap().extend_from_slice(&d);
                     }
-                });
-                Response::new(Full::new(Bytes::from_static(b"early")))
-            }
-        },
-    ));
+                }
+            });
+            Response::new(Full::new(Bytes::from_static(b"early")))
+        }
+    });
     let (mut r, mut w) = tokio::io::split(client);
     w.write_all(b"POST /first HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nAAAAAPOST /second HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\n")
         .await
@@ -459,18 +449,11 @@ async fn a_body_held_past_its_response_never_reads_the_next_requests_body() {
 
 #[tokio::test]
 async fn an_interim_status_as_a_final_response_becomes_502() {
-    let (client, server) = tokio::io::duplex(1 << 16);
-    let (_stop_tx, stop_rx) = watch::channel(false);
-    tokio::spawn(serve(
-        server,
-        limits(),
-        stop_rx,
-        |_req: Request<RequestBody>| async {
-            let mut r = Response::new(Full::new(Bytes::from_static(b"x")));
-            *r.status_mut() = StatusCode::from_u16(103).unwrap();
-            r
-        },
-    ));
+    let (client, _stop_tx) = serve_with(1 << 16, |_req: Request<RequestBody>| async {
+        let mut r = Response::new(Full::new(Bytes::from_static(b"x")));
+        *r.status_mut() = StatusCode::from_u16(103).unwrap();
+        r
+    });
     let (mut r, mut w) = tokio::io::split(client);
     w.write_all(b"GET /a HTTP/1.1\r\nHost: t\r\n\r\nGET /b HTTP/1.1\r\nHost: t\r\n\r\n")
         .await
@@ -535,31 +518,24 @@ impl WireBody for Wired {
 async fn wire_header_lines_are_written_as_they_are() {
     // The lines carry a Date (so the server adds none) and the upstream's length, which a
     // HEAD response still reports.
-    let (client, server) = tokio::io::duplex(1 << 16);
-    let (_stop_tx, stop_rx) = watch::channel(false);
-    tokio::spawn(serve(
-        server,
-        limits(),
-        stop_rx,
-        |req: Request<RequestBody>| async move {
-            let mut w = WireHead {
-                date: true,
-                length: Some(5),
-                ..WireHead::default()
-            };
-            w.push(b"X-Up", b"1");
-            w.push(b"Date", b"Mon, 01 Jan 2024 00:00:00 GMT");
-            let body = if req.method() == Method::HEAD {
-                Full::new(Bytes::new())
-            } else {
-                Full::new(Bytes::from_static(b"hello"))
-            };
-            let mut resp = Response::new(Wired(Some(w), body));
-            resp.headers_mut()
-                .insert("x-map", http::HeaderValue::from_static("2"));
-            resp
-        },
-    ));
+    let (client, _stop_tx) = serve_with(1 << 16, |req: Request<RequestBody>| async move {
+        let mut w = WireHead {
+            date: true,
+            length: Some(5),
+            ..WireHead::default()
+        };
+        w.push(b"X-Up", b"1");
+        w.push(b"Date", b"Mon, 01 Jan 2024 00:00:00 GMT");
+        let body = if req.method() == Method::HEAD {
+            Full::new(Bytes::new())
+        } else {
+            Full::new(Bytes::from_static(b"hello"))
+        };
+        let mut resp = Response::new(Wired(Some(w), body));
+        resp.headers_mut()
+            .insert("x-map", http::HeaderValue::from_static("2"));
+        resp
+    });
     let (mut r, mut w) = tokio::io::split(client);
     w.write_all(
         b"GET / HTTP/1.1\r\nHost: t\r\n\r\nHEAD / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
