@@ -46,6 +46,8 @@ pub struct ConnInfo {
     /// The peer's address as a header value (X-Real-IP, X-Forwarded-For), made once per
     /// connection.
     pub peer_value: Option<HeaderValue>,
+    /// The local port as a header value (X-Forwarded-Port), made once per connection.
+    pub port_value: HeaderValue,
 }
 
 impl ConnInfo {
@@ -495,6 +497,7 @@ pub async fn handle(
                 port,
                 original_path: parts.uri.path(),
                 peer_value: conn.peer_value.clone(),
+                port_value: (port == conn.local.port()).then(|| conn.port_value.clone()),
                 prefix: found
                     .matched_path
                     .as_ref()
@@ -1281,6 +1284,8 @@ struct Plan<'a> {
     websocket: bool,
     /// The connection's peer address as a header value.
     peer_value: Option<HeaderValue>,
+    /// `port` as a header value, when it is the connection's local port (made once then).
+    port_value: Option<HeaderValue>,
 }
 
 fn hash_key(
@@ -1555,7 +1560,10 @@ fn upstream_request<'a>(
     });
     set(&X_FORWARDED_HOST, &|| Val::text(&ctx.host));
     set(&X_FORWARDED_PORT, &|| {
-        Some(Val::Header(number_value(u64::from(fwd.port))))
+        Some(Val::Header(match &fwd.port_value {
+            Some(v) => v.clone(),
+            None => number_value(u64::from(fwd.port)),
+        }))
     });
     set(&X_FORWARDED_PATH, &|| Val::text(fwd.original_path));
     match &fwd.prefix {

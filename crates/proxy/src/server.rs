@@ -8,6 +8,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
+use http::HeaderValue;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -187,6 +188,7 @@ async fn serve_plain(
             tls_version: None,
             client_certs: None,
             peer_value: ConnInfo::peer_header(peer),
+            port_value: HeaderValue::from(local.port()),
         });
         serve_h2(gw, stream, info, watcher).await;
     } else {
@@ -236,6 +238,7 @@ async fn serve_tls(
             tls_version: version,
             client_certs,
             peer_value: ConnInfo::peer_header(peer),
+            port_value: HeaderValue::from(local.port()),
         });
         serve_h2(gw, tls, info, watcher).await;
     } else {
@@ -279,6 +282,7 @@ async fn serve_h1<I>(
         tls_version,
         client_certs,
         peer_value: ConnInfo::peer_header(peer),
+        port_value: HeaderValue::from(local.port()),
     });
     crate::h1server::serve(io, limits, watcher, |req| {
         handle(gw.clone(), info.clone(), req.map(ClientBody::H1))
