@@ -604,9 +604,8 @@ impl<I: ClientIo> Conn<I> {
     fn poll_head(&mut self, cx: &mut Context<'_>, served: u64) -> Poll<HeadOutcome> {
         loop {
             if !self.rbuf.is_empty() {
-                match head::parse(&self.rbuf, &self.limits) {
+                match head::parse(&mut self.rbuf, &self.limits) {
                     Ok(Some(h)) => {
-                        self.rbuf.advance(h.len);
                         self.timer.clear();
                         return Poll::Ready(HeadOutcome::Head(h));
                     }

@@ -4,7 +4,7 @@
 use std::mem::MaybeUninit;
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::BytesMut;
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Uri, Version};
 
@@ -48,8 +48,6 @@ pub struct HeadError(pub u16);
 /// A complete, checked request head.
 #[derive(Debug)]
 pub struct Head {
-    /// Bytes the head took (its final empty line included).
-    pub len: usize,
     /// How the body is delimited.
     pub framing: Framing,
     /// The request method.
@@ -69,8 +67,85 @@ pub struct Head {
 
 const MAX_HEADERS: usize = 256;
 
-/// Parses and checks the head at the start of `buf`. `Ok(None)`: incomplete, read more.
-pub fn parse(buf: &[u8], limits: &Limits) -> Result<Option<Head>, HeadError> {
+/// Where one header line's name and value lie in the head.
+#[derive(Clone, Copy, Default)]
+struct Span {
+    name: (u32, u32),
+    value: (u32, u32),
+}
+
+/// Header spans kept on the stack; a head with more lines spills to the heap.
+const INLINE_SPANS: usize = 24;
+
+/// Parses and checks the head at the start of `buf`. `Ok(None)`: incomplete, read more. A
+/// complete head is split off `buf` (no copy): the target and header values are slices of it.
+pub fn parse(buf: &mut BytesMut, limits: &Limits) -> Result<Option<Head>, HeadError> {
+    let mut inline = [Span::default(); INLINE_SPANS];
+    let mut spilled = Vec::new();
+    let Some(checked) = check(buf, limits, &mut inline, &mut spilled)? else {
+        return Ok(None);
+    };
+    let Checked {
+        len,
+        framing,
+        method,
+        target,
+        http11,
+        count,
+        expect_continue,
+        keep_alive,
+    } = checked;
+    let block = buf.split_to(len).freeze();
+    let spans = if count <= INLINE_SPANS {
+        &inline[..count]
+    } else {
+        &spilled[..]
+    };
+    let part = |(start, len): (u32, u32)| block.slice(start as usize..(start + len) as usize);
+    let uri = Uri::from_maybe_shared(part(target)).map_err(|_| HeadError(400))?;
+    let mut headers = HeaderMap::with_capacity(count + 8);
+    for s in spans {
+        let (start, n) = s.name;
+        let name = HeaderName::from_bytes(&block[start as usize..(start + n) as usize])
+            .map_err(|_| HeadError(400))?;
+        let value = HeaderValue::from_maybe_shared(part(s.value)).map_err(|_| HeadError(400))?;
+        headers.append(name, value);
+    }
+    Ok(Some(Head {
+        framing,
+        method,
+        uri,
+        version: if http11 {
+            Version::HTTP_11
+        } else {
+            Version::HTTP_10
+        },
+        headers,
+        expect_continue,
+        keep_alive,
+    }))
+}
+
+/// What [`check`] found in a complete head.
+struct Checked {
+    len: usize,
+    framing: Framing,
+    method: Method,
+    target: (u32, u32),
+    http11: bool,
+    count: usize,
+    expect_continue: bool,
+    keep_alive: bool,
+}
+
+/// Parses and checks a head, recording where its parts lie (`inline`, or `spilled` when it
+/// has more than [`INLINE_SPANS`] lines).
+fn check(
+    buf: &[u8],
+    limits: &Limits,
+    inline: &mut [Span; INLINE_SPANS],
+    spilled: &mut Vec<Span>,
+) -> Result<Option<Checked>, HeadError> {
     // Clients may send stray CRLFs between requests (RFC 9112 §2.2); httparse skips them, but
     // a bare LF is not a line end here.
     let first_lf = buf.iter().position(|&b| b == b'\n');
@@ -202,32 +277,28 @@ pub fn parse(buf: &[u8], limits: &Limits) -> Result<Option<Head>, HeadError> {
         Framing::None
     };
     let method = Method::from_bytes(method.as_bytes()).map_err(|_| HeadError(400))?;
-    // One copy of the head; the target and header values are slices of it.
-    let block = Bytes::copy_from_slice(head);
+    // Offsets fit: a head is at most `max_header_bytes` long, far below 4 GiB.
     let base = buf.as_ptr() as usize;
-    let slice = |part: &[u8]| {
-        let start = part.as_ptr() as usize - base;
-        block.slice(start..start + part.len())
-    };
-    let uri = Uri::from_maybe_shared(slice(t)).map_err(|_| HeadError(400))?;
-    let mut headers = HeaderMap::with_capacity(req.headers.len() + 8);
-    for h in req.headers.iter() {
-        let name = HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| HeadError(400))?;
-        let value = HeaderValue::from_maybe_shared(slice(h.value)).map_err(|_| HeadError(400))?;
-        headers.append(name, value);
+    let span = |part: &[u8]| ((part.as_ptr() as usize - base) as u32, part.len() as u32);
+    let count = req.headers.len();
+    for (i, h) in req.headers.iter().enumerate() {
+        let s = Span {
+            name: span(h.name.as_bytes()),
+            value: span(h.value),
+        };
+        match inline.get_mut(i) {
+            Some(slot) if count <= INLINE_SPANS => *slot = s,
+            _ => spilled.push(s),
+        }
     }
     let has_body = !matches!(framing, Framing::None | Framing::Length(0));
-    Ok(Some(Head {
+    Ok(Some(Checked {
         len,
         framing,
         method,
-        uri,
-        version: if http11 {
-            Version::HTTP_11
-        } else {
-            Version::HTTP_10
-        },
-        headers,
+        target: span(t),
+        http11,
+        count,
         expect_continue: expect_continue && http11 && has_body,
         keep_alive: if http11 {
             !connection_close
