@@ -85,3 +85,16 @@ awk '
       p99["portcullis"]/n["portcullis"] - p99["nginx"]/n["nginx"],
       (cpu["portcullis"]/n["portcullis"])/(cpu["nginx"]/n["nginx"])
   }' "$OUT/results.txt"
+
+# The same ratios from each column's median round: one VM stall (a descheduled vCPU shows up
+# as a p99 of several ms in one round, for either proxy) moves a mean far more than a median.
+median() { # proxy column
+  awk -v k="$1" -v c="$2" '$1==k {print $c}' "$OUT/results.txt" | sort -g |
+    awk '{v[NR]=$1} END {print (NR%2) ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2}'
+}
+awk -v nr="$(median nginx 2)" -v pr="$(median portcullis 2)" \
+    -v n99="$(median nginx 4)" -v p99="$(median portcullis 4)" \
+    -v nc="$(median nginx 5)" -v pc="$(median portcullis 5)" 'BEGIN {
+  printf "medians of rounds:      throughput %.2fx, p99 difference %+.3f ms, CPU per request %.2fx (nginx %.0f req/s, p99 %.3f ms; portcullis %.0f req/s, p99 %.3f ms)\n",
+    pr/nr, p99-n99, pc/nc, nr, n99, pr, p99
+}'
