@@ -101,7 +101,7 @@ pub fn parse(buf: &mut BytesMut, limits: &Limits) -> Result<Option<Head>, HeadEr
     } else {
         &spilled[..]
     };
-    let part = |(start, len): (u32, u32)| block.slice(start as usize..(start + len) as usize);
+    let part = |(start, n): (u32, u32)| block.slice(start as usize..(start + n) as usize);
     let uri = Uri::from_maybe_shared(part(target)).map_err(|_| HeadError(400))?;
     let mut headers = HeaderMap::with_capacity(count + 8);
     for s in spans {
@@ -281,15 +281,16 @@ fn check(
     let base = buf.as_ptr() as usize;
     let span = |part: &[u8]| ((part.as_ptr() as usize - base) as u32, part.len() as u32);
     let count = req.headers.len();
-    for (i, h) in req.headers.iter().enumerate() {
-        let s = Span {
-            name: span(h.name.as_bytes()),
-            value: span(h.value),
-        };
-        match inline.get_mut(i) {
-            Some(slot) if count <= INLINE_SPANS => *slot = s,
-            _ => spilled.push(s),
+    let spans = req.headers.iter().map(|h| Span {
+        name: span(h.name.as_bytes()),
+        value: span(h.value),
+    });
+    if count <= INLINE_SPANS {
+        for (slot, s) in inline.iter_mut().zip(spans) {
+            *slot = s;
         }
+    } else {
+        spilled.extend(spans);
     }
     let has_body = !matches!(framing, Framing::None | Framing::Length(0));
     Ok(Some(Checked {

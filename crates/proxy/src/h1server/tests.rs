@@ -22,6 +22,16 @@ fn limits() -> Arc<Limits> {
     })
 }
 
+/// Reads a whole request body and answers `got N` (its length; 0 if it failed).
+async fn got(body: RequestBody) -> Response<Full<Bytes>> {
+    let body = body
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    Response::new(Full::new(Bytes::from(format!("got {}", body.len()))))
+}
+
 fn start(server: tokio::io::DuplexStream) -> watch::Sender<bool> {
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::spawn(serve(
@@ -34,13 +44,7 @@ fn start(server: tokio::io::DuplexStream) -> watch::Sender<bool> {
                 // Answers without reading the body.
                 return Response::new(Full::new(Bytes::from_static(b"refused")));
             }
-            let body = req
-                .into_body()
-                .collect()
-                .await
-                .map(|b| b.to_bytes())
-                .unwrap_or_default();
-            Response::new(Full::new(Bytes::from(format!("got {}", body.len()))))
+            got(req.into_body()).await
         },
     ));
     stop_tx
@@ -394,13 +398,7 @@ async fn a_body_held_past_its_response_never_reads_the_next_requests_body() {
                 });
                 return Response::new(Full::new(Bytes::from_static(b"early")));
             }
-            let body = req
-                .into_body()
-                .collect()
-                .await
-                .map(|b| b.to_bytes())
-                .unwrap_or_default();
-            Response::new(Full::new(Bytes::from(format!("got {}", body.len()))))
+            got(req.into_body()).await
         }
     });
     let (mut r, mut w) = tokio::io::split(client);
@@ -552,4 +550,40 @@ async fn wire_header_lines_are_written_as_they_are() {
         head,
         "HTTP/1.1 200 OK\r\nx-map: 2\r\nX-Up: 1\r\nDate: Mon, 01 Jan 2024 00:00:00 GMT\r\ncontent-length: 5\r\nconnection: close\r\n\r\n"
     );
+}
+
+#[tokio::test]
+async fn heads_of_any_line_count_arrive_whole_and_in_order() {
+    // The handler answers with every header as `name=value`, in the order the map holds them.
+    let (client, _stop_tx) = serve_with(1 << 20, |req: Request<RequestBody>| async move {
+        let lines: Vec<String> = req
+            .headers()
+            .iter()
+            .map(|(k, v)| format!("{k}={}", v.to_str().unwrap_or("?")))
+            .collect();
+        Response::new(Full::new(Bytes::from(format!(
+            "{} {}",
+            req.uri(),
+            lines.join(",")
+        ))))
+    });
+    let (mut r, mut w) = tokio::io::split(client);
+    // Two pipelined requests in one write: one with lines on the stack (3), one that spills
+    // past them (40); the second head is split from the same read buffer as the first.
+    let mut input = b"GET /a?x=1 HTTP/1.1\r\nHost: t\r\nX-One: 1\r\n\r\n".to_vec();
+    input.extend_from_slice(b"GET /b HTTP/1.1\r\nHost: t\r\n");
+    for i in 0..39 {
+        input.extend_from_slice(format!("X-H{i}: v{i}\r\n").as_bytes());
+    }
+    input.extend_from_slice(b"Connection: close\r\n\r\n");
+    w.write_all(&input).await.unwrap();
+    let (out, closed) = until_closed(&mut r).await;
+    assert!(closed);
+    assert!(out.contains("/a?x=1 host=t,x-one=1"), "{out}");
+    let mut expected = String::from("/b host=t,");
+    for i in 0..39 {
+        expected.push_str(&format!("x-h{i}=v{i},"));
+    }
+    expected.push_str("connection=close");
+    assert!(out.contains(&expected), "{out}");
 }
