@@ -14,11 +14,41 @@ NCPU=$(nproc)
 PROXY_CPU=0
 LOAD_CPU=$(( NCPU > 1 ? 1 : 0 ))
 
-# write_configs OUT ORIGIN_PORT NGINX_PORT: the origin (a small static body), nginx as a
-# keep-alive reverse proxy in front of it, and Portcullis' node settings (access logs off on
-# both sides, so the comparison is the proxy path).
+# write_configs OUT ORIGIN_PORT NGINX_PORT [NGINX_KONG_PORT]: the origin (a small static
+# body), nginx as a keep-alive reverse proxy in front of it, and Portcullis' node settings
+# (access logs off on both sides, so the comparison is the proxy path).
+#
+# NGINX_KONG_PORT, when given, is a second server in the same nginx worker that does the work
+# Kong's contract asks of Portcullis on every request: the upstream gets the same headers
+# (Host as host:port, X-Forwarded-Proto/-Host/-Port/-Path, X-Real-IP, X-Forwarded-For and a
+# 32-hex request id) and the client the same extra response headers (request id and two
+# latency headers). Those ~200 request bytes cost the origin ~2,500 instructions of header
+# parsing per request, on the CPU it shares with wrk (docs/performance.md, session 8).
 write_configs() {
-  local out=$1 origin_port=$2 nginx_port=$3
+  local out=$1 origin_port=$2 nginx_port=$3 nginx_kong_port=${4:-}
+  local kong_server=""
+  if [ -n "$nginx_kong_port" ]; then
+    kong_server="
+  server {
+    listen 127.0.0.1:$nginx_kong_port backlog=4096;
+    location / {
+      proxy_pass http://origin;
+      proxy_http_version 1.1;
+      proxy_set_header Connection \"\";
+      proxy_set_header Host \$proxy_host;
+      proxy_set_header X-Request-Id \$request_id;
+      proxy_set_header X-Real-IP \$remote_addr;
+      proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+      proxy_set_header X-Forwarded-Proto \$scheme;
+      proxy_set_header X-Forwarded-Host \$host;
+      proxy_set_header X-Forwarded-Port \$server_port;
+      proxy_set_header X-Forwarded-Path \$uri;
+      add_header X-Kong-Upstream-Latency \$upstream_response_time;
+      add_header X-Kong-Proxy-Latency 0;
+      add_header X-Request-Id \$request_id;
+    }
+  }"
+  fi
   cat > "$out/origin.conf" <<CONF
 worker_processes 1;
 pid $PWD/$out/origin.pid;
@@ -52,7 +82,7 @@ http {
       proxy_set_header X-Real-IP \$remote_addr;
       proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
     }
-  }
+  }$kong_server
 }
 CONF
   cat > "$out/portcullis.toml" <<CONF

@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # Throughput and latency of a plain proxied GET: Portcullis vs nginx as a reverse proxy, in
-# interleaved rounds, against the same origin (nginx returning a small static body).
+# interleaved rounds, against the same origin (nginx returning a small static body). Two nginx
+# columns: "nginx", a plain reverse proxy (Host, X-Real-IP, X-Forwarded-For), and "nginx-kong",
+# the same nginx made to send the headers Kong's contract makes Portcullis send (see lib.sh).
 #
 #   bench/run.sh [seconds-per-round] [rounds] [connections]
 #
 # One worker each. On a 2-core machine the proxy under test is pinned to CPU 0, and the load
 # generator (wrk) and the origin share CPU 1. Needs: nginx, wrk, taskset (apt install
-# nginx-light wrk util-linux). Prints requests/s, p50 and p99 per round and the ratios.
+# nginx-light wrk util-linux). Prints requests/s, p50, p99, the proxy's and the origin's CPU per
+# request for each round, and the ratios against each nginx column.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DUR=${1:-10}
@@ -24,8 +27,9 @@ rm -f "$OUT"/*.pid
 ORIGIN_PORT=18080
 NGINX_PORT=18081
 PC_PORT=18082
+NGINX_KONG_PORT=18083
 
-write_configs "$OUT" "$ORIGIN_PORT" "$NGINX_PORT"
+write_configs "$OUT" "$ORIGIN_PORT" "$NGINX_PORT" "$NGINX_KONG_PORT"
 
 cat > "$OUT/kong.yml" <<CONF
 _format_version: "3.0"
@@ -45,45 +49,57 @@ taskset -c "$PROXY_CPU" "$BIN" start --config "$OUT/kong.yml" --settings "$OUT/p
 PC_PID=$!
 for _ in $(seq 1 100); do curl -sf -o /dev/null http://127.0.0.1:18001/status && break; sleep 0.1; done
 curl -sf -o /dev/null "http://127.0.0.1:$NGINX_PORT/" || { echo "nginx proxy not answering" >&2; exit 1; }
+curl -sf -o /dev/null "http://127.0.0.1:$NGINX_KONG_PORT/" || { echo "nginx (Kong headers) not answering" >&2; exit 1; }
 curl -sf -o /dev/null "http://127.0.0.1:$PC_PORT/" || { echo "portcullis not answering" >&2; cat "$OUT/portcullis.log"; exit 1; }
 
 NGINX_WORKER=$(pgrep -P "$(cat "$OUT/nginx-proxy.pid")" | head -1)
+ORIGIN_WORKER=$(pgrep -P "$(cat "$OUT/origin.pid")" | head -1)
 
 run() { # name port pid
-  local out c0 c1
+  local out c0 c1 o0 o1
   c0=$(cpu_ticks "$3")
+  o0=$(cpu_ticks "$ORIGIN_WORKER")
   out=$(taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d"${DUR}s" --latency "http://127.0.0.1:$2/" 2>&1)
   c1=$(cpu_ticks "$3")
+  o1=$(cpu_ticks "$ORIGIN_WORKER")
   local rps p50 p99 errs
   rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
   p50=$(echo "$out" | awk '$1=="50%" {print $2}' | to_ms)
   p99=$(echo "$out" | awk '$1=="99%" {print $2}' | to_ms)
   errs=$(echo "$out" | awk '/Non-2xx|Socket errors/ {print}' | tr '\n' ' ')
-  local reqs cpu_us
+  local reqs cpu_us origin_us
   reqs=$(echo "$out" | awk '/requests in/ {print $1}')
   cpu_us=$(awk -v c="$((c1 - c0))" -v hz="$TICK_HZ" -v n="$reqs" 'BEGIN { printf "%.1f", c * 1e6 / hz / n }')
-  printf "%-11s round %d  %10.0f req/s  p50 %7s ms  p99 %7s ms  cpu %6s us/req  %s\n" "$1" "$ROUND" "$rps" "$p50" "$p99" "$cpu_us" "$errs" >&2
-  echo "$1 $rps $p50 $p99 $cpu_us" >> "$OUT/results.txt"
+  origin_us=$(awk -v c="$((o1 - o0))" -v hz="$TICK_HZ" -v n="$reqs" 'BEGIN { printf "%.1f", c * 1e6 / hz / n }')
+  printf "%-11s round %d  %10.0f req/s  p50 %7s ms  p99 %7s ms  cpu %6s us/req  origin %5s us/req  %s\n" "$1" "$ROUND" "$rps" "$p50" "$p99" "$cpu_us" "$origin_us" "$errs" >&2
+  echo "$1 $rps $p50 $p99 $cpu_us $origin_us" >> "$OUT/results.txt"
 }
 
 : > "$OUT/results.txt"
 echo "warm-up..." >&2
 taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d2s "http://127.0.0.1:$NGINX_PORT/" >/dev/null
+taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d2s "http://127.0.0.1:$NGINX_KONG_PORT/" >/dev/null
 taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d2s "http://127.0.0.1:$PC_PORT/" >/dev/null
 for ROUND in $(seq 1 "$ROUNDS"); do
   run nginx $NGINX_PORT "$NGINX_WORKER"
+  run nginx-kong $NGINX_KONG_PORT "$NGINX_WORKER"
   run portcullis $PC_PORT "$PC_PID"
 done
 
 awk '
-  { rps[$1]+=$2; p50[$1]+=$3; p99[$1]+=$4; cpu[$1]+=$5; n[$1]++ }
+  { rps[$1]+=$2; p50[$1]+=$3; p99[$1]+=$4; cpu[$1]+=$5; org[$1]+=$6; n[$1]++ }
   END {
-    printf "\n%-11s %12s %10s %10s %12s\n", "proxy", "req/s(avg)", "p50 ms", "p99 ms", "cpu us/req"
-    for (k in n) printf "%-11s %12.0f %10.3f %10.3f %12.1f\n", k, rps[k]/n[k], p50[k]/n[k], p99[k]/n[k], cpu[k]/n[k]
-    printf "\nratio portcullis/nginx: throughput %.2fx, p99 difference %+.3f ms, CPU per request %.2fx\n",
-      (rps["portcullis"]/n["portcullis"])/(rps["nginx"]/n["nginx"]),
-      p99["portcullis"]/n["portcullis"] - p99["nginx"]/n["nginx"],
-      (cpu["portcullis"]/n["portcullis"])/(cpu["nginx"]/n["nginx"])
+    printf "\n%-11s %12s %10s %10s %12s %14s\n", "proxy", "req/s(avg)", "p50 ms", "p99 ms", "cpu us/req", "origin us/req"
+    for (k in n) printf "%-11s %12.0f %10.3f %10.3f %12.1f %14.1f\n", k, rps[k]/n[k], p50[k]/n[k], p99[k]/n[k], cpu[k]/n[k], org[k]/n[k]
+    split("nginx nginx-kong", refs, " ")
+    for (i = 1; i <= 2; i++) {
+      r = refs[i]
+      printf "\nratio portcullis/%-10s throughput %.2fx, p99 difference %+.3f ms, CPU per request %.2fx",
+        r ":", (rps["portcullis"]/n["portcullis"])/(rps[r]/n[r]),
+        p99["portcullis"]/n["portcullis"] - p99[r]/n[r],
+        (cpu["portcullis"]/n["portcullis"])/(cpu[r]/n[r])
+    }
+    printf "\n"
   }' "$OUT/results.txt"
 
 # The same ratios from each column's median round: one VM stall (a descheduled vCPU shows up
@@ -92,9 +108,17 @@ median() { # proxy column
   awk -v k="$1" -v c="$2" '$1==k {print $c}' "$OUT/results.txt" | sort -g |
     awk '{v[NR]=$1} END {print (NR%2) ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2}'
 }
-awk -v nr="$(median nginx 2)" -v pr="$(median portcullis 2)" \
-    -v n99="$(median nginx 4)" -v p99="$(median portcullis 4)" \
-    -v nc="$(median nginx 5)" -v pc="$(median portcullis 5)" 'BEGIN {
-  printf "medians of rounds:      throughput %.2fx, p99 difference %+.3f ms, CPU per request %.2fx (nginx %.0f req/s, p99 %.3f ms; portcullis %.0f req/s, p99 %.3f ms)\n",
-    pr/nr, p99-n99, pc/nc, nr, n99, pr, p99
-}'
+# Each round's throughput ratio against the reference run just before it (adjacent in time,
+# so a slow spell of the VM hits both), and the median of those ratios.
+paired() { # reference
+  awk -v r="$1" '$1==r {ref=$2} $1=="portcullis" && ref {print $2/ref}' "$OUT/results.txt" | sort -g |
+    awk '{v[NR]=$1; if ($1 >= 1) w++} END {printf "%.2fx (portcullis ahead in %d of %d rounds)", (NR%2) ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2, w, NR}'
+}
+for ref in nginx nginx-kong; do
+  awk -v ref="$ref" -v nr="$(median "$ref" 2)" -v pr="$(median portcullis 2)" \
+      -v n99="$(median "$ref" 4)" -v p99="$(median portcullis 4)" \
+      -v nc="$(median "$ref" 5)" -v pc="$(median portcullis 5)" -v paired="$(paired "$ref")" 'BEGIN {
+    printf "medians vs %-11s throughput %.2fx, p99 difference %+.3f ms, CPU per request %.2fx (%s %.0f req/s, p99 %.3f ms; portcullis %.0f req/s, p99 %.3f ms); round by round: %s\n",
+      ref ":", pr/nr, p99-n99, pc/nc, ref, nr, n99, pr, p99, paired
+  }'
+done
