@@ -46,6 +46,19 @@ async fn every_request_gets_an_id_sent_upstream_and_back() {
     let r2 = gw.get("/open").await;
     assert_ne!(r2.header("x-request-id").unwrap(), id);
 
+    // The same on a route with plugins, where the id is among the headers plugins see.
+    let r4 = get(
+        gw.proxy,
+        "/locked?apikey=alice-very-secret-key",
+        &[("x-request-id", "forged-id")],
+    )
+    .await
+    .unwrap();
+    assert_status(&r4, 200);
+    let id4 = r4.header("x-request-id").unwrap();
+    assert_eq!(id4.len(), 32, "{id4}");
+    assert_eq!(r4.upstream_header("x-request-id").unwrap(), id4);
+
     // Gateway-generated answers carry one too.
     let r3 = gw.get("/nowhere").await;
     assert_status(&r3, 404);

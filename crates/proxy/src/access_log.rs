@@ -95,7 +95,7 @@ pub struct AccessLog {
     sink: Arc<AccessLogSink>,
     started: Instant,
     /// Request id.
-    pub request_id: String,
+    pub request_id: RequestId,
     /// Client address (after trusted-proxy resolution).
     pub client_ip: Option<IpAddr>,
     /// Request method.
@@ -177,13 +177,67 @@ struct Latencies {
     gateway_ms: u64,
 }
 
+/// A request id: 128 random bits as 32 lower-case hex digits (like Kong's `$request_id`), kept
+/// inline so that making one allocates nothing; header values are made from it only where a
+/// `HeaderMap` needs one.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct RequestId([u8; 32]);
+
+impl RequestId {
+    /// A fresh id from the thread's cryptographic generator: ids are unpredictable.
+    pub fn random() -> RequestId {
+        RequestId::from_bits(rand::random())
+    }
+
+    fn from_bits(n: u128) -> RequestId {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut digits = [0u8; 32];
+        // A byte at a time (no 128-bit shift per digit).
+        for (pair, b) in digits.chunks_exact_mut(2).zip(n.to_be_bytes()) {
+            pair[0] = HEX[usize::from(b >> 4)];
+            pair[1] = HEX[usize::from(b & 0xf)];
+        }
+        RequestId(digits)
+    }
+
+    /// The 32 hex digits.
+    pub fn as_str(&self) -> &str {
+        // Always ASCII hex digits.
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+
+    /// The 32 hex digits as bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl Default for RequestId {
+    /// All zeros: a record that never got an id.
+    fn default() -> RequestId {
+        RequestId([b'0'; 32])
+    }
+}
+
+impl std::fmt::Debug for RequestId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::fmt::Display for RequestId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 impl AccessLog {
     /// Starts a record for a request that arrived at `started`.
     pub fn new(sink: Arc<AccessLogSink>, started: Instant) -> AccessLog {
         AccessLog {
             sink,
             started,
-            request_id: String::new(),
+            request_id: RequestId::default(),
             client_ip: None,
             method: String::new(),
             host: String::new(),
@@ -220,7 +274,7 @@ impl AccessLog {
         let line = Line {
             time: rfc3339(SystemTime::now()),
             kind: "access",
-            request_id: &self.request_id,
+            request_id: self.request_id.as_str(),
             client_ip: self.client_ip.map(|ip| ip.to_string()),
             method: &self.method,
             host: &self.host,
@@ -296,6 +350,13 @@ pub fn rfc3339(t: SystemTime) -> String {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[test]
+    fn request_ids_are_the_bits_in_lower_hex() {
+        for n in [0, 1, 0x0123_4567_89ab_cdef_0011_2233_4455_6677, u128::MAX] {
+            assert_eq!(RequestId::from_bits(n).as_str(), format!("{n:032x}"));
+        }
+    }
 
     #[test]
     fn rfc3339_formats_known_instants() {

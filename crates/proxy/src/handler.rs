@@ -10,13 +10,13 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::BodyExt;
 use portcullis_config::HashOn;
-use portcullis_plugins::headers::remove_where;
+use portcullis_plugins::headers::{self, remove_where};
 use portcullis_plugins::log_entry::{self, EntityRef};
 use portcullis_plugins::trace;
 use portcullis_plugins::{Access, BodyPrefix, Ctx, Flow, LogEntry, ResponseHead};
 use portcullis_router::{Headers, RequestInfo};
 
-use crate::access_log::{AccessLog, LogTail};
+use crate::access_log::{AccessLog, LogTail, RequestId};
 use crate::balancer::Outcome;
 use crate::body::{ClientBody, InFlight, ProxyBody, Rest, TimedIncoming, UpstreamBody};
 use crate::errors::{self, kong_error};
@@ -90,9 +90,7 @@ static PROXY_LATENCY: &HeaderName = &LATENCY_HEADERS[1];
 /// once on the client's headers before any plugin runs, so a client can never make the gateway
 /// drop a header the gateway itself sets (identity, request id, transformer output).
 fn strip_connection_named(h: &mut HeaderMap) {
-    let named: Vec<HeaderName> = h
-        .get_all(header::CONNECTION)
-        .iter()
+    let named: Vec<HeaderName> = headers::all(h, &header::CONNECTION)
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
@@ -105,25 +103,6 @@ fn strip_connection_named(h: &mut HeaderMap) {
 
 /// Removes the fixed hop-by-hop headers (upstream requests: the client's `Connection`-named
 /// headers were removed before the plugins ran).
-/// A new request id: 128 random bits as 32 lower-case hex digits (without `format!`, which
-/// costs more than the rest of the id on every request).
-fn request_id() -> String {
-    hex_id(rand::random())
-}
-
-fn hex_id(n: u128) -> String {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut digits = [0u8; 32];
-    // A byte at a time (no 128-bit shift per digit).
-    for (pair, b) in digits.chunks_exact_mut(2).zip(n.to_be_bytes()) {
-        pair[0] = HEX[usize::from(b >> 4)];
-        pair[1] = HEX[usize::from(b & 0xf)];
-    }
-    std::str::from_utf8(&digits)
-        .map(str::to_owned)
-        .unwrap_or_default()
-}
-
 fn strip_fixed_hop_by_hop(h: &mut HeaderMap) {
     remove_where(h, is_hop_by_hop);
 }
@@ -153,7 +132,9 @@ fn request_host(parts: &http::request::Parts, conn: &ConnInfo) -> Option<(String
     let default_port = conn.local.port();
     let raw = match parts.uri.authority() {
         Some(a) => a.as_str(),
-        None => parts.headers.get(header::HOST)?.to_str().ok()?,
+        None => headers::first(&parts.headers, &header::HOST)?
+            .to_str()
+            .ok()?,
     };
     let (mut host, port) = portcullis_config::text::split_host_port(raw)?;
     host.make_ascii_lowercase();
@@ -218,9 +199,7 @@ pub async fn handle(
     // Every request gets a fresh id (32 hex digits, like Kong's X-Kong-Request-Id); a client's
     // copy of the header is replaced, so ids in logs are always the gateway's own.
     let mut log = Box::new(AccessLog::new(gw.access_log.clone(), started));
-    log.request_id = request_id();
-    // One header value for the upstream request and the response (hex digits: always valid).
-    let request_id_value = HeaderValue::from_str(&log.request_id).ok();
+    log.request_id = RequestId::random();
     if log.enabled() {
         log.method = req.method().as_str().to_string();
         log.protocol = match req.version() {
@@ -365,8 +344,9 @@ pub async fn handle(
             ctx.service_id = route.service.as_ref().map(|s| s.id.clone());
             ctx.service_name = route.service.as_ref().and_then(|s| s.name.clone());
             // Only plugins read the context's copy.
-            if !route.plugins.is_empty() || !route.consumer_plugins.is_empty() {
-                ctx.request_id.clone_from(&log.request_id);
+            let plugins = !route.plugins.is_empty() || !route.consumer_plugins.is_empty();
+            if plugins {
+                ctx.request_id.push_str(log.request_id.as_str());
             }
             ctx.client_certs.clone_from(&conn.client_certs);
             if route.traced {
@@ -382,8 +362,18 @@ pub async fn handle(
 
             // No client may claim an identity: only auth plugins set these headers.
             portcullis_plugins::auth::strip_identity_headers(&mut ctx.headers);
-            if let Some(v) = request_id_value.clone() {
-                ctx.headers.insert(gw.request_id_header.clone(), v);
+            // Plugins (and hashing on a header) see the id among the request headers; otherwise
+            // it is written straight into the upstream request (`Plan::request_id`), replacing
+            // a client's copy the same way, without a header value or a map insert.
+            let id_in_map = plugins
+                || route.service.as_ref().is_some_and(|s| {
+                    matches!(s.balancer.hash_on, HashOn::Header(_))
+                        || matches!(s.balancer.hash_fallback, HashOn::Header(_))
+                });
+            if id_in_map {
+                if let Ok(v) = HeaderValue::from_bytes(log.request_id.as_bytes()) {
+                    ctx.headers.insert(gw.request_id_header.clone(), v);
+                }
             }
             // Access phase: the route's chain, merged by priority with the chain of the consumer once
             // an auth plugin has identified one.
@@ -493,6 +483,7 @@ pub async fn handle(
                     ),
                 },
                 websocket: client_upgrade.is_some(),
+                request_id: (!id_in_map).then_some((&gw.request_id_header, log.request_id)),
                 trusted,
                 port,
                 original_path: parts.uri.path(),
@@ -770,7 +761,7 @@ pub async fn handle(
     };
     // A wired response has its request id and hardening in its lines already.
     if !wired {
-        if let Some(v) = request_id_value {
+        if let Ok(v) = HeaderValue::from_bytes(log.request_id.as_bytes()) {
             resp.headers_mut().insert(gw.request_id_header.clone(), v);
         }
         harden(&gw, resp.headers_mut());
@@ -881,7 +872,7 @@ fn start_tail(
         .unwrap_or_default();
     let entry = LogEntry {
         started_at_ms: (now.saturating_sub(log.elapsed())).as_millis() as u64,
-        request_id: log.request_id.clone(),
+        request_id: log.request_id.as_str().to_string(),
         client_ip: Some(client),
         method: parts.method.as_str().to_string(),
         scheme: if conn.tls { "https" } else { "http" },
@@ -1097,12 +1088,10 @@ fn protocol_mismatch(
     host: &str,
     port: u16,
 ) -> Option<Response<ProxyBody>> {
-    let is_grpc_request = parts
-        .headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/grpc"));
     if route.grpc {
+        let is_grpc_request = headers::first(&parts.headers, &header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("application/grpc"));
         if parts.version != Version::HTTP_2 {
             return Some(kong_error(
                 StatusCode::UPGRADE_REQUIRED,
@@ -1282,6 +1271,9 @@ struct Plan<'a> {
     prefix: Option<String>,
     /// A WebSocket upgrade is being proxied.
     websocket: bool,
+    /// The request id and its header, when the id is not in the context's headers (no
+    /// plugin on the route): the upstream request gets it as a gateway-set header.
+    request_id: Option<(&'a HeaderName, RequestId)>,
     /// The connection's peer address as a header value.
     peer_value: Option<HeaderValue>,
     /// `port` as a header value, when it is the connection's local port (made once then).
@@ -1343,7 +1335,10 @@ struct Outgoing<'a> {
     h2_authority: Option<String>,
     /// Headers set (`Some`) or removed (`None`) by the gateway; every other client header
     /// passes unless it is hop-by-hop.
-    overrides: Vec<(&'static HeaderName, Option<Val<'a>>)>,
+    overrides: Vec<(&'a HeaderName, Option<Val<'a>>)>,
+    /// The request id's header when it is among the overrides (a configurable name, so not
+    /// covered by the first-letter filter in [`Outgoing::overrides`]).
+    request_id: Option<&'a HeaderName>,
 }
 
 /// A header value the gateway sets: a ready value, or text borrowed from the request (checked
@@ -1378,13 +1373,14 @@ impl<'a> Val<'a> {
 
 impl Outgoing<'_> {
     fn overrides(&self, name: &HeaderName) -> bool {
-        // Every overridden name starts with one of these letters (host, te, connection,
+        // Every other overridden name starts with one of these letters (host, te, connection,
         // upgrade, expect, x-forwarded-*, x-real-ip): most client headers are passed on after
         // one byte compare.
-        matches!(
-            name.as_str().as_bytes().first(),
-            Some(b'h' | b't' | b'c' | b'u' | b'e' | b'x')
-        ) && self.overrides.iter().any(|(n, _)| *n == name)
+        self.request_id == Some(name)
+            || matches!(
+                name.as_str().as_bytes().first(),
+                Some(b'h' | b't' | b'c' | b'u' | b'e' | b'x')
+            ) && self.overrides.iter().any(|(n, _)| *n == name)
     }
 
     /// The HTTP/1.1 request head (without its final empty line and without body framing:
@@ -1486,7 +1482,10 @@ fn upstream_request<'a>(
         h.push_str(itoa::Buffer::new().format(target_port));
         h
     };
-    let mut overrides: Vec<(&'static HeaderName, Option<Val<'a>>)> = Vec::with_capacity(10);
+    let mut overrides: Vec<(&'a HeaderName, Option<Val<'a>>)> = Vec::with_capacity(11);
+    if let Some((name, id)) = &fwd.request_id {
+        overrides.push((*name, Some(Val::Text(id.as_str()))));
+    }
     let h2_authority = if service.h2 {
         let scheme = if service.tls.is_some() {
             "https"
@@ -1575,6 +1574,7 @@ fn upstream_request<'a>(
         path_and_query,
         h2_authority,
         overrides,
+        request_id: fwd.request_id.map(|(name, _)| name),
     })
 }
 
@@ -1756,7 +1756,7 @@ struct TimedOut;
 /// or copies differ (a plugin may have rewritten the header of a streamed body).
 fn declared_length(h: &HeaderMap) -> Result<Option<u64>, ()> {
     let mut length = None;
-    for v in h.get_all(header::CONTENT_LENGTH) {
+    for v in headers::all(h, &header::CONTENT_LENGTH) {
         let n = crate::guard::parse_content_length(v.as_bytes()).ok_or(())?;
         if length.is_some_and(|l| l != n) {
             return Err(());
@@ -1789,16 +1789,13 @@ async fn tunnel(client: crate::h1server::OnUpgrade, mut upstream: crate::h1clien
 mod tests {
     #[test]
     fn request_ids_are_32_lower_hex_and_distinct() {
-        let a = super::request_id();
-        let b = super::request_id();
-        assert_eq!(a.len(), 32);
+        let a = crate::access_log::RequestId::random();
+        let b = crate::access_log::RequestId::random();
+        assert_eq!(a.as_str().len(), 32);
         assert!(a
-            .bytes()
-            .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c)));
+            .as_bytes()
+            .iter()
+            .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(c)));
         assert_ne!(a, b);
-        // Same digits as the formatting it replaces.
-        for n in [0, 1, 0x0123_4567_89ab_cdef_0011_2233_4455_6677, u128::MAX] {
-            assert_eq!(super::hex_id(n), format!("{n:032x}"));
-        }
     }
 }
