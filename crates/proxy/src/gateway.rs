@@ -105,10 +105,10 @@ impl Gateway {
             if settings.response_hardening {
                 drop.extend(crate::handler::FINGERPRINTS.iter().cloned());
             }
-            WireRules {
+            WireRules::new(
                 drop,
-                watch: security_headers.iter().map(|(k, _)| k.clone()).collect(),
-            }
+                security_headers.iter().map(|(k, _)| k.clone()).collect(),
+            )
         });
         let pool = Arc::new(Pool::new(
             settings.upstream_keepalive_pool_size,

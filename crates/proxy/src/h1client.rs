@@ -30,7 +30,7 @@ use crate::guard::chunked::{Dechunk, Step};
 use crate::guard::parse_content_length;
 use crate::h1server::WireHead;
 use crate::timer::ConnTimer;
-use crate::upstream::{Pool, PoolKey};
+use crate::upstream::Slot;
 
 /// Longest response head accepted from an upstream.
 const MAX_HEAD: usize = 64 * 1024;
@@ -164,15 +164,13 @@ impl SendFailure {
 
 /// Where a connection goes when its response has been read.
 pub struct Home {
-    /// The pool.
-    pub pool: Arc<Pool>,
-    /// The endpoint's key in it.
-    pub key: PoolKey,
+    /// The endpoint's idle connections.
+    pub slot: Arc<Slot>,
 }
 
 impl Home {
     fn checkin(self, conn: Box<Conn>) {
-        self.pool.checkin_h1(self.key, conn);
+        self.slot.checkin_h1(conn);
     }
 }
 
@@ -197,6 +195,15 @@ impl Conn {
             buf: BytesMut::with_capacity(8 * 1024),
             timer: ConnTimer::default(),
             read_timeout: Duration::from_secs(60),
+        }
+    }
+
+    /// The local port of a plain connection (tests tell connections apart by it).
+    #[cfg(test)]
+    pub(crate) fn local_port(&self) -> u16 {
+        match &self.io {
+            Io::Plain(s) => s.local_addr().map_or(0, |a| a.port()),
+            Io::Tls(_) => 0,
         }
     }
 
@@ -591,11 +598,34 @@ pub struct WireRules {
     /// Further names to remove (lower case): the fingerprint headers under response
     /// hardening, and the headers the gateway sets itself (request id, latencies), which
     /// replace the upstream's.
-    pub drop: Vec<HeaderName>,
+    drop: Vec<HeaderName>,
     /// Names (lower case, at most 64) whose presence in the lines is reported as bits, by
     /// position: the configured security headers, added only when the upstream did not send
     /// them.
-    pub watch: Vec<HeaderName>,
+    watch: Vec<HeaderName>,
+    /// Bit `n` is set when a `drop` or `watch` name is `n` bytes long (bit 63: 63 or more),
+    /// so most upstream header names are relayed without a compare against either list.
+    lengths: u64,
+}
+
+impl WireRules {
+    /// Rules from the names to drop and the names to watch (at most 64).
+    pub fn new(drop: Vec<HeaderName>, watch: Vec<HeaderName>) -> WireRules {
+        let lengths = drop
+            .iter()
+            .chain(&watch)
+            .fold(0, |m, n| m | length_bit(n.as_str().len()));
+        WireRules {
+            drop,
+            watch,
+            lengths,
+        }
+    }
+}
+
+/// A name length's bit in [`WireRules::lengths`].
+fn length_bit(len: usize) -> u64 {
+    1 << len.min(63)
 }
 
 /// Wire mode for one exchange: the node's rules and the names the route's plugins touch.
@@ -700,12 +730,14 @@ fn parse_head(buf: &[u8], wire: Option<Wire<'_>>) -> Result<Option<Parsed>, H1Er
         let mut watched = 0u64;
         for (h, &k) in res.headers.iter().zip(kinds.iter()) {
             let raw = h.name.as_bytes();
+            let listed = rules.lengths & length_bit(raw.len()) != 0;
             if !relayed(raw, k)
                 || k == Kind::ContentLength
-                || rules
-                    .drop
-                    .iter()
-                    .any(|d| raw.eq_ignore_ascii_case(d.as_ref()))
+                || listed
+                    && rules
+                        .drop
+                        .iter()
+                        .any(|d| raw.eq_ignore_ascii_case(d.as_ref()))
             {
                 continue;
             }
@@ -717,9 +749,11 @@ fn parse_head(buf: &[u8], wire: Option<Wire<'_>>) -> Result<Option<Parsed>, H1Er
                 headers.append(name, value);
                 continue;
             }
-            for (i, n) in rules.watch.iter().enumerate() {
-                if raw.eq_ignore_ascii_case(n.as_ref()) {
-                    watched |= 1 << i;
+            if listed {
+                for (i, n) in rules.watch.iter().enumerate() {
+                    if raw.eq_ignore_ascii_case(n.as_ref()) {
+                        watched |= 1 << i;
+                    }
                 }
             }
             w.date |= k == Kind::Date;
@@ -1315,9 +1349,9 @@ mod tests {
             sni: "127.0.0.1".into(),
             h2: false,
         };
+        let pool = crate::upstream::Pool::new(4, std::time::Duration::from_secs(60));
         let home = Home {
-            pool: Arc::new(Pool::new(4, std::time::Duration::from_secs(60))),
-            key: PoolKey::of(&ep),
+            slot: pool.slot(crate::upstream::PoolKey::of(&ep)),
         };
         let conn = Box::new(Conn::new(Io::Plain(tcp)));
         let head = BytesMut::from(&b"POST / HTTP/1.1\r\nhost: x\r\n"[..]);

@@ -26,7 +26,7 @@ use crate::h1server::put_header;
 use crate::path;
 use crate::settings::canonical;
 use crate::snapshot::{upstream_path, ChainEntry, CompiledRoute, CompiledService};
-use crate::upstream::{send_h2, ConnectError, Endpoint, PoolKey, Sender};
+use crate::upstream::{send_h2, ConnectError, Pool, PoolKey, Sender};
 
 /// Facts about the client connection a request arrived on.
 pub struct ConnInfo {
@@ -1611,17 +1611,19 @@ async fn send_with_retries(
         }
         // Counted from selection, so least-connections sees requests still waiting upstream.
         let in_flight = InFlight::new(balancer.clone(), ti);
-        let ep = Endpoint {
-            host: target.host.clone(),
-            port: target.port,
-            tls: service.tls.clone(),
-            sni: service.sni.clone(),
-            h2: service.h2,
+        let slot = match service.slot(&gw.pool, ti) {
+            Some(s) => s.clone(),
+            None => gw.pool.slot(PoolKey::of(&service.endpoint(target))),
         };
-        let key = PoolKey::of(&ep);
-        let (sender, reused) = match gw.pool.checkout(&key) {
+        let (sender, reused) = match slot.checkout() {
             Some(s) => (s, true),
-            None => match Box::pin(gw.pool.connect(&ep, connect_timeout)).await {
+            None => match Box::pin(Pool::connect(
+                &service.endpoint(target),
+                &slot,
+                connect_timeout,
+            ))
+            .await
+            {
                 Ok(s) => (s, false),
                 Err(e) => {
                     let (outcome, failure) = match e {
@@ -1655,10 +1657,7 @@ async fn send_with_retries(
                 let head = out.encode_h1(ctx);
                 let zero_length = declared.is_some()
                     || matches!(ctx.method, Method::POST | Method::PUT | Method::PATCH);
-                let home = Home {
-                    pool: gw.pool.clone(),
-                    key,
-                };
+                let home = Home { slot };
                 let head_request = ctx.method == Method::HEAD;
                 // The read timeout runs on the connection's own timer (no registration per
                 // request), for the response head and then between body reads.

@@ -3,7 +3,7 @@
 //! the request path and swapped in atomically.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use http::HeaderName;
 use portcullis_config::{
@@ -16,7 +16,7 @@ use portcullis_router::{RouteSpec, Router};
 use crate::balancer::{Balancer, HealthRegistry};
 use crate::settings::Settings;
 use crate::tls::{self, CertTable};
-use crate::upstream::TlsClient;
+use crate::upstream::{Endpoint, Pool, PoolKey, Slot, TlsClient};
 
 /// A service ready to proxy to.
 pub struct CompiledService {
@@ -39,6 +39,30 @@ pub struct CompiledService {
     pub host_value: Option<(u16, http::HeaderValue)>,
     /// Name sent as SNI.
     pub sni: Arc<str>,
+    /// The pool slot of each of the balancer's targets, by index, taken from the pool on a
+    /// target's first request (see [`CompiledService::slot`]).
+    pub pool_slots: Box<[OnceLock<Arc<Slot>>]>,
+}
+
+impl CompiledService {
+    /// How to reach one of the balancer's targets.
+    pub fn endpoint(&self, target: &crate::balancer::TargetEntry) -> Endpoint {
+        Endpoint {
+            host: target.host.clone(),
+            port: target.port,
+            tls: self.tls.clone(),
+            sni: self.sni.clone(),
+            h2: self.h2,
+        }
+    }
+
+    /// The pool slot of target `ti` (kept after the first request, so later ones look
+    /// nothing up).
+    pub fn slot(&self, pool: &Pool, ti: usize) -> Option<&Arc<Slot>> {
+        let target = self.balancer.targets().get(ti)?;
+        let cell = self.pool_slots.get(ti)?;
+        Some(cell.get_or_init(|| pool.slot(PoolKey::of(&self.endpoint(target)))))
+    }
 }
 
 /// `Host` for `host` on `port`: the port is left out for 80 and 443, as Kong does.
@@ -232,6 +256,7 @@ pub fn compile(
         let host_header = upstream
             .and_then(|u| u.host_header.clone())
             .unwrap_or_else(|| s.host.clone());
+        let targets = balancer.targets().len();
         services.insert(
             s.id.as_str(),
             Arc::new(CompiledService {
@@ -244,6 +269,7 @@ pub fn compile(
                 sni: Arc::from(host_header.as_str()),
                 host_value: host_value(&host_header, s.port),
                 host_header,
+                pool_slots: (0..targets).map(|_| OnceLock::new()).collect(),
             }),
         );
     }

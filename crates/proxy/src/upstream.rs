@@ -135,27 +135,19 @@ struct Idle {
     since: Instant,
 }
 
-/// Keep-alive pool of upstream connections.
-pub struct Pool {
-    idle: Mutex<FxHashMap<PoolKey, VecDeque<Idle>>>,
-    max_per_key: usize,
+/// The idle connections to one endpoint (one [`PoolKey`]). The pool hands out one slot per
+/// key, shared by every config snapshot; a compiled service keeps its targets' slots, so a
+/// request finds its connections without building, hashing or comparing a key.
+pub struct Slot {
+    idle: Mutex<VecDeque<Idle>>,
+    max: usize,
     idle_timeout: Duration,
 }
 
-impl Pool {
-    /// A pool keeping at most `max_per_key` idle connections per endpoint.
-    pub fn new(max_per_key: usize, idle_timeout: Duration) -> Pool {
-        Pool {
-            idle: Mutex::new(FxHashMap::default()),
-            max_per_key,
-            idle_timeout,
-        }
-    }
-
+impl Slot {
     /// A pooled connection that is ready now, if any.
-    pub fn checkout(&self, key: &PoolKey) -> Option<Sender> {
-        let mut idle = self.idle.lock().ok()?;
-        let queue = idle.get_mut(key)?;
+    pub fn checkout(&self) -> Option<Sender> {
+        let mut queue = self.idle.lock().ok()?;
         let now = Instant::now();
         // Most recently used first: it is the likeliest to be open. Busy HTTP/2 connections
         // (no stream free) go to the back.
@@ -178,12 +170,11 @@ impl Pool {
     }
 
     /// Returns an HTTP/1 connection whose response has been read completely.
-    pub fn checkin_h1(&self, key: PoolKey, conn: Box<Conn>) {
-        let Ok(mut idle) = self.idle.lock() else {
+    pub fn checkin_h1(&self, conn: Box<Conn>) {
+        let Ok(mut queue) = self.idle.lock() else {
             return;
         };
-        let queue = idle.entry(key).or_default();
-        if queue.len() >= self.max_per_key {
+        if queue.len() >= self.max {
             queue.pop_front();
         }
         queue.push_back(Idle {
@@ -192,37 +183,90 @@ impl Pool {
         });
     }
 
-    fn keep_shared(&self, ep: &Endpoint, sender: &Sender) {
-        if let (Some(dup), Ok(mut idle)) = (sender.duplicate(), self.idle.lock()) {
-            let q = idle.entry(PoolKey::of(ep)).or_default();
-            q.retain_mut(|e| e.sender.is_open());
-            q.push_back(Idle {
+    fn keep_shared(&self, sender: &Sender) {
+        if let (Some(dup), Ok(mut queue)) = (sender.duplicate(), self.idle.lock()) {
+            queue.retain_mut(|e| e.sender.is_open());
+            queue.push_back(Idle {
                 sender: dup,
                 since: Instant::now(),
             });
         }
     }
 
-    /// Drops closed and expired connections (run periodically).
-    pub fn sweep(&self) {
-        if let Ok(mut idle) = self.idle.lock() {
-            let now = Instant::now();
-            idle.retain(|_, q| {
-                q.retain_mut(|e| {
-                    now.duration_since(e.since) <= self.idle_timeout && e.sender.is_open()
-                });
-                !q.is_empty()
-            });
+    /// Drops closed and expired connections; true when some are left.
+    fn sweep(&self, now: Instant) -> bool {
+        let Ok(mut queue) = self.idle.lock() else {
+            return true;
+        };
+        queue
+            .retain_mut(|e| now.duration_since(e.since) <= self.idle_timeout && e.sender.is_open());
+        !queue.is_empty()
+    }
+
+    /// Idle connections held.
+    pub fn len(&self) -> usize {
+        self.idle.lock().map_or(0, |q| q.len())
+    }
+
+    /// No idle connection held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Keep-alive pool of upstream connections: one [`Slot`] per endpoint.
+pub struct Pool {
+    slots: Mutex<FxHashMap<PoolKey, Arc<Slot>>>,
+    max_per_key: usize,
+    idle_timeout: Duration,
+}
+
+impl Pool {
+    /// A pool keeping at most `max_per_key` idle connections per endpoint.
+    pub fn new(max_per_key: usize, idle_timeout: Duration) -> Pool {
+        Pool {
+            slots: Mutex::new(FxHashMap::default()),
+            max_per_key,
+            idle_timeout,
         }
     }
 
-    /// Opens a new connection.
-    pub async fn connect(&self, ep: &Endpoint, timeout: Duration) -> Result<Sender, ConnectError> {
+    /// The slot of an endpoint (made on first use; the same slot for the same key).
+    pub fn slot(&self, key: PoolKey) -> Arc<Slot> {
+        let make = || {
+            Arc::new(Slot {
+                idle: Mutex::new(VecDeque::new()),
+                max: self.max_per_key,
+                idle_timeout: self.idle_timeout,
+            })
+        };
+        match self.slots.lock() {
+            Ok(mut slots) => slots.entry(key).or_insert_with(make).clone(),
+            // A poisoned map still leaves a working (unshared) slot.
+            Err(_) => make(),
+        }
+    }
+
+    /// Drops closed and expired connections (run periodically), and the slots nobody holds
+    /// that are left empty.
+    pub fn sweep(&self) {
+        if let Ok(mut slots) = self.slots.lock() {
+            let now = Instant::now();
+            slots.retain(|_, slot| slot.sweep(now) || Arc::strong_count(slot) > 1);
+        }
+    }
+
+    /// Opens a new connection to `ep`; an HTTP/2 one is also shared through `slot`.
+    pub async fn connect(
+        ep: &Endpoint,
+        slot: &Slot,
+        timeout: Duration,
+    ) -> Result<Sender, ConnectError> {
         let sender = tokio::time::timeout(timeout, connect(ep))
             .await
             .map_err(|_| ConnectError::Timeout)??;
         if ep.h2 {
-            self.keep_shared(ep, &sender);
+            slot.keep_shared(&sender);
         }
         Ok(sender)
     }
@@ -293,4 +337,72 @@ async fn connect(ep: &Endpoint) -> Result<Sender, ConnectError> {
         let _ = conn.await;
     });
     Ok(Sender::H2(sender))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(port: u16) -> PoolKey {
+        PoolKey::of(&Endpoint {
+            host: "127.0.0.1".into(),
+            port,
+            tls: None,
+            sni: "127.0.0.1".into(),
+            h2: false,
+        })
+    }
+
+    async fn conn(listener: &tokio::net::TcpListener) -> (Box<Conn>, TcpStream) {
+        let addr = listener.local_addr().unwrap();
+        let (c, s) = tokio::join!(TcpStream::connect(addr), listener.accept());
+        (
+            Box::new(Conn::new(h1client::Io::Plain(c.unwrap()))),
+            s.unwrap().0,
+        )
+    }
+
+    #[tokio::test]
+    async fn one_slot_per_endpoint_and_connections_come_back_newest_first() {
+        let pool = Pool::new(2, Duration::from_secs(60));
+        let a = pool.slot(key(1));
+        assert!(Arc::ptr_eq(&a, &pool.slot(key(1))));
+        assert!(!Arc::ptr_eq(&a, &pool.slot(key(2))));
+
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let (c1, _s1) = conn(&listener).await;
+        let (c2, _s2) = conn(&listener).await;
+        let (c3, _s3) = conn(&listener).await;
+        let p2 = c2.local_port();
+        let p3 = c3.local_port();
+        a.checkin_h1(c1);
+        a.checkin_h1(c2);
+        // Over the limit of 2: the oldest goes.
+        a.checkin_h1(c3);
+        assert_eq!(a.len(), 2);
+        let ports: Vec<u16> = std::iter::from_fn(|| match a.checkout() {
+            Some(Sender::H1(c)) => Some(c.local_port()),
+            _ => None,
+        })
+        .collect();
+        assert_eq!(ports, [p3, p2]);
+    }
+
+    #[tokio::test]
+    async fn sweeping_drops_expired_connections_and_unheld_empty_slots() {
+        let pool = Pool::new(4, Duration::ZERO);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let held = pool.slot(key(1));
+        let (c, _s) = conn(&listener).await;
+        held.checkin_h1(c);
+        let (c, _s2) = conn(&listener).await;
+        pool.slot(key(2)).checkin_h1(c);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        pool.sweep();
+        assert!(held.is_empty());
+        // The held slot stays the endpoint's slot; the other was dropped (a new one now).
+        assert!(Arc::ptr_eq(&held, &pool.slot(key(1))));
+        assert!(pool.slot(key(2)).is_empty());
+        assert_eq!(pool.slots.lock().unwrap().len(), 2);
+    }
 }
