@@ -48,9 +48,54 @@ pub struct ConnInfo {
     pub peer_value: Option<HeaderValue>,
     /// The local port as a header value (X-Forwarded-Port), made once per connection.
     pub port_value: HeaderValue,
+    /// The `X-Forwarded-For`, `X-Real-IP`, `X-Forwarded-Proto` and `X-Forwarded-Port` lines
+    /// of an HTTP/1 upstream request for a client that is this (untrusted) peer and addressed
+    /// this port: the same for every request of the connection, so made once and written
+    /// whole (empty when the peer address has no header form).
+    pub forwarded_lines: bytes::Bytes,
 }
 
 impl ConnInfo {
+    /// A connection's facts, with its per-connection header values made once.
+    pub fn new(
+        peer: SocketAddr,
+        local: SocketAddr,
+        tls: bool,
+        sni: Option<String>,
+        tls_version: Option<&'static str>,
+        client_certs: Option<Arc<Vec<bytes::Bytes>>>,
+    ) -> ConnInfo {
+        let peer_value = ConnInfo::peer_header(peer);
+        let port_value = HeaderValue::from(local.port());
+        let mut lines = bytes::BytesMut::new();
+        if let Some(p) = &peer_value {
+            put_header(
+                &mut lines,
+                X_FORWARDED_FOR.as_str().as_bytes(),
+                p.as_bytes(),
+            );
+            put_header(&mut lines, X_REAL_IP.as_str().as_bytes(), p.as_bytes());
+            let proto: &[u8] = if tls { b"https" } else { b"http" };
+            put_header(&mut lines, X_FORWARDED_PROTO.as_str().as_bytes(), proto);
+            put_header(
+                &mut lines,
+                X_FORWARDED_PORT.as_str().as_bytes(),
+                port_value.as_bytes(),
+            );
+        }
+        ConnInfo {
+            peer,
+            local,
+            tls,
+            sni,
+            tls_version,
+            client_certs,
+            peer_value,
+            port_value,
+            forwarded_lines: lines.freeze(),
+        }
+    }
+
     /// The peer's address as X-Real-IP / X-Forwarded-For carry it.
     pub fn peer_header(peer: SocketAddr) -> Option<HeaderValue> {
         HeaderValue::from_str(&portcullis_plugins::ip_restriction::ip_text(canonical(
@@ -183,9 +228,11 @@ fn client_ip(gw: &Gateway, peer: IpAddr, headers: &HeaderMap) -> (IpAddr, bool) 
 }
 
 /// Handles one request end to end; never fails (errors become Kong-shaped responses).
+/// The gateway and connection are borrowed: an HTTP/1 connection's requests run inside its
+/// own task, which holds them (no reference counts taken per request).
 pub async fn handle(
-    gw: Arc<Gateway>,
-    conn: Arc<ConnInfo>,
+    gw: &Gateway,
+    conn: &ConnInfo,
     mut req: Request<ClientBody>,
 ) -> Response<ProxyBody> {
     let started = Instant::now();
@@ -221,8 +268,6 @@ pub async fn handle(
     // The pipeline runs in this same future (a labeled block, not a nested async fn): a
     // nested future would be stored inside this one and copied whole on every request.
     let mut resp = {
-        let gw: &Gateway = &gw;
-        let conn: &ConnInfo = &conn;
         let log: &mut AccessLog = &mut log;
         'proxy: {
             let snap = gw.snapshot();
@@ -306,11 +351,13 @@ pub async fn handle(
                     });
                 }
             }
-            log.route = Some(route.name.clone().unwrap_or_else(|| route.id.clone()));
-            log.service = route
-                .service
-                .as_ref()
-                .map(|s| s.name.clone().unwrap_or_else(|| s.id.clone()));
+            if log.enabled() {
+                log.route = Some(route.name.clone().unwrap_or_else(|| route.id.clone()));
+                log.service = route
+                    .service
+                    .as_ref()
+                    .map(|s| s.name.clone().unwrap_or_else(|| s.id.clone()));
+            }
             let mut headers = parts.headers;
             strip_connection_named(&mut headers);
             // RFC 9112 §3.2.2: an absolute-form target (or HTTP/2 :authority) replaces Host, so the
@@ -335,17 +382,18 @@ pub async fn handle(
                 client,
             );
             ctx.scheme = if conn.tls { "https" } else { "http" };
-            ctx.uri = parts.uri.clone();
             ctx.version = parts.version;
             ctx.peer_ip = canonical(conn.peer.ip());
             ctx.host = host;
-            ctx.route_id = Some(route.id.clone());
-            ctx.route_name = route.name.clone();
-            ctx.service_id = route.service.as_ref().map(|s| s.id.clone());
-            ctx.service_name = route.service.as_ref().and_then(|s| s.name.clone());
-            // Only plugins read the context's copy.
+            // Only plugins read the target, the route and service names and the context's copy
+            // of the id (each a reference count to take and drop on a plain route).
             let plugins = !route.plugins.is_empty() || !route.consumer_plugins.is_empty();
             if plugins {
+                ctx.uri = parts.uri.clone();
+                ctx.route_id = Some(route.id.clone());
+                ctx.route_name = route.name.clone();
+                ctx.service_id = route.service.as_ref().map(|s| s.id.clone());
+                ctx.service_name = route.service.as_ref().and_then(|s| s.name.clone());
                 ctx.request_id.push_str(log.request_id.as_str());
             }
             ctx.client_certs.clone_from(&conn.client_certs);
@@ -463,7 +511,7 @@ pub async fn handle(
 
             portcullis_plugins::auth::set_identity_headers(&mut ctx);
             note_consumer(log, &ctx);
-            let Some(service) = route.service.clone() else {
+            let Some(service) = route.service.as_ref() else {
                 break 'proxy kong_error(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "no Service found with those values",
@@ -487,15 +535,16 @@ pub async fn handle(
                 trusted,
                 port,
                 original_path: parts.uri.path(),
-                peer_value: conn.peer_value.clone(),
-                port_value: (port == conn.local.port()).then(|| conn.port_value.clone()),
+                peer_value: conn.peer_value.as_ref(),
+                port_value: (port == conn.local.port()).then_some(&conn.port_value),
+                forwarded_lines: &conn.forwarded_lines,
                 prefix: found
                     .matched_path
                     .as_ref()
                     .filter(|r| route.route.strip_path && r.end > 1)
                     .map(|r| ctx.path[r.clone()].to_string()),
             };
-            let mut hash_key = hash_key(&service, &ctx, &found.captures);
+            let mut hash_key = hash_key(service, &ctx, &found.captures);
             // Kong's cookie hashing: a client without the cookie gets a fresh value, used for this
             // request and set on the response so its next requests land on the same target.
             let mut set_cookie = None;
@@ -549,7 +598,7 @@ pub async fn handle(
             let upstream_started = Instant::now();
             let result = send_with_retries(
                 gw,
-                &service,
+                service,
                 &mut ctx,
                 &plan,
                 body,
@@ -764,7 +813,7 @@ pub async fn handle(
         if let Ok(v) = HeaderValue::from_bytes(log.request_id.as_bytes()) {
             resp.headers_mut().insert(gw.request_id_header.clone(), v);
         }
-        harden(&gw, resp.headers_mut());
+        harden(gw, resp.headers_mut());
     }
     log.status = resp.status().as_u16();
     if let Some(t) = &mut log.tail {
@@ -1275,9 +1324,11 @@ struct Plan<'a> {
     /// plugin on the route): the upstream request gets it as a gateway-set header.
     request_id: Option<(&'a HeaderName, RequestId)>,
     /// The connection's peer address as a header value.
-    peer_value: Option<HeaderValue>,
+    peer_value: Option<&'a HeaderValue>,
     /// `port` as a header value, when it is the connection's local port (made once then).
-    port_value: Option<HeaderValue>,
+    port_value: Option<&'a HeaderValue>,
+    /// The connection's [`ConnInfo::forwarded_lines`].
+    forwarded_lines: &'a [u8],
 }
 
 fn hash_key(
@@ -1339,6 +1390,9 @@ struct Outgoing<'a> {
     /// The request id's header when it is among the overrides (a configurable name, so not
     /// covered by the first-letter filter in [`Outgoing::overrides`]).
     request_id: Option<&'a HeaderName>,
+    /// Gateway lines written whole after the others (the connection's forwarded lines, when
+    /// they apply; else empty).
+    lines: &'a [u8],
 }
 
 /// A header value the gateway sets: a ready value, or text borrowed from the request (checked
@@ -1346,6 +1400,8 @@ struct Outgoing<'a> {
 enum Val<'a> {
     Header(HeaderValue),
     Text(&'a str),
+    /// Among the connection's [`ConnInfo::forwarded_lines`], written whole (HTTP/1 only).
+    InLines,
 }
 
 impl<'a> Val<'a> {
@@ -1356,17 +1412,12 @@ impl<'a> Val<'a> {
             .then_some(Val::Text(s))
     }
 
-    fn as_bytes(&self) -> &[u8] {
-        match self {
-            Val::Header(v) => v.as_bytes(),
-            Val::Text(t) => t.as_bytes(),
-        }
-    }
-
     fn into_header(self) -> Option<HeaderValue> {
         match self {
             Val::Header(v) => Some(v),
             Val::Text(t) => HeaderValue::from_str(t).ok(),
+            // Never made for an HTTP/2 upstream (see `upstream_request`).
+            Val::InLines => None,
         }
     }
 }
@@ -1401,10 +1452,15 @@ impl Outgoing<'_> {
             put_header(&mut head, name.as_str().as_bytes(), value.as_bytes());
         }
         for (name, value) in &self.overrides {
-            if let Some(v) = value {
-                put_header(&mut head, name.as_str().as_bytes(), v.as_bytes());
+            match value {
+                Some(Val::Header(v)) => {
+                    put_header(&mut head, name.as_str().as_bytes(), v.as_bytes())
+                }
+                Some(Val::Text(t)) => put_header(&mut head, name.as_str().as_bytes(), t.as_bytes()),
+                Some(Val::InLines) | None => {}
             }
         }
+        head.extend_from_slice(self.lines);
         head
     }
 
@@ -1518,29 +1574,50 @@ fn upstream_request<'a>(
         overrides.push((&header::CONNECTION, Some(Val::Text("Upgrade"))));
         overrides.push((&header::UPGRADE, Some(Val::Text("websocket"))));
     }
-    // Usually the client is the socket peer, whose header value the connection made once.
-    let client_value = match &fwd.peer_value {
-        Some(v) if ctx.client_ip == ctx.peer_ip => Some(v.clone()),
-        _ => {
-            HeaderValue::from_str(&portcullis_plugins::ip_restriction::ip_text(ctx.client_ip)).ok()
+    // The usual case, an HTTP/1 upstream and a client that is the (untrusted) socket peer on
+    // the port it connected to: four lines the connection made once.
+    let lines: &[u8] = if !service.h2
+        && !fwd.trusted
+        && fwd.port_value.is_some()
+        && ctx.client_ip == ctx.peer_ip
+    {
+        fwd.forwarded_lines
+    } else {
+        &[]
+    };
+    if !lines.is_empty() {
+        for name in [
+            &X_FORWARDED_FOR,
+            &X_REAL_IP,
+            &X_FORWARDED_PROTO,
+            &X_FORWARDED_PORT,
+        ] {
+            overrides.push((name, Some(Val::InLines)));
         }
-    };
-    let prev: Vec<&str> = if fwd.trusted {
-        ctx.headers
-            .get_all(&X_FORWARDED_FOR)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .collect()
     } else {
-        Vec::new()
-    };
-    let xff = if prev.is_empty() {
-        client_value.clone()
-    } else {
-        HeaderValue::from_str(&format!("{}, {}", prev.join(", "), ctx.peer_ip)).ok()
-    };
-    overrides.push((&X_FORWARDED_FOR, xff.map(Val::Header)));
-    overrides.push((&X_REAL_IP, client_value.map(Val::Header)));
+        // Usually the client is the socket peer, whose header value the connection made once.
+        let client_value = match fwd.peer_value {
+            Some(v) if ctx.client_ip == ctx.peer_ip => Some(v.clone()),
+            _ => HeaderValue::from_str(&portcullis_plugins::ip_restriction::ip_text(ctx.client_ip))
+                .ok(),
+        };
+        let prev: Vec<&str> = if fwd.trusted {
+            ctx.headers
+                .get_all(&X_FORWARDED_FOR)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let xff = if prev.is_empty() {
+            client_value.clone()
+        } else {
+            HeaderValue::from_str(&format!("{}, {}", prev.join(", "), ctx.peer_ip)).ok()
+        };
+        overrides.push((&X_FORWARDED_FOR, xff.map(Val::Header)));
+        overrides.push((&X_REAL_IP, client_value.map(Val::Header)));
+    }
     // A trusted proxy's values are kept; otherwise the gateway's own (only built then).
     let mut set = |name: &'static HeaderName, own: &dyn Fn() -> Option<Val<'a>>| {
         let theirs = if fwd.trusted {
@@ -1550,20 +1627,22 @@ fn upstream_request<'a>(
         };
         overrides.push((name, theirs.or_else(own)));
     };
-    set(&X_FORWARDED_PROTO, &|| {
-        Some(Val::Text(if ctx.scheme == "https" {
-            "https"
-        } else {
-            "http"
-        }))
-    });
+    if lines.is_empty() {
+        set(&X_FORWARDED_PROTO, &|| {
+            Some(Val::Text(if ctx.scheme == "https" {
+                "https"
+            } else {
+                "http"
+            }))
+        });
+        set(&X_FORWARDED_PORT, &|| {
+            Some(Val::Header(match fwd.port_value {
+                Some(v) => v.clone(),
+                None => number_value(u64::from(fwd.port)),
+            }))
+        });
+    }
     set(&X_FORWARDED_HOST, &|| Val::text(&ctx.host));
-    set(&X_FORWARDED_PORT, &|| {
-        Some(Val::Header(match &fwd.port_value {
-            Some(v) => v.clone(),
-            None => number_value(u64::from(fwd.port)),
-        }))
-    });
     set(&X_FORWARDED_PATH, &|| Val::text(fwd.original_path));
     match &fwd.prefix {
         Some(p) => set(&X_FORWARDED_PREFIX, &|| Val::text(p)),
@@ -1575,6 +1654,7 @@ fn upstream_request<'a>(
         h2_authority,
         overrides,
         request_id: fwd.request_id.map(|(name, _)| name),
+        lines,
     })
 }
 

@@ -8,7 +8,6 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::HeaderValue;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -180,16 +179,7 @@ async fn serve_plain(
     watcher: Shutdown,
 ) {
     if is_h2c(&stream, limits.header_timeout).await {
-        let info = Arc::new(ConnInfo {
-            peer,
-            local,
-            tls: false,
-            sni: None,
-            tls_version: None,
-            client_certs: None,
-            peer_value: ConnInfo::peer_header(peer),
-            port_value: HeaderValue::from(local.port()),
-        });
+        let info = Arc::new(ConnInfo::new(peer, local, false, None, None, None));
         serve_h2(gw, stream, info, watcher).await;
     } else {
         serve_h1(gw, stream, peer, local, None, limits, watcher).await;
@@ -230,16 +220,7 @@ async fn serve_tls(
         _ => None,
     };
     if h2 {
-        let info = Arc::new(ConnInfo {
-            peer,
-            local,
-            tls: true,
-            sni,
-            tls_version: version,
-            client_certs,
-            peer_value: ConnInfo::peer_header(peer),
-            port_value: HeaderValue::from(local.port()),
-        });
+        let info = Arc::new(ConnInfo::new(peer, local, true, sni, version, client_certs));
         serve_h2(gw, tls, info, watcher).await;
     } else {
         let tls_conn = TlsFacts {
@@ -274,18 +255,16 @@ async fn serve_h1<I>(
         Some(t) => (t.sni, t.version, t.client_certs),
         None => (None, None, None),
     };
-    let info = Arc::new(ConnInfo {
+    let info = Arc::new(ConnInfo::new(
         peer,
         local,
-        tls: is_tls,
+        is_tls,
         sni,
         tls_version,
         client_certs,
-        peer_value: ConnInfo::peer_header(peer),
-        port_value: HeaderValue::from(local.port()),
-    });
+    ));
     crate::h1server::serve(io, limits, watcher, |req| {
-        handle(gw.clone(), info.clone(), req.map(ClientBody::H1))
+        handle(&gw, &info, req.map(ClientBody::H1))
     })
     .await;
 }
@@ -298,7 +277,7 @@ where
     let svc = service_fn(move |req| {
         let gw = gw.clone();
         let info = info.clone();
-        async move { Ok::<_, Infallible>(handle(gw, info, req.map(ClientBody::H2)).await) }
+        async move { Ok::<_, Infallible>(handle(&gw, &info, req.map(ClientBody::H2)).await) }
     });
     let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
         .timer(TokioTimer::new())
