@@ -1381,7 +1381,7 @@ fn idempotent(m: &Method) -> bool {
 /// client's header map for HTTP/2).
 struct Outgoing<'a> {
     /// Path and query (origin form), validated.
-    path_and_query: http::uri::PathAndQuery,
+    path_and_query: String,
     /// `scheme://authority` for HTTP/2, where the host travels as `:authority`.
     h2_authority: Option<String>,
     /// Headers set (`Some`) or removed (`None`) by the gateway; every other client header
@@ -1440,7 +1440,7 @@ impl Outgoing<'_> {
         let mut head = bytes::BytesMut::with_capacity(512);
         head.extend_from_slice(ctx.method.as_str().as_bytes());
         head.extend_from_slice(b" ");
-        head.extend_from_slice(self.path_and_query.as_str().as_bytes());
+        head.extend_from_slice(self.path_and_query.as_bytes());
         head.extend_from_slice(b" HTTP/1.1\r\n");
         for (name, value) in &ctx.headers {
             if is_hop_by_hop(name.as_str())
@@ -1496,6 +1496,14 @@ impl Outgoing<'_> {
 
 static TE_TRAILERS: HeaderValue = HeaderValue::from_static("trailers");
 
+/// Visible ASCII but `#`, `"`, `<`, `>` and `` ` ``: bytes `http::uri::PathAndQuery` takes as
+/// they are in both path and query (tested), so such a target needs no parse; any other goes
+/// through it (and is refused, or cut at `#`).
+fn is_plain_target(t: &[u8]) -> bool {
+    t.iter()
+        .all(|&b| (0x21..=0x7e).contains(&b) && !matches!(b, b'#' | b'"' | b'<' | b'>' | b'`'))
+}
+
 /// Builds what one attempt sends (`None`: the target or a header value is not valid).
 fn upstream_request<'a>(
     service: &CompiledService,
@@ -1504,16 +1512,24 @@ fn upstream_request<'a>(
     route: &CompiledRoute,
     target_port: u16,
 ) -> Option<Outgoing<'a>> {
-    let path_and_query = match &ctx.query {
-        Some(q) => format!("{}?{q}", fwd.path),
-        None => fwd.path.clone(),
-    };
+    let mut path_and_query =
+        String::with_capacity(fwd.path.len() + ctx.query.as_ref().map_or(0, |q| q.len() + 1));
+    path_and_query.push_str(&fwd.path);
+    if let Some(q) = &ctx.query {
+        path_and_query.push('?');
+        path_and_query.push_str(q);
+    }
     // Whatever plugins did to the path, the request line carries a valid origin-form target.
     if !path_and_query.starts_with('/') {
         return None;
     }
-    let path_and_query =
-        http::uri::PathAndQuery::from_maybe_shared(bytes::Bytes::from(path_and_query)).ok()?;
+    if !is_plain_target(path_and_query.as_bytes()) {
+        path_and_query =
+            http::uri::PathAndQuery::from_maybe_shared(bytes::Bytes::from(path_and_query))
+                .ok()?
+                .as_str()
+                .to_string();
+    }
     // The service's own Host value, made at config load, when it applies.
     let cached_host = match &service.host_value {
         Some((port, v)) if !route.route.preserve_host && !service.h2 && *port == target_port => {
@@ -1866,6 +1882,27 @@ async fn tunnel(client: crate::h1server::OnUpgrade, mut upstream: crate::h1clien
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn plain_targets_are_what_path_and_query_keeps_unchanged() {
+        for b in 0u8..=255 {
+            let target = [b"/a".as_slice(), &[b], b"b?x=", &[b]].concat();
+            let plain = super::is_plain_target(&target);
+            let parsed =
+                http::uri::PathAndQuery::from_maybe_shared(bytes::Bytes::from(target.clone()));
+            if plain {
+                // Taken as it is: the fast path sends exactly what the parse would have.
+                let parsed = parsed.unwrap_or_else(|e| panic!("byte {b:#x}: {e}"));
+                assert_eq!(parsed.as_str().as_bytes(), &target[..], "byte {b:#x}");
+            } else {
+                // Only these visible bytes take the parse (one of path or query refuses each).
+                assert!(
+                    b <= 0x20 || b >= 0x7f || b"#\"<>`".contains(&b),
+                    "byte {b:#x} is visible ASCII"
+                );
+            }
+        }
+    }
+
     #[test]
     fn request_ids_are_32_lower_hex_and_distinct() {
         let a = crate::access_log::RequestId::random();
