@@ -623,6 +623,14 @@ impl WireRules {
     }
 }
 
+impl WireRules {
+    /// Is `name` (lower case) one the lines leave out: a header the gateway sets itself, or
+    /// a fingerprint under hardening? Compared only when a listed name has its length.
+    pub fn drops(&self, name: &str) -> bool {
+        self.lengths & length_bit(name.len()) != 0 && self.drop.iter().any(|d| d.as_str() == name)
+    }
+}
+
 /// A name length's bit in [`WireRules::lengths`].
 fn length_bit(len: usize) -> u64 {
     1 << len.min(63)
@@ -716,7 +724,12 @@ fn parse_head(buf: &[u8], wire: Option<Wire<'_>>) -> Result<Option<Parsed>, H1Er
                 Kind::Connection | Kind::HopByHop | Kind::TransferEncoding
             ) || named.iter().any(|n| n.eq_ignore_ascii_case(raw)))
     };
-    let mut headers = HeaderMap::new();
+    // A route whose plugins name response headers will add some: room for them up front
+    // (growing a map rehashes it). Otherwise no allocation at all.
+    let mut headers = match wire {
+        Some(w) if !w.keep.is_empty() => HeaderMap::with_capacity(w.keep.len() + 4),
+        _ => HeaderMap::new(),
+    };
     let mut wire_head = None;
     if let Some(Wire { rules, keep }) = wire {
         // The lines as they will be sent, with room for the gateway's own.

@@ -679,21 +679,10 @@ pub async fn handle(
                     run_response_phase(route, conn, &mut ctx, &mut head, log);
                     // As in the map path, the gateway's own headers replace a plugin's and
                     // hardening removes fingerprints a plugin set (the lines have neither).
-                    if !head.headers.is_empty() {
-                        let hardening = gw.settings.response_hardening;
-                        let gone: Vec<HeaderName> = head
-                            .headers
-                            .keys()
-                            .filter(|k| {
-                                **k == gw.request_id_header
-                                    || LATENCY_HEADERS.contains(k)
-                                    || (hardening && FINGERPRINTS.contains(k))
-                            })
-                            .cloned()
-                            .collect();
-                        for k in gone {
-                            head.headers.remove(k);
-                        }
+                    // (The names wire mode drops from the upstream's lines: the request id,
+                    // the latencies, and the fingerprints under hardening.)
+                    if let Some(rules) = &gw.wire_rules {
+                        remove_where(&mut head.headers, |n| rules.drops(n));
                     }
                     let mut digits = itoa::Buffer::new();
                     let ms = upstream_latency.as_millis() as u64;
@@ -1423,13 +1412,14 @@ impl<'a> Val<'a> {
 }
 
 impl Outgoing<'_> {
-    fn overrides(&self, name: &HeaderName) -> bool {
+    /// `text` is `name.as_str()`, looked up once by the caller.
+    fn overrides(&self, name: &HeaderName, text: &str) -> bool {
         // Every other overridden name starts with one of these letters (host, te, connection,
         // upgrade, expect, x-forwarded-*, x-real-ip): most client headers are passed on after
         // one byte compare.
         self.request_id == Some(name)
             || matches!(
-                name.as_str().as_bytes().first(),
+                text.as_bytes().first(),
                 Some(b'h' | b't' | b'c' | b'u' | b'e' | b'x')
             ) && self.overrides.iter().any(|(n, _)| *n == name)
     }
@@ -1443,13 +1433,13 @@ impl Outgoing<'_> {
         head.extend_from_slice(self.path_and_query.as_bytes());
         head.extend_from_slice(b" HTTP/1.1\r\n");
         for (name, value) in &ctx.headers {
-            if is_hop_by_hop(name.as_str())
-                || *name == header::CONTENT_LENGTH
-                || self.overrides(name)
+            // (A standard name's text is a table lookup: done once per header.)
+            let text = name.as_str();
+            if is_hop_by_hop(text) || *name == header::CONTENT_LENGTH || self.overrides(name, text)
             {
                 continue;
             }
-            put_header(&mut head, name.as_str().as_bytes(), value.as_bytes());
+            put_header(&mut head, text.as_bytes(), value.as_bytes());
         }
         for (name, value) in &self.overrides {
             match value {

@@ -100,6 +100,18 @@ fn header_names() -> [(HeaderName, HeaderName); 6] {
     })
 }
 
+/// `n` as a header value; the seconds up to a minute (every `RateLimit-Reset` of a
+/// per-second or per-minute limit) come from a table made once instead of an allocation.
+fn small_value(n: i64) -> HeaderValue {
+    static SMALL: std::sync::LazyLock<Vec<HeaderValue>> =
+        std::sync::LazyLock::new(|| (0..=60).map(HeaderValue::from).collect());
+    usize::try_from(n)
+        .ok()
+        .and_then(|i| SMALL.get(i))
+        .cloned()
+        .unwrap_or_else(|| HeaderValue::from(n))
+}
+
 /// Reads a limit: a number greater than 0, integral.
 fn read_limit(o: &mut Obj<'_>, key: &str, errs: &mut Errors) -> Option<u64> {
     let n = o.opt_f64(key, errs)?;
@@ -430,35 +442,44 @@ impl RateLimiting {
                 .max()
         };
         let mut out = Vec::with_capacity(2 * observed.len() + 4);
-        // (limit, remaining, window seconds, period index)
-        let mut best: Option<(u64, u64, i64, usize)> = None;
+        // (limit, remaining, window seconds, period index, remaining as a header value)
+        let mut best: Option<(u64, u64, i64, usize, HeaderValue)> = None;
         let mut reset = 1;
         for o in observed {
             let mut remaining = o.limit.saturating_sub(o.usage());
             if stop.is_none() || stop == Some(o.period) {
                 remaining = remaining.saturating_sub(1);
             }
+            // Made once: the best period's `RateLimit-Remaining` shares it.
+            let remaining_value = HeaderValue::from(remaining);
             let window = o.period.seconds();
-            let better = match best {
+            let better = match &best {
                 None => true,
-                Some((_, r, w, _)) => remaining < r || (remaining == r && window > w),
+                Some((_, r, w, _, _)) => remaining < *r || (remaining == *r && window > *w),
             };
             if better {
-                best = Some((o.limit, remaining, window, o.period.index()));
+                best = Some((
+                    o.limit,
+                    remaining,
+                    window,
+                    o.period.index(),
+                    remaining_value.clone(),
+                ));
                 let elapsed = (now_ms - self.window_start(o.period, now_ms)).div_euclid(1000);
                 reset = (window - elapsed).max(1);
             }
             if let Some((l, r)) = self.names.get(o.period.index()) {
                 out.push((l.clone(), self.limit_value(o.period.index(), o.limit)));
-                out.push((r.clone(), HeaderValue::from(remaining)));
+                out.push((r.clone(), remaining_value));
             }
         }
-        if let Some((limit, remaining, _, index)) = best {
+        if let Some((limit, _, _, index, remaining_value)) = best {
             out.push((RATELIMIT_LIMIT.clone(), self.limit_value(index, limit)));
-            out.push((RATELIMIT_REMAINING.clone(), HeaderValue::from(remaining)));
-            out.push((RATELIMIT_RESET.clone(), HeaderValue::from(reset)));
+            out.push((RATELIMIT_REMAINING.clone(), remaining_value));
+            let reset = small_value(reset);
+            out.push((RATELIMIT_RESET.clone(), reset.clone()));
             if !admitted {
-                out.push((http::header::RETRY_AFTER, HeaderValue::from(reset)));
+                out.push((http::header::RETRY_AFTER, reset));
             }
         }
         PendingHeaders(out)

@@ -284,3 +284,10 @@ fn ip_text_matches_display() {
         assert_eq!(crate::ip_restriction::ip_text(ip), ip.to_string());
     }
 }
+
+#[test]
+fn small_header_numbers_from_the_table_equal_formatted_ones() {
+    for n in [-1i64, 0, 1, 59, 60, 61, 3600, i64::MAX] {
+        assert_eq!(super::small_value(n), http::HeaderValue::from(n), "{n}");
+    }
+}
