@@ -19,6 +19,7 @@ pub mod local;
 pub mod redis_policy;
 pub mod window;
 
+use std::borrow::Cow;
 use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -374,38 +375,45 @@ impl RateLimiting {
         })
     }
 
-    /// Whose requests this one is counted with (Kong's `get_identifier`).
-    fn identifier(&self, ctx: &Ctx) -> String {
-        let found = match &self.limit_by {
-            LimitBy::Consumer => ctx.identity.as_ref().map(|i| i.consumer.id.to_string()),
+    /// Whose requests this one is counted with (Kong's `get_identifier`). Borrowed where the
+    /// request already holds it (consumer, credential, service, path, header), so the usual
+    /// request builds its counter key with one allocation.
+    fn identifier<'a>(&'a self, ctx: &'a Ctx) -> Cow<'a, str> {
+        let found: Option<Cow<'a, str>> = match &self.limit_by {
+            LimitBy::Consumer => ctx
+                .identity
+                .as_ref()
+                .map(|i| Cow::Borrowed(&*i.consumer.id)),
             LimitBy::Credential => ctx
                 .identity
                 .as_ref()
                 .filter(|i| !i.anonymous)
-                .and_then(|i| i.credential.clone()),
-            LimitBy::Service => ctx.service_id.as_deref().map(str::to_string),
+                .and_then(|i| i.credential.as_deref().map(Cow::Borrowed)),
+            LimitBy::Service => ctx.service_id.as_deref().map(Cow::Borrowed),
             LimitBy::Header(name) => ctx
                 .headers
                 .get(name.as_str())
-                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned()),
-            LimitBy::Path(p) => (ctx.path == *p).then(|| p.clone()),
+                .map(|v| String::from_utf8_lossy(v.as_bytes())),
+            LimitBy::Path(p) => (ctx.path == *p).then_some(Cow::Borrowed(p.as_str())),
             LimitBy::ConsumerGroup => ctx.identity.as_ref().and_then(|i| {
                 self.catalog
                     .consumer_groups_of(&i.consumer.id)
                     .first()
                     .cloned()
+                    .map(Cow::Owned)
             }),
             LimitBy::Ip => None,
         };
-        let id =
-            found.unwrap_or_else(|| crate::ip_restriction::ip_text(canonical_ip(ctx.client_ip)));
+        let id = found.unwrap_or_else(|| {
+            Cow::Owned(crate::ip_restriction::ip_text(canonical_ip(ctx.client_ip)))
+        });
         if id.len() > MAX_IDENTIFIER {
             let digest = Sha256::digest(id.as_bytes());
             let mut hex = String::with_capacity(64);
             for b in digest {
                 let _ = write!(hex, "{b:02x}");
             }
-            hex
+            Cow::Owned(hex)
         } else {
             id
         }
