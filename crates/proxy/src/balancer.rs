@@ -253,6 +253,14 @@ impl Balancer {
         self.healthchecks.is_some() || self.passive.is_some()
     }
 
+    /// Does the algorithm read the targets' in-flight counts (so requests must keep them)?
+    pub fn counts_in_flight(&self) -> bool {
+        matches!(
+            self.algorithm,
+            Algorithm::LeastConnections | Algorithm::Latency
+        )
+    }
+
     /// Targets, in config order.
     pub fn targets(&self) -> &[TargetEntry] {
         &self.targets

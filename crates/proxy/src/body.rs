@@ -19,27 +19,30 @@ use crate::h1server::{BodyFault, RequestBody, WireBody, WireHead};
 use crate::timer::ConnTimer;
 
 /// Counts a request against a target's in-flight total until the response body ends.
-pub struct InFlight {
-    balancer: Arc<Balancer>,
-    target: usize,
-}
+pub struct InFlight(Option<(Arc<Balancer>, usize)>);
 
 impl InFlight {
-    /// Starts counting.
-    pub fn new(balancer: Arc<Balancer>, target: usize) -> InFlight {
+    /// Starts counting, for a balancer whose algorithm reads the counts (least-connections,
+    /// latency); the others need neither the count nor a reference to the balancer.
+    pub fn new(balancer: &Arc<Balancer>, target: usize) -> InFlight {
+        if !balancer.counts_in_flight() {
+            return InFlight(None);
+        }
         if let Some(t) = balancer.targets().get(target) {
             t.in_flight.fetch_add(1, Ordering::Relaxed);
         }
-        InFlight { balancer, target }
+        InFlight(Some((balancer.clone(), target)))
     }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        if let Some(t) = self.balancer.targets().get(self.target) {
-            let _ = t
-                .in_flight
-                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| v.checked_sub(1));
+        if let Some((balancer, target)) = &self.0 {
+            if let Some(t) = balancer.targets().get(*target) {
+                let _ = t
+                    .in_flight
+                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| v.checked_sub(1));
+            }
         }
     }
 }

@@ -1696,7 +1696,7 @@ async fn send_with_retries(
             log.upstream = Some(format!("{}:{}", target.host, target.port));
         }
         // Counted from selection, so least-connections sees requests still waiting upstream.
-        let in_flight = InFlight::new(balancer.clone(), ti);
+        let in_flight = InFlight::new(balancer, ti);
         let slot = match service.slot(&gw.pool, ti) {
             Some(s) => s.clone(),
             None => gw.pool.slot(PoolKey::of(&service.endpoint(target))),
