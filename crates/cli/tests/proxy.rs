@@ -597,3 +597,41 @@ async fn forwarded_for_walks_stop_at_entries_that_do_not_parse() {
     );
     assert_eq!(r.upstream_header("x-real-ip").unwrap(), "198.51.100.2");
 }
+
+/// The connection's ready-made forwarded lines apply only to the port the client connected
+/// to; a Host naming another port gets that port, and either way each header is sent once.
+#[tokio::test]
+async fn forwarded_headers_follow_the_addressed_port_and_are_sent_once() {
+    let origin = Origin::start("a").await;
+    let gw = Gw::start(&one_service(
+        &origin.url(),
+        "      - name: r\n        paths: [/]\n",
+    ))
+    .await;
+    for (host, port) in [
+        (format!("localhost:{}", gw.proxy.port()), gw.proxy.port()),
+        ("localhost:9443".to_string(), 9443),
+    ] {
+        let r = get(
+            gw.proxy,
+            "/",
+            &[
+                ("host", host.as_str()),
+                ("x-forwarded-for", "6.6.6.6"),
+                ("x-forwarded-port", "1"),
+                ("x-real-ip", "6.6.6.6"),
+            ],
+        )
+        .await
+        .unwrap();
+        assert_status(&r, 200);
+        assert_eq!(
+            r.upstream_header("x-forwarded-port").unwrap(),
+            port.to_string()
+        );
+        assert_eq!(r.upstream_header("x-forwarded-for").unwrap(), "127.0.0.1");
+        assert_eq!(r.upstream_header("x-real-ip").unwrap(), "127.0.0.1");
+        assert_eq!(r.upstream_header("x-forwarded-proto").unwrap(), "http");
+        assert_eq!(r.upstream_header("x-forwarded-host").unwrap(), "localhost");
+    }
+}
