@@ -92,7 +92,8 @@ fn writer(rx: Receiver<String>, out: Box<dyn Write + Send>) {
 
 /// What is known about one request; written as one JSON line when dropped.
 pub struct AccessLog {
-    sink: Arc<AccessLogSink>,
+    /// Held only when the sink writes (no reference count taken per request otherwise).
+    sink: Option<Arc<AccessLogSink>>,
     started: Instant,
     /// Request id.
     pub request_id: RequestId,
@@ -233,9 +234,9 @@ impl std::fmt::Display for RequestId {
 
 impl AccessLog {
     /// Starts a record for a request that arrived at `started`.
-    pub fn new(sink: Arc<AccessLogSink>, started: Instant) -> AccessLog {
+    pub fn new(sink: &Arc<AccessLogSink>, started: Instant) -> AccessLog {
         AccessLog {
-            sink,
+            sink: sink.enabled().then(|| sink.clone()),
             started,
             request_id: RequestId::default(),
             client_ip: None,
@@ -266,7 +267,7 @@ impl AccessLog {
 
     /// Is the line going to be written at all?
     pub fn enabled(&self) -> bool {
-        self.sink.enabled()
+        self.sink.is_some()
     }
 
     fn line(&self) -> String {
@@ -315,9 +316,8 @@ impl Drop for AccessLog {
                 p.log(e);
             }
         }
-        if self.sink.enabled() {
-            let line = self.line();
-            self.sink.send(line);
+        if let Some(sink) = &self.sink {
+            sink.send(self.line());
         }
     }
 }
@@ -369,7 +369,7 @@ mod tests {
 
     #[test]
     fn line_shape_for_a_refusal() {
-        let mut r = AccessLog::new(AccessLogSink::off(), Instant::now());
+        let mut r = AccessLog::new(&AccessLogSink::off(), Instant::now());
         r.path = "/a".into();
         r.status = 401;
         r.reason = Some("No API key found in request".into());

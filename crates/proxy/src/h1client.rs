@@ -166,11 +166,21 @@ impl SendFailure {
 pub struct Home {
     /// The endpoint's idle connections.
     pub slot: Arc<Slot>,
+    /// When the request left: a connection whose whole response came with its head counts
+    /// as idle from then (a little early, which only errs towards closing it sooner), so
+    /// checking it in reads no clock.
+    pub sent_at: std::time::Instant,
 }
 
 impl Home {
+    /// Returns the connection; idle since the request left.
     fn checkin(self, conn: Box<Conn>) {
-        self.slot.checkin_h1(conn);
+        self.slot.checkin_h1(conn, self.sent_at);
+    }
+
+    /// Returns the connection after a streamed body: idle from now.
+    fn checkin_now(self, conn: Box<Conn>) {
+        self.slot.checkin_h1(conn, std::time::Instant::now());
     }
 }
 
@@ -239,7 +249,8 @@ impl Conn {
     ///
     /// The request body is written while the response is read, so an upstream that answers
     /// before it has read the whole body (a 413, say) is heard; the connection is then not
-    /// reused. Without a response head within `read_timeout` the exchange fails with
+    /// reused. Without a response head within `read_timeout` of `home.sent_at` (the caller's
+    /// clock reading as the request leaves) the exchange fails with
     /// [`H1Error::TimedOut`]; the response body then fails the same way when `read_timeout`
     /// passes with no byte of it arriving.
     #[allow(clippy::too_many_arguments)] // one call site; a struct would only rename the list
@@ -254,7 +265,7 @@ impl Conn {
         read_timeout: Duration,
         wire: Option<Wire<'_>>,
     ) -> Result<Response<RawBody>, SendFailure> {
-        let deadline = tokio::time::Instant::now() + read_timeout;
+        let deadline = tokio::time::Instant::from_std(home.sent_at) + read_timeout;
         self.read_timeout = read_timeout;
         let chunked = frame_request(&mut head, &body, declared, zero_length);
         head.extend_from_slice(b"\r\n");
@@ -934,7 +945,7 @@ impl RawBody {
                 conn,
                 home: Some(home),
                 ..
-            } if conn.buf.is_empty() => home.checkin(conn),
+            } if conn.buf.is_empty() => home.checkin_now(conn),
             _ => {}
         }
     }
@@ -1365,6 +1376,7 @@ mod tests {
         let pool = crate::upstream::Pool::new(4, std::time::Duration::from_secs(60));
         let home = Home {
             slot: pool.slot(crate::upstream::PoolKey::of(&ep)),
+            sent_at: std::time::Instant::now(),
         };
         let conn = Box::new(Conn::new(Io::Plain(tcp)));
         let head = BytesMut::from(&b"POST / HTTP/1.1\r\nhost: x\r\n"[..]);

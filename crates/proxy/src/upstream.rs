@@ -145,10 +145,9 @@ pub struct Slot {
 }
 
 impl Slot {
-    /// A pooled connection that is ready now, if any.
-    pub fn checkout(&self) -> Option<Sender> {
+    /// A pooled connection that is ready at `now` (the caller's clock reading), if any.
+    pub fn checkout(&self, now: Instant) -> Option<Sender> {
         let mut queue = self.idle.lock().ok()?;
-        let now = Instant::now();
         // Most recently used first: it is the likeliest to be open. Busy HTTP/2 connections
         // (no stream free) go to the back.
         for _ in 0..queue.len() {
@@ -169,8 +168,9 @@ impl Slot {
         None
     }
 
-    /// Returns an HTTP/1 connection whose response has been read completely.
-    pub fn checkin_h1(&self, conn: Box<Conn>) {
+    /// Returns an HTTP/1 connection whose response has been read completely, idle since
+    /// `since`.
+    pub fn checkin_h1(&self, conn: Box<Conn>, since: Instant) {
         let Ok(mut queue) = self.idle.lock() else {
             return;
         };
@@ -179,7 +179,7 @@ impl Slot {
         }
         queue.push_back(Idle {
             sender: Sender::H1(conn),
-            since: Instant::now(),
+            since,
         });
     }
 
@@ -375,12 +375,12 @@ mod tests {
         let (c3, _s3) = conn(&listener).await;
         let p2 = c2.local_port();
         let p3 = c3.local_port();
-        a.checkin_h1(c1);
-        a.checkin_h1(c2);
+        a.checkin_h1(c1, Instant::now());
+        a.checkin_h1(c2, Instant::now());
         // Over the limit of 2: the oldest goes.
-        a.checkin_h1(c3);
+        a.checkin_h1(c3, Instant::now());
         assert_eq!(a.len(), 2);
-        let ports: Vec<u16> = std::iter::from_fn(|| match a.checkout() {
+        let ports: Vec<u16> = std::iter::from_fn(|| match a.checkout(Instant::now()) {
             Some(Sender::H1(c)) => Some(c.local_port()),
             _ => None,
         })
@@ -394,9 +394,9 @@ mod tests {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let held = pool.slot(key(1));
         let (c, _s) = conn(&listener).await;
-        held.checkin_h1(c);
+        held.checkin_h1(c, Instant::now());
         let (c, _s2) = conn(&listener).await;
-        pool.slot(key(2)).checkin_h1(c);
+        pool.slot(key(2)).checkin_h1(c, Instant::now());
         tokio::time::sleep(Duration::from_millis(5)).await;
         pool.sweep();
         assert!(held.is_empty());
