@@ -211,6 +211,13 @@ impl RequestId {
     pub fn as_bytes(&self) -> &[u8] {
         &self.0
     }
+
+    /// The id as a header value (for a `HeaderMap`; wire heads take [`RequestId::as_bytes`]).
+    pub fn header_value(&self) -> http::HeaderValue {
+        // Hex digits are always a valid value.
+        http::HeaderValue::from_bytes(&self.0)
+            .unwrap_or_else(|_| http::HeaderValue::from_static("0"))
+    }
 }
 
 impl Default for RequestId {
@@ -354,7 +361,9 @@ mod tests {
     #[test]
     fn request_ids_are_the_bits_in_lower_hex() {
         for n in [0, 1, 0x0123_4567_89ab_cdef_0011_2233_4455_6677, u128::MAX] {
-            assert_eq!(RequestId::from_bits(n).as_str(), format!("{n:032x}"));
+            let id = RequestId::from_bits(n);
+            assert_eq!(id.as_str(), format!("{n:032x}"));
+            assert_eq!(id.header_value().as_bytes(), id.as_bytes());
         }
     }
 

@@ -632,13 +632,32 @@ impl WireRules {
             lengths,
         }
     }
-}
 
-impl WireRules {
-    /// Is `name` (lower case) one the lines leave out: a header the gateway sets itself, or
-    /// a fingerprint under hardening? Compared only when a listed name has its length.
-    pub fn drops(&self, name: &str) -> bool {
-        self.lengths & length_bit(name.len()) != 0 && self.drop.iter().any(|d| d.as_str() == name)
+    /// Does some `drop` or `watch` name have `name`'s length (else neither list can hold it)?
+    fn may_list(&self, name: &[u8]) -> bool {
+        self.lengths & length_bit(name.len()) != 0
+    }
+
+    /// Is `name` (any case) one the lines leave out: a header the gateway sets itself, or a
+    /// fingerprint under hardening?
+    pub fn drops(&self, name: &[u8]) -> bool {
+        self.may_list(name)
+            && self
+                .drop
+                .iter()
+                .any(|d| name.eq_ignore_ascii_case(d.as_ref()))
+    }
+
+    /// `name`'s bit among the watched names (by position; 0 when not watched).
+    fn watched(&self, name: &[u8]) -> u64 {
+        if !self.may_list(name) {
+            return 0;
+        }
+        self.watch
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| name.eq_ignore_ascii_case(n.as_ref()))
+            .fold(0, |bits, (i, _)| bits | 1 << i)
     }
 }
 
@@ -754,15 +773,7 @@ fn parse_head(buf: &[u8], wire: Option<Wire<'_>>) -> Result<Option<Parsed>, H1Er
         let mut watched = 0u64;
         for (h, &k) in res.headers.iter().zip(kinds.iter()) {
             let raw = h.name.as_bytes();
-            let listed = rules.lengths & length_bit(raw.len()) != 0;
-            if !relayed(raw, k)
-                || k == Kind::ContentLength
-                || listed
-                    && rules
-                        .drop
-                        .iter()
-                        .any(|d| raw.eq_ignore_ascii_case(d.as_ref()))
-            {
+            if !relayed(raw, k) || k == Kind::ContentLength || rules.drops(raw) {
                 continue;
             }
             if keep.iter().any(|n| raw.eq_ignore_ascii_case(n.as_ref())) {
@@ -773,13 +784,7 @@ fn parse_head(buf: &[u8], wire: Option<Wire<'_>>) -> Result<Option<Parsed>, H1Er
                 headers.append(name, value);
                 continue;
             }
-            if listed {
-                for (i, n) in rules.watch.iter().enumerate() {
-                    if raw.eq_ignore_ascii_case(n.as_ref()) {
-                        watched |= 1 << i;
-                    }
-                }
-            }
+            watched |= rules.watched(raw);
             w.date |= k == Kind::Date;
             w.push(raw, h.value);
         }

@@ -26,7 +26,7 @@ use crate::h1server::put_header;
 use crate::path;
 use crate::settings::canonical;
 use crate::snapshot::{upstream_path, ChainEntry, CompiledRoute, CompiledService};
-use crate::upstream::{send_h2, ConnectError, Pool, PoolKey, Sender};
+use crate::upstream::{send_h2, ConnectError, Pool, Sender};
 
 /// Facts about the client connection a request arrived on.
 pub struct ConnInfo {
@@ -419,9 +419,8 @@ pub async fn handle(
                         || matches!(s.balancer.hash_fallback, HashOn::Header(_))
                 });
             if id_in_map {
-                if let Ok(v) = HeaderValue::from_bytes(log.request_id.as_bytes()) {
-                    ctx.headers.insert(gw.request_id_header.clone(), v);
-                }
+                ctx.headers
+                    .insert(gw.request_id_header.clone(), log.request_id.header_value());
             }
             // Access phase: the route's chain, merged by priority with the chain of the consumer once
             // an auth plugin has identified one.
@@ -690,7 +689,7 @@ pub async fn handle(
                     // (The names wire mode drops from the upstream's lines: the request id,
                     // the latencies, and the fingerprints under hardening.)
                     if let Some(rules) = &gw.wire_rules {
-                        remove_where(&mut head.headers, |n| rules.drops(n));
+                        remove_where(&mut head.headers, |n| rules.drops(n.as_bytes()));
                     }
                     let mut digits = itoa::Buffer::new();
                     let ms = upstream_latency.as_millis() as u64;
@@ -807,9 +806,8 @@ pub async fn handle(
     };
     // A wired response has its request id and hardening in its lines already.
     if !wired {
-        if let Ok(v) = HeaderValue::from_bytes(log.request_id.as_bytes()) {
-            resp.headers_mut().insert(gw.request_id_header.clone(), v);
-        }
+        resp.headers_mut()
+            .insert(gw.request_id_header.clone(), log.request_id.header_value());
         harden(gw, resp.headers_mut());
     }
     log.status = resp.status().as_u16();
@@ -1409,6 +1407,15 @@ impl<'a> Val<'a> {
             .then_some(Val::Text(s))
     }
 
+    /// The bytes written into an HTTP/1 head (`None`: written with the connection's lines).
+    fn bytes(&self) -> Option<&[u8]> {
+        match self {
+            Val::Header(v) => Some(v.as_bytes()),
+            Val::Text(t) => Some(t.as_bytes()),
+            Val::InLines => None,
+        }
+    }
+
     fn into_header(self) -> Option<HeaderValue> {
         match self {
             Val::Header(v) => Some(v),
@@ -1450,12 +1457,8 @@ impl Outgoing<'_> {
             put_header(&mut head, text.as_bytes(), value.as_bytes());
         }
         for (name, value) in &self.overrides {
-            match value {
-                Some(Val::Header(v)) => {
-                    put_header(&mut head, name.as_str().as_bytes(), v.as_bytes())
-                }
-                Some(Val::Text(t)) => put_header(&mut head, name.as_str().as_bytes(), t.as_bytes()),
-                Some(Val::InLines) | None => {}
+            if let Some(v) = value.as_ref().and_then(Val::bytes) {
+                put_header(&mut head, name.as_str().as_bytes(), v);
             }
         }
         head.extend_from_slice(self.lines);
@@ -1706,10 +1709,7 @@ async fn send_with_retries(
         }
         // Counted from selection, so least-connections sees requests still waiting upstream.
         let in_flight = InFlight::new(balancer, ti);
-        let slot = match service.slot(&gw.pool, ti) {
-            Some(s) => s.clone(),
-            None => gw.pool.slot(PoolKey::of(&service.endpoint(target))),
-        };
+        let slot = service.slot(&gw.pool, ti, target);
         // The first attempt starts when the caller read the clock; a retry reads it again.
         let mut now = if tries == 1 && !stale_retry_used {
             started

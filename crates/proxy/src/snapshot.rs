@@ -13,7 +13,7 @@ use portcullis_config::{
 use portcullis_plugins::{build_scoped_plugin, priority_of, Catalog, Plugin, Scope};
 use portcullis_router::{RouteSpec, Router};
 
-use crate::balancer::{Balancer, HealthRegistry};
+use crate::balancer::{Balancer, HealthRegistry, TargetEntry};
 use crate::settings::Settings;
 use crate::tls::{self, CertTable};
 use crate::upstream::{Endpoint, Pool, PoolKey, Slot, TlsClient};
@@ -46,7 +46,7 @@ pub struct CompiledService {
 
 impl CompiledService {
     /// How to reach one of the balancer's targets.
-    pub fn endpoint(&self, target: &crate::balancer::TargetEntry) -> Endpoint {
+    pub fn endpoint(&self, target: &TargetEntry) -> Endpoint {
         Endpoint {
             host: target.host.clone(),
             port: target.port,
@@ -56,12 +56,14 @@ impl CompiledService {
         }
     }
 
-    /// The pool slot of target `ti` (kept after the first request, so later ones look
-    /// nothing up).
-    pub fn slot(&self, pool: &Pool, ti: usize) -> Option<&Arc<Slot>> {
-        let target = self.balancer.targets().get(ti)?;
-        let cell = self.pool_slots.get(ti)?;
-        Some(cell.get_or_init(|| pool.slot(PoolKey::of(&self.endpoint(target)))))
+    /// The pool slot of `target`, the balancer's target `ti` (kept after the first request,
+    /// so later ones look nothing up).
+    pub fn slot(&self, pool: &Pool, ti: usize, target: &TargetEntry) -> Arc<Slot> {
+        let of_pool = || pool.slot(PoolKey::of(&self.endpoint(target)));
+        match self.pool_slots.get(ti) {
+            Some(cell) => cell.get_or_init(of_pool).clone(),
+            None => of_pool(),
+        }
     }
 }
 
