@@ -12,6 +12,9 @@
 #   bench/plugins.sh [seconds-per-round] [rounds] [connections]
 #
 # Issue targets: four >= 90% of plain, waf >= 50% of plain.
+#
+# Measures the profile-guided release build (bench/pgo.sh, target/pgo/portcullis); PGO=0
+# measures the binary `cargo build --release` makes instead, BIN a ready binary.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DUR=${1:-10}
@@ -19,8 +22,16 @@ ROUNDS=${2:-3}
 CONNS=${3:-50}
 . bench/lib.sh
 require_tools nginx wrk taskset curl
-[ -n "${BIN:-}" ] || cargo build --release -q -p portcullis
-BIN=${BIN:-./target/release/portcullis}
+if [ -z "${BIN:-}" ]; then
+  if [ "${PGO:-1}" = 1 ]; then
+    bench/pgo.sh
+    BIN=./target/pgo/portcullis
+  else
+    cargo build --release -q -p portcullis
+    BIN=./target/release/portcullis
+  fi
+fi
+echo "measuring $BIN" >&2
 OUT=bench/out-plugins
 mkdir -p "$OUT"
 rm -f "$OUT"/*.pid

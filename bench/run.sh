@@ -6,6 +6,11 @@
 #
 #   bench/run.sh [seconds-per-round] [rounds] [connections]
 #
+# Two Portcullis columns: "portcullis", the binary `cargo build --release` makes, and
+# "portcullis-pgo", the same source built profile-guided by bench/pgo.sh (the release build;
+# ~10 more minutes the first time). PGO=0 leaves the second column out; BIN and PGO_BIN name
+# ready binaries instead of building them.
+#
 # One worker each. On a 2-core machine the proxy under test is pinned to CPU 0, and the load
 # generator (wrk) and the origin share CPU 1. Needs: nginx, wrk, taskset (apt install
 # nginx-light wrk util-linux). Prints requests/s, p50, p99, the proxy's and the origin's CPU per
@@ -20,6 +25,11 @@ require_tools nginx wrk taskset curl
 
 [ -n "${BIN:-}" ] || cargo build --release -q -p portcullis
 BIN=${BIN:-./target/release/portcullis}
+PGO=${PGO:-1}
+if [ "$PGO" = 1 ] && [ -z "${PGO_BIN:-}" ]; then
+  bench/pgo.sh
+  PGO_BIN=./target/pgo/portcullis
+fi
 OUT=bench/out
 mkdir -p "$OUT"
 rm -f "$OUT"/*.pid
@@ -28,6 +38,7 @@ ORIGIN_PORT=18080
 NGINX_PORT=18081
 PC_PORT=18082
 NGINX_KONG_PORT=18083
+PGO_PORT=18084
 
 write_configs "$OUT" "$ORIGIN_PORT" "$NGINX_PORT" "$NGINX_KONG_PORT"
 
@@ -47,6 +58,16 @@ taskset -c "$PROXY_CPU" "$BIN" start --config "$OUT/kong.yml" --settings "$OUT/p
   --proxy-listen 127.0.0.1:$PC_PORT --proxy-tls-listen 127.0.0.1:18443 --admin-listen 127.0.0.1:18001 --workers 1 \
   2> "$OUT/portcullis.log" &
 PC_PID=$!
+COLUMNS_PC="portcullis"
+if [ "$PGO" = 1 ]; then
+  taskset -c "$PROXY_CPU" "$PGO_BIN" start --config "$OUT/kong.yml" --settings "$OUT/portcullis.toml" \
+    --proxy-listen 127.0.0.1:$PGO_PORT --proxy-tls-listen 127.0.0.1:18444 --admin-listen 127.0.0.1:18002 --workers 1 \
+    2> "$OUT/portcullis-pgo.log" &
+  PGO_PID=$!
+  COLUMNS_PC="portcullis portcullis-pgo"
+  for _ in $(seq 1 100); do curl -sf -o /dev/null http://127.0.0.1:18002/status && break; sleep 0.1; done
+  curl -sf -o /dev/null "http://127.0.0.1:$PGO_PORT/" || { echo "portcullis (PGO) not answering" >&2; cat "$OUT/portcullis-pgo.log"; exit 1; }
+fi
 for _ in $(seq 1 100); do curl -sf -o /dev/null http://127.0.0.1:18001/status && break; sleep 0.1; done
 curl -sf -o /dev/null "http://127.0.0.1:$NGINX_PORT/" || { echo "nginx proxy not answering" >&2; exit 1; }
 curl -sf -o /dev/null "http://127.0.0.1:$NGINX_KONG_PORT/" || { echo "nginx (Kong headers) not answering" >&2; exit 1; }
@@ -71,7 +92,7 @@ run() { # name port pid
   reqs=$(echo "$out" | awk '/requests in/ {print $1}')
   cpu_us=$(awk -v c="$((c1 - c0))" -v hz="$TICK_HZ" -v n="$reqs" 'BEGIN { printf "%.1f", c * 1e6 / hz / n }')
   origin_us=$(awk -v c="$((o1 - o0))" -v hz="$TICK_HZ" -v n="$reqs" 'BEGIN { printf "%.1f", c * 1e6 / hz / n }')
-  printf "%-11s round %d  %10.0f req/s  p50 %7s ms  p99 %7s ms  cpu %6s us/req  origin %5s us/req  %s\n" "$1" "$ROUND" "$rps" "$p50" "$p99" "$cpu_us" "$origin_us" "$errs" >&2
+  printf "%-14s round %d  %10.0f req/s  p50 %7s ms  p99 %7s ms  cpu %6s us/req  origin %5s us/req  %s\n" "$1" "$ROUND" "$rps" "$p50" "$p99" "$cpu_us" "$origin_us" "$errs" >&2
   echo "$1 $rps $p50 $p99 $cpu_us $origin_us" >> "$OUT/results.txt"
 }
 
@@ -80,26 +101,27 @@ echo "warm-up..." >&2
 taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d2s "http://127.0.0.1:$NGINX_PORT/" >/dev/null
 taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d2s "http://127.0.0.1:$NGINX_KONG_PORT/" >/dev/null
 taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d2s "http://127.0.0.1:$PC_PORT/" >/dev/null
+if [ "$PGO" = 1 ]; then taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d2s "http://127.0.0.1:$PGO_PORT/" >/dev/null; fi
 for ROUND in $(seq 1 "$ROUNDS"); do
   run nginx $NGINX_PORT "$NGINX_WORKER"
   run nginx-kong $NGINX_KONG_PORT "$NGINX_WORKER"
   run portcullis $PC_PORT "$PC_PID"
+  if [ "$PGO" = 1 ]; then run portcullis-pgo $PGO_PORT "$PGO_PID"; fi
 done
 
-awk '
+awk -v pcs="$COLUMNS_PC" '
   { rps[$1]+=$2; p50[$1]+=$3; p99[$1]+=$4; cpu[$1]+=$5; org[$1]+=$6; n[$1]++ }
   END {
-    printf "\n%-11s %12s %10s %10s %12s %14s\n", "proxy", "req/s(avg)", "p50 ms", "p99 ms", "cpu us/req", "origin us/req"
-    for (k in n) printf "%-11s %12.0f %10.3f %10.3f %12.1f %14.1f\n", k, rps[k]/n[k], p50[k]/n[k], p99[k]/n[k], cpu[k]/n[k], org[k]/n[k]
+    printf "\n%-14s %12s %10s %10s %12s %14s\n", "proxy", "req/s(avg)", "p50 ms", "p99 ms", "cpu us/req", "origin us/req"
+    for (k in n) printf "%-14s %12.0f %10.3f %10.3f %12.1f %14.1f\n", k, rps[k]/n[k], p50[k]/n[k], p99[k]/n[k], cpu[k]/n[k], org[k]/n[k]
     split("nginx nginx-kong", refs, " ")
-    for (i = 1; i <= 2; i++) {
-      r = refs[i]
-      printf "\nratio portcullis/%-10s throughput %.2fx, p99 difference %+.3f ms, CPU per request %.2fx",
-        r ":", (rps["portcullis"]/n["portcullis"])/(rps[r]/n[r]),
-        p99["portcullis"]/n["portcullis"] - p99[r]/n[r],
-        (cpu["portcullis"]/n["portcullis"])/(cpu[r]/n[r])
-    }
+    np = split(pcs, ps, " ")
     printf "\n"
+    for (j = 1; j <= np; j++) for (i = 1; i <= 2; i++) {
+      r = refs[i]; p = ps[j]
+      printf "ratio %s/%-10s throughput %.2fx, p99 difference %+.3f ms, CPU per request %.2fx\n",
+        p, r ":", (rps[p]/n[p])/(rps[r]/n[r]), p99[p]/n[p] - p99[r]/n[r], (cpu[p]/n[p])/(cpu[r]/n[r])
+    }
   }' "$OUT/results.txt"
 
 # The same ratios from each column's median round: one VM stall (a descheduled vCPU shows up
@@ -110,15 +132,17 @@ median() { # proxy column
 }
 # Each round's throughput ratio against the reference run just before it (adjacent in time,
 # so a slow spell of the VM hits both), and the median of those ratios.
-paired() { # reference
-  awk -v r="$1" '$1==r {ref=$2} $1=="portcullis" && ref {print $2/ref}' "$OUT/results.txt" | sort -g |
-    awk '{v[NR]=$1; if ($1 >= 1) w++} END {printf "%.2fx (portcullis ahead in %d of %d rounds)", (NR%2) ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2, w, NR}'
+paired() { # reference column
+  awk -v r="$1" -v p="$2" '$1==r {ref=$2} $1==p && ref {print $2/ref}' "$OUT/results.txt" | sort -g |
+    awk -v p="$2" '{v[NR]=$1; if ($1 >= 1) w++} END {printf "%.2fx (%s ahead in %d of %d rounds)", (NR%2) ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2, p, w, NR}'
 }
-for ref in nginx nginx-kong; do
-  awk -v ref="$ref" -v nr="$(median "$ref" 2)" -v pr="$(median portcullis 2)" \
-      -v n99="$(median "$ref" 4)" -v p99="$(median portcullis 4)" \
-      -v nc="$(median "$ref" 5)" -v pc="$(median portcullis 5)" -v paired="$(paired "$ref")" 'BEGIN {
-    printf "medians vs %-11s throughput %.2fx, p99 difference %+.3f ms, CPU per request %.2fx (%s %.0f req/s, p99 %.3f ms; portcullis %.0f req/s, p99 %.3f ms); round by round: %s\n",
-      ref ":", pr/nr, p99-n99, pc/nc, ref, nr, n99, pr, p99, paired
-  }'
+for pc in $COLUMNS_PC; do
+  for ref in nginx nginx-kong; do
+    awk -v ref="$ref" -v pcn="$pc" -v nr="$(median "$ref" 2)" -v pr="$(median "$pc" 2)" \
+        -v n99="$(median "$ref" 4)" -v p99="$(median "$pc" 4)" \
+        -v nc="$(median "$ref" 5)" -v pcc="$(median "$pc" 5)" -v paired="$(paired "$ref" "$pc")" 'BEGIN {
+      printf "medians %s vs %-11s throughput %.2fx, p99 difference %+.3f ms, CPU per request %.2fx (%s %.0f req/s, p99 %.3f ms; %s %.0f req/s, p99 %.3f ms); round by round: %s\n",
+        pcn, ref ":", pr/nr, p99-n99, pcc/nc, ref, nr, n99, pcn, pr, p99, paired
+    }'
+  done
 done

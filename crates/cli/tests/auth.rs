@@ -214,7 +214,7 @@ fn anonymous_consumer_must_exist() {
         ),
     )
     .unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
+    let out = std::process::Command::new(common::bin())
         .args(["config", "validate"])
         .arg(&f)
         .output()

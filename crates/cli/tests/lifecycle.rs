@@ -141,7 +141,7 @@ routes:
 "#,
     )
     .unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
+    let out = std::process::Command::new(common::bin())
         .args(["config", "validate"])
         .arg(&bad)
         .output()
@@ -159,7 +159,7 @@ routes:
     }
     let good = dir.join("good.yml");
     std::fs::write(&good, "_format_version: \"3.0\"\nservices: [{name: s, url: 'http://x:1', routes: [{name: r, paths: [/]}]}]\n").unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
+    let out = std::process::Command::new(common::bin())
         .args(["config", "validate"])
         .arg(&good)
         .output()
@@ -179,7 +179,7 @@ async fn invalid_config_at_start_fails_with_paths() {
         "_format_version: \"3.0\"\nservices: [{name: s, host: h, retries: -1}]\n",
     )
     .unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
+    let out = std::process::Command::new(common::bin())
         .args(["start", "--config"])
         .arg(&cfg)
         .args(["--proxy-listen", &format!("127.0.0.1:{}", free_port())])

@@ -548,7 +548,7 @@ fn validate(yaml: &str) -> (bool, String) {
     let dir = temp_dir();
     let f = dir.join("c.yml");
     write_file(&f, yaml);
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
+    let out = std::process::Command::new(common::bin())
         .args(["config", "validate"])
         .arg(&f)
         .output()

@@ -133,7 +133,7 @@ async fn file_log_config_errors_are_refused_with_paths() {
     let dir = temp_dir();
     let f = dir.join("bad.yml");
     write_file(&f, &cfg);
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
+    let out = std::process::Command::new(common::bin())
         .args(["config", "validate"])
         .arg(&f)
         .output()

@@ -127,7 +127,7 @@ async fn revoked_certificates_are_refused_and_anonymous_applies() {
 
 #[tokio::test]
 async fn bad_mtls_configs_are_refused_with_paths() {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
+    let out = std::process::Command::new(common::bin())
         .args(["config", "validate", "/dev/stdin"])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())

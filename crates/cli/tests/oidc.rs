@@ -980,7 +980,7 @@ plugins:
 "#,
     )
     .unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+    let out = Command::new(common::bin())
         .args(["config", "validate"])
         .arg(&f)
         .output()
@@ -1009,7 +1009,7 @@ plugins:
             ),
         )
         .unwrap();
-        let out = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        let out = Command::new(common::bin())
             .args(["config", "validate"])
             .arg(&f)
             .output()

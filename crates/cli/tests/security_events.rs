@@ -171,7 +171,7 @@ async fn bad_alert_rules_stop_the_start_with_a_clear_error() {
         &settings,
         "[[alerts]]\nname = \"x\"\nthreshold = 3\ngroup_by = \"planet\"\nwebhook = \"http://127.0.0.1:1/\"\n",
     );
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
+    let out = std::process::Command::new(common::bin())
         .args(["start", "--config"])
         .arg(&cfg)
         .arg("--settings")

@@ -150,7 +150,7 @@ async fn ip_restriction_config_errors_name_the_field() {
             "          - name: ip-restriction\n            config: {allow: [10.0.0.0/33]}\n          - name: bot-detection\n            config: {deny: [\"(x\"]}\n          - name: cors\n            config: {origins: [\"null\"], color: red}\n          - name: rate-limiting\n            config: {limit_by: ip}\n          - name: rate-limiting\n            config: {minute: 5, hour: 2, policy: redis}\n",
         ),
     );
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
+    let out = std::process::Command::new(common::bin())
         .args(["config", "validate"])
         .arg(&file)
         .output()

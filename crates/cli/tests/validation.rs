@@ -489,7 +489,7 @@ async fn bad_configs_are_refused_with_paths() {
     ]
     .concat();
     write_file(&file, &one_service("http://127.0.0.1:9", &routes));
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
+    let out = std::process::Command::new(common::bin())
         .args(["config", "validate"])
         .arg(&file)
         .output()
@@ -514,7 +514,7 @@ async fn bad_configs_are_refused_with_paths() {
 
     // The shipped example passes.
     let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/validation.yml");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
+    let out = std::process::Command::new(common::bin())
         .args(["config", "validate", example])
         .output()
         .unwrap();

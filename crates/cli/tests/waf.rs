@@ -227,7 +227,7 @@ fn validate(yaml: &str) -> (i32, String) {
     let dir = temp_dir();
     let f = dir.join("kong.yml");
     std::fs::write(&f, yaml).unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
+    let out = std::process::Command::new(common::bin())
         .args(["config", "validate"])
         .arg(&f)
         .output()

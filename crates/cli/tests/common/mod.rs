@@ -25,6 +25,16 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
+/// The binary under test: the one cargo built for these tests, or the one `PORTCULLIS_TEST_BIN`
+/// names, so the same suite can check another build of the same source (e.g. the
+/// profile-guided release build from `bench/pgo.sh`).
+pub fn bin() -> PathBuf {
+    match std::env::var_os("PORTCULLIS_TEST_BIN") {
+        Some(path) => PathBuf::from(path),
+        None => PathBuf::from(env!("CARGO_BIN_EXE_portcullis")),
+    }
+}
+
 /// What a [`receiver`] keeps: `decode(headers, body)` of every request, in arrival order.
 pub type Received<T> = Arc<std::sync::Mutex<Vec<T>>>;
 
@@ -299,7 +309,7 @@ impl Gw {
         // take it in between: on "Address already in use" start again on fresh ports.
         for attempt in 0.. {
             let (proxy, tls, admin) = (free_port(), free_port(), free_port());
-            let child = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+            let child = Command::new(bin())
                 .args(["start", "--config"])
                 .arg(&cfg)
                 .arg("--settings")
