@@ -822,8 +822,14 @@ impl Parser {
                 None
             }
         });
-        // Plugins scoped to consumer groups arrive with the rate-limiting work; accept them now.
-        o.accept(&["plugins"]);
+        // Plugins scoped to a consumer group (Kong Enterprise) are not applied, so a config
+        // that sets them is refused rather than run without them.
+        if matches!(o.get("plugins"), Some(v) if v.as_array().is_none_or(|a| !a.is_empty())) {
+            errs.push(
+                o.field_path("plugins"),
+                "plugins scoped to a consumer group are not supported; scope them to consumers, routes or services",
+            );
+        }
         o.finish(errs);
         self.config.consumer_groups.entry(name.clone()).or_default();
         for (m, p) in members {
@@ -935,7 +941,17 @@ impl Parser {
                 self.defer(kind, r, p, slot);
             }
         }
-        o.accept(&["consumer_group", "ordering", "_config"]);
+        o.null_only(
+            "consumer_group",
+            "plugins scoped to a consumer group are not supported; scope them to consumers, routes or services",
+            errs,
+        );
+        o.null_only(
+            "ordering",
+            "dynamic plugin ordering is not supported; plugins run in Kong's priority order",
+            errs,
+        );
+        o.accept(&["_config"]);
         o.finish(errs);
         self.config.plugins.push(Plugin {
             id,

@@ -147,6 +147,14 @@ impl<'a> Obj<'a> {
         }
     }
 
+    /// Accepts `key` only when absent or null (a field Kong's Enterprise edition has and we do
+    /// not honour: ignoring a set value would change what the config means, silently).
+    pub fn null_only(&mut self, key: &str, why: &str, errs: &mut Errors) {
+        if self.get(key).is_some() {
+            errs.push(self.field_path(key), why.to_string());
+        }
+    }
+
     /// An optional string.
     pub fn opt_str(&mut self, key: &str, errs: &mut Errors) -> Option<String> {
         match self.get(key)? {

@@ -299,3 +299,49 @@ certificates:
     );
     assert!(e.iter().all(|x| !x.contains("c2VjcmV0")));
 }
+
+#[test]
+fn consumer_group_scoping_and_plugin_ordering_are_refused_not_ignored() {
+    // Ignoring them would run a group-only plugin for everyone, or drop a group's limits.
+    let e = errors(
+        r#"
+_format_version: "3.0"
+consumer_groups:
+  - name: gold
+  - name: free
+    plugins:
+      - name: rate-limiting
+        config: {minute: 5}
+plugins:
+  - name: request-termination
+    consumer_group: gold
+    config: {status_code: 418}
+  - name: cors
+    ordering: {before: {access: [key-auth]}}
+"#,
+    );
+    assert!(
+        e.iter().any(|m| m.starts_with("consumer_groups[1].plugins: plugins scoped to a consumer group are not supported")),
+        "{e:?}"
+    );
+    assert!(
+        e.iter().any(|m| m.starts_with("plugins[0].consumer_group: plugins scoped to a consumer group are not supported")),
+        "{e:?}"
+    );
+    assert!(
+        e.iter().any(|m| m.starts_with("plugins[1].ordering: dynamic plugin ordering is not supported")),
+        "{e:?}"
+    );
+    assert_eq!(e.len(), 3, "{e:?}");
+    // decK dumps carry them as nulls or empty lists: accepted.
+    ok(r#"
+_format_version: "3.0"
+consumer_groups:
+  - name: gold
+    plugins: []
+plugins:
+  - name: cors
+    consumer_group: null
+    ordering: null
+"#);
+}

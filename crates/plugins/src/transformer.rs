@@ -2,9 +2,13 @@
 //! replace, add and append — in that order — on headers, query arguments and bodies.
 //!
 //! Entries are `name:value` (split at the first `:`); `remove` takes names. `add` sets only
-//! what is absent, `replace` only what is present, `append` always adds another value. Values
-//! may use `$(headers.NAME)` and `$(query_params.NAME)` templates, read from the request as it
-//! arrived. Everything is parsed once per config load.
+//! what is absent, `replace` only what is present, `append` always adds another value.
+//! request-transformer values may use Kong's templates, read from the request as it arrived:
+//! `$(headers.NAME)` / `$(headers["NAME"])`, `$(query_params.NAME)` /
+//! `$(query_params["NAME"])`, and the route's regex captures `$(uri_captures.NAME)` /
+//! `$(uri_captures["NAME"])` / `$(uri_captures[N])`. response-transformer values are literal
+//! text, as in Kong (a request header must not be reflected into the response). Everything is
+//! parsed once per config load.
 
 use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue};
@@ -21,7 +25,7 @@ struct Pair {
     value: Template,
 }
 
-/// A value with optional `$(headers.x)` / `$(query_params.x)` parts.
+/// A value with optional `$(headers.x)` / `$(query_params.x)` / `$(uri_captures.x)` parts.
 #[derive(Debug, Clone)]
 struct Template(Vec<Part>);
 
@@ -30,9 +34,67 @@ enum Part {
     Text(String),
     Header(String),
     Query(String),
+    /// A named regex capture of the matched route path.
+    Capture(String),
+    /// A capture by number (1 is the first group).
+    CaptureAt(usize),
+}
+
+/// What templates read: the request as it arrived.
+struct Src<'a> {
+    headers: &'a HeaderMap,
+    query: Option<&'a str>,
+    captures: &'a [(Option<String>, String)],
+}
+
+impl<'a> Src<'a> {
+    fn of(ctx: &'a Ctx, headers: &'a HeaderMap, query: Option<&'a str>) -> Src<'a> {
+        Src {
+            headers,
+            query,
+            captures: &ctx.uri_captures,
+        }
+    }
+}
+
+/// The key of `table.KEY`, `table["KEY"]`, `table['KEY']` or `table[N]` in a template
+/// expression; `Err(())` when `expr` is about `table` but malformed.
+fn template_key<'e>(expr: &'e str, table: &str) -> Option<Result<Key<'e>, ()>> {
+    let rest = expr.strip_prefix(table)?;
+    if let Some(name) = rest.strip_prefix('.') {
+        let ok = !name.is_empty()
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        return Some(if ok { Ok(Key::Name(name)) } else { Err(()) });
+    }
+    let inner = rest.strip_prefix('[')?.strip_suffix(']')?.trim();
+    for q in ['"', '\''] {
+        if let Some(name) = inner.strip_prefix(q).and_then(|i| i.strip_suffix(q)) {
+            return Some(if name.is_empty() || name.contains(q) {
+                Err(())
+            } else {
+                Ok(Key::Name(name))
+            });
+        }
+    }
+    Some(match inner.parse::<usize>() {
+        Ok(n) if n > 0 => Ok(Key::At(n)),
+        _ => Err(()),
+    })
+}
+
+enum Key<'e> {
+    Name(&'e str),
+    At(usize),
 }
 
 impl Template {
+    /// Text without templates: response-transformer values, taken as written.
+    fn literal(s: &str) -> Template {
+        Template(vec![Part::Text(s.to_string())])
+    }
+
     fn parse(s: &str) -> Result<Template, String> {
         let mut parts = Vec::new();
         let mut rest = s;
@@ -44,14 +106,30 @@ impl Template {
                 return Err("unterminated $( template".into());
             };
             let expr = rest[i + 2..i + end].trim();
-            let part = if let Some(h) = expr.strip_prefix("headers.") {
-                Part::Header(h.to_ascii_lowercase())
-            } else if let Some(q) = expr.strip_prefix("query_params.") {
-                Part::Query(q.to_string())
+            let unsupported = || {
+                format!(
+                    "unsupported template '{expr}': use headers.NAME, query_params.NAME or \
+                     uri_captures.NAME (or [\"NAME\"]; uri_captures[N] for a numbered group)"
+                )
+            };
+            let part = if let Some(k) = template_key(expr, "headers") {
+                match k {
+                    Ok(Key::Name(h)) => Part::Header(h.to_ascii_lowercase()),
+                    _ => return Err(unsupported()),
+                }
+            } else if let Some(k) = template_key(expr, "query_params") {
+                match k {
+                    Ok(Key::Name(q)) => Part::Query(q.to_string()),
+                    _ => return Err(unsupported()),
+                }
+            } else if let Some(k) = template_key(expr, "uri_captures") {
+                match k {
+                    Ok(Key::Name(c)) => Part::Capture(c.to_string()),
+                    Ok(Key::At(n)) => Part::CaptureAt(n),
+                    Err(()) => return Err(unsupported()),
+                }
             } else {
-                return Err(format!(
-                    "unsupported template '{expr}': use headers.NAME or query_params.NAME"
-                ));
+                return Err(unsupported());
             };
             parts.push(part);
             rest = &rest[i + end + 1..];
@@ -62,17 +140,17 @@ impl Template {
         Ok(Template(parts))
     }
 
-    fn render(&self, headers: &HeaderMap, query: Option<&str>) -> String {
-        self.render_with(headers, query, false)
+    fn render(&self, src: &Src<'_>) -> String {
+        self.render_with(src, false)
     }
 
     /// Renders for a URI path: values from the request are percent-encoded (all but
     /// unreserved characters), so a client cannot add `/`, `..`, `?` or `#` to the path.
-    fn render_path(&self, headers: &HeaderMap, query: Option<&str>) -> String {
-        self.render_with(headers, query, true)
+    fn render_path(&self, src: &Src<'_>) -> String {
+        self.render_with(src, true)
     }
 
-    fn render_with(&self, headers: &HeaderMap, query: Option<&str>, path: bool) -> String {
+    fn render_with(&self, src: &Src<'_>, path: bool) -> String {
         let mut out = String::new();
         for p in &self.0 {
             let value = match p {
@@ -80,11 +158,18 @@ impl Template {
                     out.push_str(t);
                     continue;
                 }
-                Part::Header(h) => headers
+                Part::Header(h) => src
+                    .headers
                     .get(h.as_str())
                     .and_then(|v| v.to_str().ok())
                     .map(str::to_string),
-                Part::Query(q) => query.and_then(|qs| query_get(qs, q)),
+                Part::Query(q) => src.query.and_then(|qs| query_get(qs, q)),
+                Part::Capture(c) => src
+                    .captures
+                    .iter()
+                    .find(|(n, _)| n.as_deref() == Some(c.as_str()))
+                    .map(|(_, v)| v.clone()),
+                Part::CaptureAt(i) => src.captures.get(i - 1).map(|(_, v)| v.clone()),
             };
             if let Some(v) = value {
                 if path {
@@ -145,7 +230,7 @@ impl Ops {
 }
 
 /// Reads `{remove: {...}, rename: {...}, ...}` into per-target operations.
-fn read_ops(o: &mut Obj<'_>, targets: &[&str], errs: &mut Errors) -> Vec<Ops> {
+fn read_ops(o: &mut Obj<'_>, targets: &[&str], templates: bool, errs: &mut Errors) -> Vec<Ops> {
     let mut ops = vec![Ops::default(); targets.len()];
     for action in ["remove", "rename", "replace", "add", "append"] {
         let path = o.field_path(action);
@@ -174,7 +259,11 @@ fn read_ops(o: &mut Obj<'_>, targets: &[&str], errs: &mut Errors) -> Vec<Ops> {
                         _ => errs.push(epath, "invalid value: expected 'old:new'"),
                     },
                     _ => match entry.split_once(':') {
-                        Some((name, value)) if !name.is_empty() => match Template::parse(value) {
+                        Some((name, value)) if !name.is_empty() => match if templates {
+                            Template::parse(value)
+                        } else {
+                            Ok(Template::literal(value))
+                        } {
                             Ok(t) => {
                                 let pair = Pair {
                                     name: name.to_string(),
@@ -226,9 +315,9 @@ fn read_ops(o: &mut Obj<'_>, targets: &[&str], errs: &mut Errors) -> Vec<Ops> {
     ops
 }
 
-fn header_ops(ops: &Ops, h: &mut HeaderMap, src: &HeaderMap, query: Option<&str>) {
+fn header_ops(ops: &Ops, h: &mut HeaderMap, src: &Src<'_>) {
     let name = |n: &str| HeaderName::from_bytes(n.to_ascii_lowercase().as_bytes()).ok();
-    let value = |p: &Pair| HeaderValue::from_str(&p.value.render(src, query)).ok();
+    let value = |p: &Pair| HeaderValue::from_str(&p.value.render(src)).ok();
     for n in ops.remove.iter().filter_map(|n| name(n)) {
         h.remove(n);
     }
@@ -265,7 +354,7 @@ fn header_ops(ops: &Ops, h: &mut HeaderMap, src: &HeaderMap, query: Option<&str>
 }
 
 /// Applies operations to ordered `(name, value)` pairs (query strings and form bodies).
-fn pair_ops(ops: &Ops, pairs: &mut Vec<(String, String)>, src: &HeaderMap, query: Option<&str>) {
+fn pair_ops(ops: &Ops, pairs: &mut Vec<(String, String)>, src: &Src<'_>) {
     pairs.retain(|(k, _)| !ops.remove.contains(k));
     for (from, to) in &ops.rename {
         for (k, _) in pairs.iter_mut() {
@@ -275,7 +364,7 @@ fn pair_ops(ops: &Ops, pairs: &mut Vec<(String, String)>, src: &HeaderMap, query
         }
     }
     for p in &ops.replace {
-        let v = p.value.render(src, query);
+        let v = p.value.render(src);
         for (k, val) in pairs.iter_mut() {
             if *k == p.name {
                 val.clone_from(&v);
@@ -284,11 +373,11 @@ fn pair_ops(ops: &Ops, pairs: &mut Vec<(String, String)>, src: &HeaderMap, query
     }
     for p in &ops.add {
         if !pairs.iter().any(|(k, _)| *k == p.name) {
-            pairs.push((p.name.clone(), p.value.render(src, query)));
+            pairs.push((p.name.clone(), p.value.render(src)));
         }
     }
     for p in &ops.append {
-        pairs.push((p.name.clone(), p.value.render(src, query)));
+        pairs.push((p.name.clone(), p.value.render(src)));
     }
 }
 
@@ -308,7 +397,7 @@ fn typed(v: String, t: Option<JsonType>) -> Value {
 }
 
 /// Applies operations to the top level of a JSON object.
-fn json_ops(ops: &Ops, m: &mut Map<String, Value>, src: &HeaderMap, query: Option<&str>) {
+fn json_ops(ops: &Ops, m: &mut Map<String, Value>, src: &Src<'_>) {
     for k in &ops.remove {
         m.remove(k);
     }
@@ -319,18 +408,18 @@ fn json_ops(ops: &Ops, m: &mut Map<String, Value>, src: &HeaderMap, query: Optio
     }
     for (i, p) in ops.replace.iter().enumerate() {
         if m.contains_key(&p.name) {
-            let v = typed(p.value.render(src, query), ops.types[0].get(i).copied());
+            let v = typed(p.value.render(src), ops.types[0].get(i).copied());
             m.insert(p.name.clone(), v);
         }
     }
     for (i, p) in ops.add.iter().enumerate() {
         if !m.contains_key(&p.name) {
-            let v = typed(p.value.render(src, query), ops.types[1].get(i).copied());
+            let v = typed(p.value.render(src), ops.types[1].get(i).copied());
             m.insert(p.name.clone(), v);
         }
     }
     for (i, p) in ops.append.iter().enumerate() {
-        let v = typed(p.value.render(src, query), ops.types[2].get(i).copied());
+        let v = typed(p.value.render(src), ops.types[2].get(i).copied());
         match m.get_mut(&p.name) {
             Some(Value::Array(a)) => a.push(v),
             Some(existing) => {
@@ -397,7 +486,7 @@ impl RequestTransformer {
                 errs.push(format!("{path}.replace.uri"), e);
                 None
             });
-        let mut ops = read_ops(&mut o, &["headers", "querystring", "body"], errs);
+        let mut ops = read_ops(&mut o, &["headers", "querystring", "body"], true, errs);
         o.finish(errs);
         if errs.len() > before {
             return None;
@@ -415,22 +504,29 @@ impl RequestTransformer {
     }
 
     fn apply(&self, ctx: &mut Ctx) {
-        let src = ctx.headers.clone();
+        let headers = ctx.headers.clone();
         let q = ctx.query.clone();
+        let captures = std::mem::take(&mut ctx.uri_captures);
+        let src = Src {
+            headers: &headers,
+            query: q.as_deref(),
+            captures: &captures,
+        };
         if !self.body.is_empty() {
-            self.transform_body(ctx, &src, q.as_deref());
+            self.transform_body(ctx, &src);
         }
-        header_ops(&self.headers, &mut ctx.headers, &src, q.as_deref());
+        header_ops(&self.headers, &mut ctx.headers, &src);
         if !self.query.is_empty() {
             let mut pairs = parse_pairs(ctx.query.as_deref().unwrap_or(""));
-            pair_ops(&self.query, &mut pairs, &src, q.as_deref());
+            pair_ops(&self.query, &mut pairs, &src);
             ctx.query = (!pairs.is_empty()).then(|| join_pairs(&pairs));
         }
         if let Some(m) = &self.method {
             ctx.method = m.clone();
         }
-        if let Some(t) = &self.uri {
-            let rendered = t.render_path(&src, q.as_deref());
+        let rendered = self.uri.as_ref().map(|t| t.render_path(&src));
+        ctx.uri_captures = captures;
+        if let Some(rendered) = rendered {
             ctx.upstream_path = Some(if rendered.starts_with('/') {
                 rendered
             } else {
@@ -439,14 +535,14 @@ impl RequestTransformer {
         }
     }
 
-    fn transform_body(&self, ctx: &mut Ctx, src: &HeaderMap, q: Option<&str>) {
+    fn transform_body(&self, ctx: &mut Ctx, src: &Src<'_>) {
         let Some(body) = ctx.body.clone() else {
             return;
         };
         match ctx.media_type().as_deref() {
             Some("application/x-www-form-urlencoded") => {
                 let mut pairs = parse_pairs(&String::from_utf8_lossy(&body));
-                pair_ops(&self.body, &mut pairs, src, q);
+                pair_ops(&self.body, &mut pairs, src);
                 ctx.body = Some(Bytes::from(join_pairs(&pairs)));
             }
             Some("application/json") => {
@@ -456,7 +552,7 @@ impl RequestTransformer {
                     serde_json::from_slice::<Value>(&body).ok()
                 };
                 if let Some(Value::Object(mut m)) = parsed {
-                    json_ops(&self.body, &mut m, src, q);
+                    json_ops(&self.body, &mut m, src);
                     if let Ok(b) = serde_json::to_vec(&Value::Object(m)) {
                         ctx.body = Some(Bytes::from(b));
                     }
@@ -499,7 +595,8 @@ impl ResponseTransformer {
     pub fn build(config: &Value, path: &str, errs: &mut Errors) -> Option<ResponseTransformer> {
         let before = errs.len();
         let mut o = Obj::open(config, path, errs)?;
-        let mut ops = read_ops(&mut o, &["headers", "json"], errs);
+        // Kong's response-transformer does not render templates: values are literal.
+        let mut ops = read_ops(&mut o, &["headers", "json"], false, errs);
         o.finish(errs);
         if errs.len() > before {
             return None;
@@ -516,8 +613,7 @@ impl Plugin for ResponseTransformer {
     }
 
     fn response_headers(&self, ctx: &mut Ctx, head: &mut ResponseHead) {
-        let src = ctx.headers.clone();
-        header_ops(&self.headers, &mut head.headers, &src, ctx.query.as_deref());
+        header_ops(&self.headers, &mut head.headers, &Src::of(ctx, &HeaderMap::new(), None));
     }
 
     fn reads_response_body(&self) -> bool {
@@ -536,7 +632,7 @@ impl Plugin for ResponseTransformer {
         let Ok(Value::Object(mut m)) = serde_json::from_slice::<Value>(body) else {
             return;
         };
-        json_ops(&self.json, &mut m, &ctx.headers, ctx.query.as_deref());
+        json_ops(&self.json, &mut m, &Src::of(ctx, &HeaderMap::new(), None));
         if let Ok(b) = serde_json::to_vec(&Value::Object(m)) {
             *body = Bytes::from(b);
         }
@@ -573,11 +669,75 @@ mod tests {
                 .any(|x| x.contains("plugins[0].config.rename.querystring[0]")),
             "{e:?}"
         );
-        let e = errors(json!({"add": {"headers": ["x:$(uri_captures.a)"]}}));
-        assert!(
-            e.iter().any(|x| x.contains("unsupported template")),
-            "{e:?}"
+        for bad in [
+            "x:$(uri_captures[0])",
+            "x:$(headers[1])",
+            "x:$(headers['a)",
+            "x:$(shared.a)",
+            "x:$(headers.a b)",
+        ] {
+            let e = errors(json!({"add": {"headers": [bad]}}));
+            assert!(
+                e.iter().any(|x| x.contains("unsupported template")),
+                "{bad}: {e:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn templates_take_kongs_dot_bracket_and_capture_forms() {
+        let cfg = json!({
+            "add": {"headers": [
+                "x-a:$(headers.x-user-id)",
+                "x-b:$(headers[\"X-User-Id\"])/$(query_params['page-size'])",
+                "x-c:$(uri_captures.id)-$(uri_captures[\"tab\"])-$(uri_captures[2])",
+                "x-d:[$(uri_captures[9])]"
+            ]},
+            "replace": {"uri": "/users/$(uri_captures[1])"}
+        });
+        let mut errs = Errors::default();
+        let p = RequestTransformer::build(&cfg, "c", &mut errs).unwrap();
+        assert!(errs.is_empty(), "{:?}", errs.into_vec());
+        let mut h = HeaderMap::new();
+        h.insert("x-user-id", HeaderValue::from_static("u7"));
+        let mut ctx = Ctx::new(
+            Method::GET,
+            "/u/42/posts".into(),
+            Some("page-size=10".into()),
+            h,
+            "127.0.0.1".parse().unwrap(),
         );
+        ctx.uri_captures = vec![
+            (Some("id".into()), "42".into()),
+            (Some("tab".into()), "posts".into()),
+        ];
+        p.apply(&mut ctx);
+        let get = |n: &str| ctx.headers.get(n).and_then(|v| v.to_str().ok());
+        assert_eq!(get("x-a"), Some("u7"));
+        assert_eq!(get("x-b"), Some("u7/10"));
+        assert_eq!(get("x-c"), Some("42-posts-posts"));
+        assert_eq!(get("x-d"), Some("[]"));
+        assert_eq!(ctx.upstream_path.as_deref(), Some("/users/42"));
+        assert_eq!(ctx.uri_captures.len(), 2, "captures are kept for later plugins");
+    }
+
+    #[test]
+    fn response_transformer_values_are_literal() {
+        // Kong renders no templates here; a request header must not reach the response.
+        let cfg = json!({"add": {"headers": ["x-status:$(upstream_status)", "x-echo:$(headers.x-in)"]}});
+        let mut errs = Errors::default();
+        let p = ResponseTransformer::build(&cfg, "c", &mut errs).unwrap();
+        assert!(errs.is_empty(), "{:?}", errs.into_vec());
+        let mut h = HeaderMap::new();
+        h.insert("x-in", HeaderValue::from_static("injected"));
+        let mut ctx = Ctx::new(Method::GET, "/".into(), None, h, "127.0.0.1".parse().unwrap());
+        let mut head = ResponseHead {
+            status: http::StatusCode::OK,
+            headers: HeaderMap::new(),
+        };
+        p.response_headers(&mut ctx, &mut head);
+        assert_eq!(head.headers["x-status"], "$(upstream_status)");
+        assert_eq!(head.headers["x-echo"], "$(headers.x-in)");
     }
 
     #[test]
@@ -614,7 +774,13 @@ mod tests {
         let cfg = json!({"add": {"json": ["n:5", "b:true", "s:x"], "json_types": ["number", "boolean", "string"]}});
         let mut errs = Errors::default();
         let p = ResponseTransformer::build(&cfg, "c", &mut errs).unwrap();
-        json_ops(&p.json, &mut m, &HeaderMap::new(), None);
+        let h = HeaderMap::new();
+        let src = Src {
+            headers: &h,
+            query: None,
+            captures: &[],
+        };
+        json_ops(&p.json, &mut m, &src);
         assert_eq!(
             Value::Object(m),
             json!({"a": 1, "n": 5, "b": true, "s": "x"})
