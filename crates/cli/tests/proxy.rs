@@ -235,12 +235,112 @@ async fn https_only_route_over_http_gets_426_or_redirect() {
     assert_status(&r, 426);
     assert_eq!(r.json()["message"], "Please use HTTPS protocol");
     assert_eq!(r.header("upgrade").unwrap(), "TLS/1.2, HTTP/1.1");
+    assert_eq!(
+        r.header("connection").unwrap().to_ascii_lowercase(),
+        "upgrade"
+    );
     let r = gw.get("/moved/x?q=1").await;
     assert_status(&r, 301);
     assert_eq!(
         r.header("location").unwrap(),
         "https://localhost/moved/x?q=1"
     );
+    assert!(
+        r.body.is_empty(),
+        "Kong redirects without a body: {:?}",
+        r.text()
+    );
+    // Headers of an untrusted client change nothing.
+    let r = get(
+        gw.proxy,
+        "/moved/x",
+        &[
+            ("x-forwarded-proto", "https"),
+            ("x-forwarded-host", "evil.example"),
+        ],
+    )
+    .await
+    .unwrap();
+    assert_status(&r, 301);
+    assert_eq!(r.header("location").unwrap(), "https://localhost/moved/x");
+}
+
+#[tokio::test]
+async fn https_only_route_behind_a_trusted_tls_terminator() {
+    let origin = Origin::start("a").await;
+    let gw = Gw::start_with(
+        &one_service(
+            &origin.url(),
+            "      - name: r\n        paths: [/secure]\n        protocols: [https]\n      - name: moved\n        paths: [/moved]\n        protocols: [https]\n        https_redirect_status_code: 308\n",
+        ),
+        "trusted_ips = [\"127.0.0.1/32\"]\n",
+    )
+    .await;
+    // The load balancer in front says the client used https: proxied, as Kong does.
+    let r = get(gw.proxy, "/secure/a", &[("x-forwarded-proto", "https")])
+        .await
+        .unwrap();
+    assert_status(&r, 200);
+    assert_eq!(r.upstream_header("x-forwarded-proto").unwrap(), "https");
+    // Plain http through it: redirected to the host the client asked the balancer for.
+    let r = get(
+        gw.proxy,
+        "/moved/b?x=1",
+        &[
+            ("x-forwarded-proto", "http"),
+            ("x-forwarded-host", "shop.example"),
+        ],
+    )
+    .await
+    .unwrap();
+    assert_status(&r, 308);
+    assert_eq!(
+        r.header("location").unwrap(),
+        "https://shop.example/moved/b?x=1"
+    );
+    let r = gw.get("/secure/a").await;
+    assert_status(&r, 426);
+}
+
+#[tokio::test]
+async fn strip_path_leaves_no_dot_segment_to_climb_out_of_the_service_path() {
+    let origin = Origin::start("a").await;
+    let gw = Gw::start(&one_service(
+        &format!("{}/api/v1/public", origin.url()),
+        "      - name: r\n        paths: [/pub]\n",
+    ))
+    .await;
+    for (req, want) in [
+        ("/pub../admin", "/api/v1/public/admin"),
+        ("/pub%2e%2e/admin", "/api/v1/public/admin"),
+        ("/pub./x", "/api/v1/public/x"),
+        ("/pub..", "/api/v1/public"),
+        ("/pub/x", "/api/v1/public/x"),
+    ] {
+        let r = gw.get(req).await;
+        assert_status(&r, 200);
+        assert_eq!(r.json()["uri"], want, "{req}");
+    }
+}
+
+#[tokio::test]
+async fn a_client_proxy_header_is_not_forwarded() {
+    let origin = Origin::start("a").await;
+    let gw = Gw::start(&one_service(
+        &origin.url(),
+        "      - name: r\n        paths: [/]\n",
+    ))
+    .await;
+    let r = get(
+        gw.proxy,
+        "/",
+        &[("proxy", "http://attacker.example:3128"), ("x-kept", "yes")],
+    )
+    .await
+    .unwrap();
+    assert_status(&r, 200);
+    assert!(r.upstream_header("proxy").is_none());
+    assert_eq!(r.upstream_header("x-kept").unwrap(), "yes");
 }
 
 #[tokio::test]
@@ -601,17 +701,20 @@ async fn forwarded_for_walks_stop_at_entries_that_do_not_parse() {
 /// The connection's ready-made forwarded lines apply only to the port the client connected
 /// to; a Host naming another port gets that port, and either way each header is sent once.
 #[tokio::test]
-async fn forwarded_headers_follow_the_addressed_port_and_are_sent_once() {
+async fn forwarded_port_is_the_listening_port_and_each_header_is_sent_once() {
     let origin = Origin::start("a").await;
     let gw = Gw::start(&one_service(
         &origin.url(),
         "      - name: r\n        paths: [/]\n",
     ))
     .await;
-    for (host, port) in [
-        (format!("localhost:{}", gw.proxy.port()), gw.proxy.port()),
-        ("localhost:9443".to_string(), 9443),
+    // Kong's X-Forwarded-Port is the port the gateway listens on (`server_port`), whatever
+    // port the client wrote in Host: a client must not choose it.
+    for host in [
+        format!("localhost:{}", gw.proxy.port()),
+        "localhost:9443".to_string(),
     ] {
+        let port = gw.proxy.port();
         let r = get(
             gw.proxy,
             "/",

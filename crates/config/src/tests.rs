@@ -321,11 +321,15 @@ plugins:
 "#,
     );
     assert!(
-        e.iter().any(|m| m.starts_with("consumer_groups[1].plugins: plugins scoped to a consumer group are not supported")),
+        e.iter().any(|m| m.starts_with(
+            "consumer_groups[1].plugins: plugins scoped to a consumer group are not supported"
+        )),
         "{e:?}"
     );
     assert!(
-        e.iter().any(|m| m.starts_with("plugins[0].consumer_group: plugins scoped to a consumer group are not supported")),
+        e.iter().any(|m| m.starts_with(
+            "plugins[0].consumer_group: plugins scoped to a consumer group are not supported"
+        )),
         "{e:?}"
     );
     assert!(

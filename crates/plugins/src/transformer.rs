@@ -613,7 +613,11 @@ impl Plugin for ResponseTransformer {
     }
 
     fn response_headers(&self, ctx: &mut Ctx, head: &mut ResponseHead) {
-        header_ops(&self.headers, &mut head.headers, &Src::of(ctx, &HeaderMap::new(), None));
+        header_ops(
+            &self.headers,
+            &mut head.headers,
+            &Src::of(ctx, &HeaderMap::new(), None),
+        );
     }
 
     fn reads_response_body(&self) -> bool {
@@ -718,19 +722,30 @@ mod tests {
         assert_eq!(get("x-c"), Some("42-posts-posts"));
         assert_eq!(get("x-d"), Some("[]"));
         assert_eq!(ctx.upstream_path.as_deref(), Some("/users/42"));
-        assert_eq!(ctx.uri_captures.len(), 2, "captures are kept for later plugins");
+        assert_eq!(
+            ctx.uri_captures.len(),
+            2,
+            "captures are kept for later plugins"
+        );
     }
 
     #[test]
     fn response_transformer_values_are_literal() {
         // Kong renders no templates here; a request header must not reach the response.
-        let cfg = json!({"add": {"headers": ["x-status:$(upstream_status)", "x-echo:$(headers.x-in)"]}});
+        let cfg =
+            json!({"add": {"headers": ["x-status:$(upstream_status)", "x-echo:$(headers.x-in)"]}});
         let mut errs = Errors::default();
         let p = ResponseTransformer::build(&cfg, "c", &mut errs).unwrap();
         assert!(errs.is_empty(), "{:?}", errs.into_vec());
         let mut h = HeaderMap::new();
         h.insert("x-in", HeaderValue::from_static("injected"));
-        let mut ctx = Ctx::new(Method::GET, "/".into(), None, h, "127.0.0.1".parse().unwrap());
+        let mut ctx = Ctx::new(
+            Method::GET,
+            "/".into(),
+            None,
+            h,
+            "127.0.0.1".parse().unwrap(),
+        );
         let mut head = ResponseHead {
             status: http::StatusCode::OK,
             headers: HeaderMap::new(),

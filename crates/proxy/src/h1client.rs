@@ -866,6 +866,9 @@ fn kind(name: &[u8]) -> Kind {
     match name.len() {
         2 if is_name(name, b"te") => Kind::HopByHop,
         4 if is_name(name, b"date") => Kind::Date,
+        // Not hop-by-hop by RFC, but never forwarded, as Kong clears it: a client's `Proxy`
+        // header would become `HTTP_PROXY` in a CGI-style upstream ("httpoxy").
+        5 if is_name(name, b"proxy") => Kind::HopByHop,
         7 if is_name(name, b"trailer") || is_name(name, b"upgrade") => Kind::HopByHop,
         10 if is_name(name, b"connection") => Kind::Connection,
         10 if is_name(name, b"keep-alive") => Kind::HopByHop,
@@ -876,7 +879,7 @@ fn kind(name: &[u8]) -> Kind {
     }
 }
 
-/// Hop-by-hop headers (RFC 9110 §7.6.1), never relayed. `name` is a token (a parsed or
+/// Hop-by-hop headers (RFC 9110 §7.6.1) and `Proxy`, never relayed. `name` is a token (a parsed or
 /// `HeaderName` name), as [`kind`] requires.
 pub(crate) fn is_hop_by_hop(name: &[u8]) -> bool {
     matches!(

@@ -272,10 +272,15 @@ where
     wbuf.extend_from_slice(b" ");
     wbuf.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
     wbuf.extend_from_slice(b"\r\n");
+    // The gateway's own 426 names the upgrade it asks for (`Connection: Upgrade` with
+    // `Upgrade: TLS/1.2, HTTP/1.1`, as Kong sends); upstream Connection headers never reach
+    // here (hop-by-hop, removed by the proxy).
+    let upgrade_offer =
+        status == StatusCode::UPGRADE_REQUIRED && parts.headers.contains_key(header::CONNECTION);
     for (name, value) in &parts.headers {
         if *name == header::CONTENT_LENGTH
             || *name == header::TRANSFER_ENCODING
-            || (*name == header::CONNECTION && !upgrading)
+            || (*name == header::CONNECTION && !upgrading && !upgrade_offer)
         {
             continue;
         }
@@ -310,7 +315,7 @@ where
     if !upgrading {
         if !*keep {
             put_header(wbuf, b"connection", b"close");
-        } else if version == Version::HTTP_10 {
+        } else if version == Version::HTTP_10 && !upgrade_offer {
             put_header(wbuf, b"connection", b"keep-alive");
         }
     }

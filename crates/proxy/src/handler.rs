@@ -321,7 +321,7 @@ pub async fn handle(
                     "no Route matched with those values",
                 );
             };
-            if let Some(resp) = protocol_mismatch(route, conn, &parts, &host, port) {
+            if let Some(resp) = protocol_mismatch(gw, route, conn, &parts, &host) {
                 break 'proxy resp;
             }
 
@@ -522,11 +522,8 @@ pub async fn handle(
                     None => upstream_path(
                         service.service.path.as_deref(),
                         &ctx.path,
-                        found
-                            .matched_path
-                            .clone()
-                            .filter(|_| route.route.strip_path),
-                        route.route.path_handling,
+                        route.route.strip_path,
+                        found.matched_path.clone(),
                     ),
                 },
                 websocket: client_upgrade.is_some(),
@@ -535,7 +532,7 @@ pub async fn handle(
                 port,
                 original_path: parts.uri.path(),
                 peer_value: conn.peer_value.as_ref(),
-                port_value: (port == conn.local.port()).then_some(&conn.port_value),
+                port_value: Some(&conn.port_value),
                 forwarded_lines: &conn.forwarded_lines,
                 prefix: found
                     .matched_path
@@ -1126,11 +1123,11 @@ fn build_response(head: ResponseHead, body: ProxyBody) -> Response<ProxyBody> {
 
 /// Kong's answers when the route's protocols do not fit the request.
 fn protocol_mismatch(
+    gw: &Gateway,
     route: &CompiledRoute,
     conn: &ConnInfo,
     parts: &http::request::Parts,
     host: &str,
-    port: u16,
 ) -> Option<Response<ProxyBody>> {
     if route.grpc {
         let is_grpc_request = headers::first(&parts.headers, &header::CONTENT_TYPE)
@@ -1149,7 +1146,21 @@ fn protocol_mismatch(
             ));
         }
     }
-    if !conn.tls && !route.allows_http && route.allows_https {
+    // Behind a trusted proxy (trusted_ips) that terminated TLS, its X-Forwarded-Proto says
+    // whether the client used https, and its X-Forwarded-Host names the host to redirect to,
+    // as in Kong; from anyone else both are ignored.
+    let trusted = !conn.tls && gw.settings.is_trusted(canonical(conn.peer.ip()));
+    let forwarded = |name: &HeaderName| {
+        trusted
+            .then(|| headers::first(&parts.headers, name))
+            .flatten()
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+    };
+    let https_before_us =
+        forwarded(&X_FORWARDED_PROTO).is_some_and(|p| p.eq_ignore_ascii_case("https"));
+    if !conn.tls && !https_before_us && !route.allows_http && route.allows_https {
         let code = route.route.https_redirect_status_code;
         if code == 426 {
             let mut r = kong_error(StatusCode::UPGRADE_REQUIRED, "Please use HTTPS protocol");
@@ -1161,15 +1172,20 @@ fn protocol_mismatch(
             );
             return Some(r);
         }
-        let _ = port;
         let pq = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-        let location = format!("https://{host}{pq}");
-        let mut r = kong_error(
-            StatusCode::from_u16(code).unwrap_or(StatusCode::MOVED_PERMANENTLY),
-            "Moved",
+        let location = format!(
+            "https://{}{pq}",
+            forwarded(&X_FORWARDED_HOST).unwrap_or(host)
         );
-        if let Ok(v) = HeaderValue::from_str(&location) {
-            r.headers_mut().insert(header::LOCATION, v);
+        // Kong answers a redirect without a body.
+        let mut r = Response::new(ProxyBody::full(bytes::Bytes::new()));
+        *r.status_mut() = StatusCode::from_u16(code).unwrap_or(StatusCode::MOVED_PERMANENTLY);
+        match HeaderValue::from_str(&location) {
+            Ok(v) => {
+                r.headers_mut().insert(header::LOCATION, v);
+            }
+            // A trusted proxy sent a host no header can carry.
+            Err(_) => return Some(kong_error(StatusCode::BAD_REQUEST, "Bad request")),
         }
         return Some(r);
     }

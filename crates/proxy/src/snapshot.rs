@@ -7,8 +7,7 @@ use std::sync::{Arc, OnceLock};
 
 use http::HeaderName;
 use portcullis_config::{
-    reader::join, Config, Errors, FieldError, PathHandling, Plugin as PluginEntity, Protocol,
-    Route, Service,
+    reader::join, Config, Errors, FieldError, Plugin as PluginEntity, Protocol, Route, Service,
 };
 use portcullis_plugins::{build_scoped_plugin, priority_of, Catalog, Plugin, Scope};
 use portcullis_router::{RouteSpec, Router};
@@ -495,18 +494,21 @@ fn service_tls(
     })
 }
 
-/// Joins the service path and the request path as Kong's `path_handling` does.
+/// Joins the service path and the request path as Kong 3.x does under its default
+/// `traditional_compatible` router (`get_upstream_uri_v0` in Kong's `router/utils.lua`), which
+/// applies path_handling v0 to every route: `path_handling: v1` is accepted, and works only
+/// under Kong's legacy `traditional` router, so it is treated as v0 here too.
+///
+/// `matched` is the part of the request path the route matched (its prefix, or the regex
+/// match); with `strip_path` it is removed, and a leading `.`, `..`, `./` or `../` left
+/// behind is dropped, so `/route../x` cannot climb out of the service's path.
 pub fn upstream_path(
     service_path: Option<&str>,
     path: &str,
-    strip: Option<std::ops::Range<usize>>,
-    handling: PathHandling,
+    strip_path: bool,
+    matched: Option<std::ops::Range<usize>>,
 ) -> String {
     let base = service_path.unwrap_or("/");
-    let rest: &str = match &strip {
-        Some(r) if r.start == 0 && r.end <= path.len() => &path[r.end..],
-        _ => path,
-    };
     // Joined by hand: `format!` costs more than the rest of this on every request.
     let join = |parts: &[&str]| {
         let mut out = String::with_capacity(parts.iter().map(|p| p.len()).sum());
@@ -515,29 +517,57 @@ pub fn upstream_path(
         }
         out
     };
-    match handling {
-        PathHandling::V0 => {
-            if rest.is_empty() {
-                return base.to_string();
-            }
-            let slash = if rest.starts_with('/') { "" } else { "/" };
-            if base == "/" {
-                join(&[slash, rest])
-            } else if base.ends_with('/') {
-                join(&[base, rest.strip_prefix('/').unwrap_or(rest)])
-            } else {
-                join(&[base, slash, rest])
-            }
-        }
-        PathHandling::V1 => {
-            if rest.is_empty() {
+    if !strip_path {
+        return if base.ends_with('/') {
+            join(&[base, path.strip_prefix('/').unwrap_or(path)])
+        } else if path == "/" {
+            base.to_string()
+        } else {
+            join(&[base, path])
+        };
+    }
+    let cut = match matched {
+        Some(r) if r.start == 0 && r.end <= path.len() && path.is_char_boundary(r.end) => r.end,
+        _ => 1.min(path.len()),
+    };
+    let rest = sanitize_postfix(&path[cut..]);
+    let ends_with_slash = path.len() > 1 && path.ends_with('/');
+    if let Some(trimmed) = base.strip_suffix('/') {
+        if rest.is_empty() {
+            if base == "/" || ends_with_slash {
                 base.to_string()
-            } else if base.ends_with('/') && rest.starts_with('/') {
-                join(&[base, &rest[1..]])
             } else {
-                join(&[base, rest])
+                trimmed.to_string()
             }
+        } else if rest.starts_with('/') {
+            join(&[trimmed, rest])
+        } else {
+            join(&[base, rest])
         }
+    } else if rest.is_empty() {
+        if ends_with_slash {
+            join(&[base, "/"])
+        } else {
+            base.to_string()
+        }
+    } else if rest.starts_with('/') {
+        join(&[base, rest])
+    } else {
+        join(&[base, "/", rest])
+    }
+}
+
+/// Kong's `sanitize_uri_postfix`: what remains after the stripped prefix loses a leading
+/// `./` or `../`, and is empty when it was only `.` or `..`.
+fn sanitize_postfix(rest: &str) -> &str {
+    if rest == "." || rest == ".." {
+        ""
+    } else if let Some(r) = rest.strip_prefix("./") {
+        r
+    } else if let Some(r) = rest.strip_prefix("../") {
+        r
+    } else {
+        rest
     }
 }
 
@@ -545,32 +575,113 @@ pub fn upstream_path(
 mod tests {
     use super::*;
 
+    /// Rows of Kong's own table (`spec/fixtures/router_path_handling_tests.lua`, v0, which
+    /// Kong 3.x's default router applies to every route): service path, route path (None for
+    /// a host-only route), strip_path, request, expected upstream path.
     #[test]
     fn kong_path_handling_table() {
-        let v0 = PathHandling::V0;
-        let v1 = PathHandling::V1;
-        // service.path, request, strip prefix len, v0, v1 (Kong's documented table)
-        let cases = [
-            (Some("/s"), "/fv0req", Some(4), "/s/req", "/sreq"),
-            (Some("/s"), "/fv0/req", Some(4), "/s/req", "/s/req"),
-            (Some("/s"), "/fv0", Some(4), "/s", "/s"),
-            (Some("/s/"), "/fv0req", Some(4), "/s/req", "/s/req"),
-            (Some("/s"), "/fv0req", None, "/s/fv0req", "/s/fv0req"),
-            (None, "/fv0/req", Some(4), "/req", "/req"),
-            (None, "/fv0", Some(4), "/", "/"),
-            (None, "/a/b", None, "/a/b", "/a/b"),
+        let cases: &[(Option<&str>, Option<&str>, bool, &str, &str)] = &[
+            (Some("/s"), Some("/fv0"), true, "/fv0req", "/s/req"),
+            (Some("/s"), Some("/fv0"), true, "/fv0/req", "/s/req"),
+            (Some("/s"), Some("/fv0"), true, "/fv0", "/s"),
+            (Some("/s/"), Some("/fv0"), true, "/fv0req", "/s/req"),
+            (Some("/s"), Some("/fv0"), false, "/fv0req", "/s/fv0req"),
+            (None, Some("/fv0"), true, "/fv0/req", "/req"),
+            (None, Some("/fv0"), true, "/fv0", "/"),
+            (None, None, false, "/a/b", "/a/b"),
+            // rows 21/59: a service path ending in / and an exact prefix request
+            (Some("/srv/"), Some("/rou"), true, "/rou", "/srv"),
+            (
+                Some("/service/"),
+                Some("/route"),
+                true,
+                "/route",
+                "/service",
+            ),
+            (
+                Some("/service/"),
+                Some("/route"),
+                true,
+                "/route/",
+                "/service/",
+            ),
+            // row 23: route "/" without strip_path
+            (Some("/service"), Some("/"), false, "/", "/service"),
+            // row 46: a route path ending in /
+            (
+                Some("/service"),
+                Some("/route/"),
+                true,
+                "/route/",
+                "/service/",
+            ),
+            // row 70: host-only route
+            (Some("/service"), None, false, "/", "/service"),
+            (Some("/service"), None, true, "/", "/service"),
+            (Some("/service"), None, true, "/x/y", "/service/x/y"),
+            (Some("/service/"), None, false, "/x", "/service/x"),
+            // rows 78-95: dot segments left by the strip are dropped
+            (
+                Some("/service"),
+                Some("/route"),
+                true,
+                "/route./req",
+                "/service/req",
+            ),
+            (
+                Some("/service/"),
+                Some("/route"),
+                true,
+                "/route./req",
+                "/service/req",
+            ),
+            (
+                Some("/service"),
+                Some("/route"),
+                true,
+                "/route../req",
+                "/service/req",
+            ),
+            (
+                Some("/service/"),
+                Some("/route"),
+                true,
+                "/route../req",
+                "/service/req",
+            ),
+            (
+                Some("/service"),
+                Some("/route"),
+                true,
+                "/route..",
+                "/service",
+            ),
+            (
+                Some("/service"),
+                Some("/route"),
+                true,
+                "/route.",
+                "/service",
+            ),
+            (None, Some("/r"), true, "/r../etc", "/etc"),
+            (
+                Some("/api/v1/public"),
+                Some("/pub"),
+                true,
+                "/pub../admin",
+                "/api/v1/public/admin",
+            ),
+            // a dot segment kept without strip_path is the client's own path (normalised
+            // before routing, so only `..` glued to a name can reach here)
+            (Some("/s"), Some("/r"), false, "/r../x", "/s/r../x"),
         ];
-        for (base, req, strip, want0, want1) in cases {
-            let r = strip.map(|n| 0..n);
+        for &(base, route, strip, req, want) in cases {
+            let matched = route.map(|r| 0..r.len().min(req.len()));
             assert_eq!(
-                upstream_path(base, req, r.clone(), v0),
-                want0,
-                "v0 {base:?} {req}"
+                upstream_path(base, req, strip, matched),
+                want,
+                "{base:?} {route:?} strip={strip} {req}"
             );
-            if base == Some("/s") && strip.is_none() {
-                continue;
-            }
-            assert_eq!(upstream_path(base, req, r, v1), want1, "v1 {base:?} {req}");
         }
     }
 }
