@@ -50,9 +50,14 @@ async fn weighted_round_robin_splits_by_weight() {
     let seen = origins_hit(&gw, 40, &[]).await;
     assert_eq!(seen["a"], 30, "{seen:?}");
     assert_eq!(seen["b"], 10, "{seen:?}");
-    // The upstream's name (with the target port) is the Host sent upstream.
+    // The chosen target's host and port are the Host sent upstream (Kong's balancer sets
+    // the target's name, not the upstream's).
     let r = gw.get("/").await;
-    assert!(r.upstream_header("host").unwrap().starts_with("backend:"));
+    let want = match r.json()["origin"].as_str().unwrap() {
+        "a" => format!("127.0.0.1:{}", a.port()),
+        _ => format!("127.0.0.1:{}", b.port()),
+    };
+    assert_eq!(r.upstream_header("host").unwrap(), want);
 }
 
 #[tokio::test]
@@ -352,4 +357,33 @@ async fn a_name_with_several_addresses_is_balanced_round_robin() {
     assert_eq!(seen.get("two"), Some(&5), "{seen:?}");
     assert_eq!(seen.get("three"), Some(&5), "{seen:?}");
     assert_eq!(a.load(Ordering::SeqCst) + b.load(Ordering::SeqCst), 10);
+}
+
+#[tokio::test]
+async fn upstream_host_is_the_target_name_unless_host_header_is_set() {
+    let a = Origin::start("a").await;
+    // A target given by name: that name (and the target's port) is the Host.
+    let gw = Gw::start(&upstream_config(&format!(
+        "  - name: backend\n    targets:\n      - {{target: localhost:{}}}\n",
+        a.port()
+    )))
+    .await;
+    let r = gw.get("/").await;
+    assert_status(&r, 200);
+    assert_eq!(
+        r.upstream_header("host").unwrap(),
+        format!("localhost:{}", a.port())
+    );
+    // The upstream's host_header wins.
+    let gw = Gw::start(&upstream_config(&format!(
+        "  - name: backend\n    host_header: virt.example\n    targets:\n      - {{target: 127.0.0.1:{}}}\n",
+        a.port()
+    )))
+    .await;
+    let r = gw.get("/").await;
+    assert_status(&r, 200);
+    assert_eq!(
+        r.upstream_header("host").unwrap(),
+        format!("virt.example:{}", a.port())
+    );
 }

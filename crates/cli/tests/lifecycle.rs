@@ -205,6 +205,9 @@ async fn malformed_requests_get_400_and_close_never_reaching_the_upstream() {
         b"get / HTTP/1.1\r\nHost: t\r\n\r\n",
         b"GET / HTTP/1.1\nHost: t\n\n",
         b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n",
+        // Refused as nginx does: an empty Host, and Content-Length twice even when equal.
+        b"GET / HTTP/1.1\r\nHost:\r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\nContent-Length: 4\r\n\r\nabcd",
     ];
     for case in cases {
         let (out, closed) = raw(gw.proxy, case).await;
@@ -234,6 +237,10 @@ async fn malformed_requests_get_400_and_close_never_reaching_the_upstream() {
     )
     .await;
     assert_eq!(status_of(&out), 431);
+    // HTTP/1.0 does not require Host: proxied, as nginx and Kong do.
+    let (out, _) = raw(gw.proxy, b"GET / HTTP/1.0\r\n\r\n").await;
+    assert_eq!(status_of(&out), 200, "{out}");
+    assert_eq!(origin.hits(), 1);
 }
 
 #[tokio::test]

@@ -362,6 +362,10 @@ services:
   - name: empty
     host: nobody
     routes: [{{name: empty, paths: [/empty]}}]
+  - name: unresolvable
+    url: http://no-such-host.invalid:8080
+    retries: 0
+    routes: [{{name: unresolvable, paths: [/nxdomain]}}]
 upstreams:
   - name: nobody
 "#,
@@ -383,6 +387,13 @@ upstreams:
     assert_eq!(
         r.json()["message"],
         "failure to get a peer from the ring-balancer"
+    );
+    // A host name that does not resolve (.invalid never does): Kong's 503.
+    let r = gw.get("/nxdomain").await;
+    assert_status(&r, 503);
+    assert_eq!(
+        r.json(),
+        serde_json::json!({"message": "name resolution failed"})
     );
 }
 

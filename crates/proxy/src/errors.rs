@@ -26,6 +26,8 @@ pub enum UpstreamFailure {
     Failed,
     /// Connect or read timeout.
     Timeout,
+    /// The target's host name did not resolve.
+    Resolve,
 }
 
 /// Kong's answer for an upstream failure.
@@ -43,5 +45,9 @@ pub fn upstream_failure(f: UpstreamFailure) -> Response<ProxyBody> {
             StatusCode::GATEWAY_TIMEOUT,
             "The upstream server is timing out",
         ),
+        // Kong's balancer answers a DNS failure with 503 and this message.
+        UpstreamFailure::Resolve => {
+            kong_error(StatusCode::SERVICE_UNAVAILABLE, "name resolution failed")
+        }
     }
 }

@@ -17,7 +17,7 @@ use portcullis_plugins::{Access, BodyPrefix, Ctx, Flow, LogEntry, ResponseHead};
 use portcullis_router::{Headers, RequestInfo};
 
 use crate::access_log::{AccessLog, LogTail, RequestId};
-use crate::balancer::Outcome;
+use crate::balancer::{Outcome, TargetEntry};
 use crate::body::{ClientBody, InFlight, ProxyBody, Rest, TimedIncoming, UpstreamBody};
 use crate::errors::{self, kong_error};
 use crate::gateway::Gateway;
@@ -177,9 +177,15 @@ fn request_host(parts: &http::request::Parts, conn: &ConnInfo) -> Option<(String
     let default_port = conn.local.port();
     let raw = match parts.uri.authority() {
         Some(a) => a.as_str(),
-        None => headers::first(&parts.headers, &header::HOST)?
-            .to_str()
-            .ok()?,
+        None => match headers::first(&parts.headers, &header::HOST) {
+            Some(h) => h.to_str().ok()?,
+            // HTTP/1.0 does not require Host (the guard refuses an HTTP/1.1 request without
+            // one): such a request matches only routes without hosts, as in nginx and Kong.
+            None if parts.version == Version::HTTP_10 => {
+                return Some((String::new(), default_port))
+            }
+            None => return None,
+        },
     };
     let (mut host, port) = portcullis_config::text::split_host_port(raw)?;
     host.make_ascii_lowercase();
@@ -1527,8 +1533,9 @@ fn upstream_request<'a>(
     ctx: &'a Ctx,
     fwd: &'a Plan<'a>,
     route: &CompiledRoute,
-    target_port: u16,
+    target: &TargetEntry,
 ) -> Option<Outgoing<'a>> {
+    let target_port = target.port;
     let mut path_and_query =
         String::with_capacity(fwd.path.len() + ctx.query.as_ref().map_or(0, |q| q.len() + 1));
     path_and_query.push_str(&fwd.path);
@@ -1562,14 +1569,21 @@ fn upstream_request<'a>(
             .and_then(|v| v.to_str().ok())
             .map(str::to_string)
             .unwrap_or_else(|| ctx.host.clone())
-    } else if matches!(target_port, 80 | 443) {
-        service.host_header.clone()
     } else {
-        let mut h = String::with_capacity(service.host_header.len() + 6);
-        h.push_str(&service.host_header);
-        h.push(':');
-        h.push_str(itoa::Buffer::new().format(target_port));
-        h
+        let base: &str = if service.host_from_target {
+            &target.host
+        } else {
+            &service.host_header
+        };
+        if matches!(target_port, 80 | 443) {
+            base.to_string()
+        } else {
+            let mut h = String::with_capacity(base.len() + 6);
+            h.push_str(base);
+            h.push(':');
+            h.push_str(itoa::Buffer::new().format(target_port));
+            h
+        }
     };
     let mut overrides: Vec<(&'a HeaderName, Option<Val<'a>>)> = Vec::with_capacity(11);
     if let Some((name, id)) = &fwd.request_id {
@@ -1753,6 +1767,9 @@ async fn send_with_retries(
                         ConnectError::Failed(_) => {
                             (Outcome::TcpFailure, errors::UpstreamFailure::Failed)
                         }
+                        ConnectError::Resolve(_) => {
+                            (Outcome::TcpFailure, errors::UpstreamFailure::Resolve)
+                        }
                     };
                     tracing::warn!(upstream = %balancer.name, target = %format!("{}:{}", target.host, target.port), error = %e, "upstream connect failed");
                     balancer.report(ti, outcome);
@@ -1766,7 +1783,7 @@ async fn send_with_retries(
             break;
         };
         let replay = b.replay();
-        let Some(out) = upstream_request(service, ctx, plan, route, target.port) else {
+        let Some(out) = upstream_request(service, ctx, plan, route, &target) else {
             return Err(kong_error(StatusCode::BAD_REQUEST, "Bad request"));
         };
         let attempt = match sender {

@@ -33,6 +33,9 @@ pub struct CompiledService {
     pub h2: bool,
     /// Host header value (without port) unless preserve_host.
     pub host_header: String,
+    /// A service on an upstream without `host_header`: each target's own host name (or
+    /// address) is the Host and the TLS name, as Kong's balancer does, not the upstream's name.
+    pub host_from_target: bool,
     /// The whole `Host` value for a target on the service's own port (made once; other
     /// ports, such as an upstream's targets, build theirs per request).
     pub host_value: Option<(u16, http::HeaderValue)>,
@@ -50,7 +53,11 @@ impl CompiledService {
             host: target.host.clone(),
             port: target.port,
             tls: self.tls.clone(),
-            sni: self.sni.clone(),
+            sni: if self.host_from_target {
+                target.host.clone()
+            } else {
+                self.sni.clone()
+            },
             h2: self.h2,
         }
     }
@@ -257,6 +264,7 @@ pub fn compile(
         let host_header = upstream
             .and_then(|u| u.host_header.clone())
             .unwrap_or_else(|| s.host.clone());
+        let host_from_target = upstream.is_some_and(|u| u.host_header.is_none());
         let targets = balancer.targets().len();
         services.insert(
             s.id.as_str(),
@@ -268,8 +276,13 @@ pub fn compile(
                 tls,
                 h2,
                 sni: Arc::from(host_header.as_str()),
-                host_value: host_value(&host_header, s.port),
+                host_value: if host_from_target {
+                    None
+                } else {
+                    host_value(&host_header, s.port)
+                },
                 host_header,
+                host_from_target,
                 pool_slots: (0..targets).map(|_| OnceLock::new()).collect(),
             }),
         );

@@ -125,9 +125,12 @@ pub enum ConnectError {
     /// No connection within the connect timeout.
     #[error("connect timed out")]
     Timeout,
-    /// Refused, unreachable, name not resolved, TLS or handshake failure.
+    /// Refused, unreachable, TLS or handshake failure.
     #[error("connect failed: {0}")]
     Failed(String),
+    /// The target's host name did not resolve.
+    #[error("name resolution failed: {0}")]
+    Resolve(String),
 }
 
 struct Idle {
@@ -296,7 +299,7 @@ fn next_rotation(host: &str, n: usize) -> usize {
 async fn connect(ep: &Endpoint) -> Result<Sender, ConnectError> {
     let mut addrs: Vec<std::net::SocketAddr> = tokio::net::lookup_host((&*ep.host, ep.port))
         .await
-        .map_err(|e| ConnectError::Failed(format!("name resolution failed: {e}")))?
+        .map_err(|e| ConnectError::Resolve(e.to_string()))?
         .collect();
     // A name with several addresses (A/AAAA records) is balanced round-robin over new
     // connections, like Kong's DNS balancer; the others remain fallbacks when one is down.

@@ -232,12 +232,16 @@ fn check(
         let name = h.name;
         if name.eq_ignore_ascii_case("host") {
             hosts += 1;
-            if !valid_host_value(h.value) {
+            // An empty Host names nothing to route by (nginx: "client sent invalid host
+            // header").
+            if h.value.is_empty() || !valid_host_value(h.value) {
                 return Err(HeadError(400));
             }
         } else if name.eq_ignore_ascii_case("content-length") {
             let v = parse_content_length(h.value).ok_or(HeadError(400))?;
-            if content_length.is_some_and(|prev| prev != v) {
+            // Two Content-Length lines are refused even when equal, as nginx does ("duplicate
+            // header line"): one framing, stated once.
+            if content_length.is_some() {
                 return Err(HeadError(400));
             }
             content_length = Some(v);
