@@ -361,3 +361,129 @@ async fn claims_to_verify_and_maximum_expiration() {
         200,
     );
 }
+
+#[tokio::test]
+async fn maximum_expiration_without_claims_to_verify_still_applies() {
+    // Kong's schema accepts maximum_expiration when claims_to_verify is not given, and its
+    // handler still refuses a token without exp or with one too far ahead.
+    let origin = Origin::start("a").await;
+    let k = keys();
+    let gw = Gw::start(&config(&origin.url(), &k, "{maximum_expiration: 60}")).await;
+    let hs = EncodingKey::from_secret(b"a-long-shared-hmac-secret");
+    for claims in [
+        json!({"iss": "hs-issuer"}),
+        json!({"iss": "hs-issuer", "exp": now() + 3600}),
+    ] {
+        let t = token(Algorithm::HS256, &hs, claims);
+        let r = get(gw.proxy, "/", &[("authorization", &bearer(&t))])
+            .await
+            .unwrap();
+        assert_status(&r, 401);
+        assert_eq!(
+            r.json(),
+            json!({"exp": "exceeds maximum allowed expiration"})
+        );
+    }
+    let t = token(
+        Algorithm::HS256,
+        &hs,
+        json!({"iss": "hs-issuer", "exp": now() + 30}),
+    );
+    let r = get(gw.proxy, "/", &[("authorization", &bearer(&t))])
+        .await
+        .unwrap();
+    assert_status(&r, 200);
+    // A given list without exp is refused, as in Kong's schema.
+    let dir = temp_dir();
+    let bad = dir.join("bad.yml");
+    write_file(
+        &bad,
+        &config(
+            &origin.url(),
+            &k,
+            "{maximum_expiration: 60, claims_to_verify: [nbf]}",
+        ),
+    );
+    let out = std::process::Command::new(common::bin())
+        .args(["config", "validate"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("maximum_expiration"));
+}
+
+#[tokio::test]
+async fn credentials_kong_completes_are_accepted_but_verify_nothing_forged() {
+    // Kong fills a missing key or secret with a random value and accepts an ES256 credential
+    // without its public key: such configs load. No token verifies against what no client
+    // knows, and the other credentials keep working.
+    let origin = Origin::start("a").await;
+    let gw = Gw::start(&format!(
+        r#"_format_version: "3.0"
+consumers:
+  - username: no-key
+    jwt_secrets:
+      - algorithm: HS256
+        secret: known-secret-without-key
+  - username: no-secret
+    jwt_secrets:
+      - key: no-secret-issuer
+  - username: no-public-key
+    jwt_secrets:
+      - key: es-without-key
+        algorithm: ES256
+  - username: ok
+    jwt_secrets:
+      - key: ok-issuer
+        secret: ok-secret
+services:
+  - name: svc
+    url: {}
+    routes:
+      - name: r
+        paths: [/]
+        plugins:
+          - name: jwt
+"#,
+        origin.url()
+    ))
+    .await;
+    let ok = token(
+        Algorithm::HS256,
+        &EncodingKey::from_secret(b"ok-secret"),
+        json!({"iss": "ok-issuer"}),
+    );
+    let r = get(gw.proxy, "/", &[("authorization", &bearer(&ok))])
+        .await
+        .unwrap();
+    assert_status(&r, 200);
+    // Guessing the generated secret as empty, or the issuer's name, fails.
+    for secret in [&b""[..], b"no-secret-issuer"] {
+        let t = token(
+            Algorithm::HS256,
+            &EncodingKey::from_secret(secret),
+            json!({"iss": "no-secret-issuer"}),
+        );
+        let r = get(gw.proxy, "/", &[("authorization", &bearer(&t))])
+            .await
+            .unwrap();
+        assert_status(&r, 401);
+    }
+    let r = get(
+        gw.proxy,
+        "/",
+        &[(
+            "authorization",
+            &bearer(&token(
+                Algorithm::HS256,
+                &EncodingKey::from_secret(b"x"),
+                json!({"iss": "es-without-key"}),
+            )),
+        )],
+    )
+    .await
+    .unwrap();
+    assert_status(&r, 401);
+    assert_eq!(origin.hits(), 1);
+}

@@ -75,6 +75,7 @@ impl Jwt {
         let uri_param_names = list(&mut o, "uri_param_names", &["jwt"], errs);
         let cookie_names = list(&mut o, "cookie_names", &[], errs);
         let header_names = list(&mut o, "header_names", &["authorization"], errs);
+        let claims_given = o.has("claims_to_verify");
         let claims_to_verify = o.str_array("claims_to_verify", errs);
         for (i, c) in claims_to_verify.iter().enumerate() {
             if c != "exp" && c != "nbf" {
@@ -89,7 +90,9 @@ impl Jwt {
             .unwrap_or_else(|| "iss".into());
         let secret_is_base64 = o.bool_or("secret_is_base64", false, errs);
         let maximum_expiration = o.int_or("maximum_expiration", 0, 0, 31_536_000, errs);
-        if maximum_expiration > 0 && !claims_to_verify.iter().any(|c| c == "exp") {
+        // Kong's schema check: a given `claims_to_verify` must list exp. Without the list,
+        // maximum_expiration still applies, and a token without exp exceeds it (as in Kong).
+        if maximum_expiration > 0 && claims_given && !claims_to_verify.iter().any(|c| c == "exp") {
             errs.push(
                 o.field_path("maximum_expiration"),
                 "expected 'claims_to_verify' to contain 'exp' when 'maximum_expiration' is set",
@@ -110,9 +113,15 @@ impl Jwt {
             let Some(consumer) = catalog.consumer(&cred.consumer) else {
                 continue;
             };
-            let Some(key_id) = cred.fields.get("key").and_then(Value::as_str) else {
-                errs.push("jwt_secrets", "a jwt_secrets credential has no 'key'");
-                continue;
+            // Kong fills a missing key with a random string; ours is the credential's
+            // (deterministic) id without dashes, so every node agrees.
+            let generated_key;
+            let key_id = match cred.fields.get("key").and_then(Value::as_str) {
+                Some(k) => k,
+                None => {
+                    generated_key = cred.id.as_str().replace('-', "");
+                    &generated_key
+                }
             };
             let alg_name = cred
                 .fields
@@ -127,6 +136,10 @@ impl Jwt {
                 continue;
             };
             match decoding_key(&cred.fields, alg, secret_is_base64) {
+                // Kong accepts an ES256/ES384 credential without a public key (its schema asks
+                // for one only for RS, PS and EdDSA); no token can verify against it, so it is
+                // left out: its `iss` answers like an unknown one.
+                Err(KeyError::Missing) if matches!(alg, Algorithm::ES256 | Algorithm::ES384) => {}
                 Ok(key) => {
                     secrets.insert(
                         key_id.to_string(),
@@ -325,6 +338,9 @@ impl Jwt {
                 None if required => {
                     errors.insert(name.into(), json!("must be a number"));
                 }
+                None if name == "exp" && self.maximum_expiration > 0 => {
+                    errors.insert(name.into(), json!("exceeds maximum allowed expiration"));
+                }
                 None => {}
                 Some(v) => match v.as_f64() {
                     None => {
@@ -350,20 +366,41 @@ impl Jwt {
     }
 }
 
+/// Why a credential has no usable key.
+#[derive(Debug)]
+enum KeyError {
+    /// No `rsa_public_key` for an asymmetric algorithm.
+    Missing,
+    /// A key that does not parse.
+    Invalid(&'static str),
+}
+
+impl std::fmt::Display for KeyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            KeyError::Missing => {
+                f.write_str("this algorithm needs an 'rsa_public_key' (PEM public key)")
+            }
+            KeyError::Invalid(why) => f.write_str(why),
+        }
+    }
+}
+
 fn decoding_key(
     fields: &serde_json::Map<String, Value>,
     alg: Algorithm,
     secret_is_base64: bool,
-) -> Result<DecodingKey, String> {
+) -> Result<DecodingKey, KeyError> {
     match alg {
         Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512 => {
-            let secret = fields
-                .get("secret")
-                .and_then(Value::as_str)
-                .ok_or("HS algorithms need a 'secret'")?;
+            let Some(secret) = fields.get("secret").and_then(Value::as_str) else {
+                // Kong fills a missing secret with a random one that no client knows: tokens
+                // for this credential can never verify. So here: 32 fresh random bytes.
+                return Ok(DecodingKey::from_secret(&rand::random::<[u8; 32]>()));
+            };
             if secret_is_base64 {
                 DecodingKey::from_base64_secret(secret)
-                    .map_err(|_| "secret is not valid base64".to_string())
+                    .map_err(|_| KeyError::Invalid("secret is not valid base64"))
             } else {
                 Ok(DecodingKey::from_secret(secret.as_bytes()))
             }
@@ -372,13 +409,13 @@ fn decoding_key(
             let pem = fields
                 .get("rsa_public_key")
                 .and_then(Value::as_str)
-                .ok_or("this algorithm needs an 'rsa_public_key' (PEM public key)")?;
+                .ok_or(KeyError::Missing)?;
             let key = match alg {
                 Algorithm::ES256 | Algorithm::ES384 => DecodingKey::from_ec_pem(pem.as_bytes()),
                 Algorithm::EdDSA => DecodingKey::from_ed_pem(pem.as_bytes()),
                 _ => DecodingKey::from_rsa_pem(pem.as_bytes()),
             };
-            key.map_err(|_| "invalid public key for its algorithm".to_string())
+            key.map_err(|_| KeyError::Invalid("invalid public key for its algorithm"))
         }
     }
 }
