@@ -365,7 +365,12 @@ impl Parser {
                 errs.push(index(&o.field_path("hosts"), i), e);
             }
         }
-        let paths = o.str_array("paths", errs);
+        let mut paths = o.str_array("paths", errs);
+        if self.legacy_paths {
+            for p in &mut paths {
+                *p = text::migrate_legacy_path(p);
+            }
+        }
         for (i, p) in paths.iter().enumerate() {
             let fp = index(&o.field_path("paths"), i);
             if let Some(re) = p.strip_prefix('~') {
@@ -380,9 +385,17 @@ impl Parser {
                 .chars()
                 .any(|c| c.is_control() || c == ' ' || c == '?' || c == '#')
             {
+                // Kong 3.x would take such a path as a literal prefix no request can match
+                // (and a route that never matches leaves its traffic to broader routes and
+                // their plugins), so it is refused; a regex is the usual intent.
+                let hint = if p.chars().any(|c| "()[]^$*+?{}|\\".contains(c)) {
+                    "; it looks like a regex: since _format_version 3.0 regex paths start with '~'"
+                } else {
+                    ""
+                };
                 errs.push(
                     fp,
-                    "invalid path: contains a space, control character, '?' or '#'",
+                    format!("invalid path: contains a space, control character, '?' or '#'{hint}"),
                 );
             }
         }

@@ -84,6 +84,7 @@ fn parse_value(root: &Value, errs: &mut Errors) -> Config {
         }
         None => String::new(),
     };
+    p.legacy_paths = version == "1.1" || version == "2.1";
     p.config.no_transform = top.opt_bool("_transform", errs) == Some(false);
     top.accept(&[
         "_comment",
@@ -167,6 +168,8 @@ pub(crate) struct Parser {
     pub(crate) plugin_keys: Vec<Option<String>>,
     pub(crate) group_members: Vec<(String, String, String)>,
     pub(crate) route_counter: usize,
+    /// `_format_version` 1.1 or 2.1: route paths are migrated as Kong migrates them.
+    pub(crate) legacy_paths: bool,
 }
 
 impl Parser {

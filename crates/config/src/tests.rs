@@ -349,3 +349,53 @@ plugins:
     ordering: null
 "#);
 }
+
+#[test]
+fn legacy_format_paths_are_migrated_as_kong_migrates_them() {
+    let c = ok(r#"
+_format_version: "2.1"
+services:
+  - name: s
+    url: http://127.0.0.1:9
+    routes:
+      - name: r
+        paths: ["/users/\\d+$", "/api/v1/(?<id>[0-9]+)", "/a//b", "/plain/x.y-z_~", "/enc%2Fx%41(y)"]
+"#);
+    assert_eq!(
+        c.routes[0].paths,
+        vec![
+            "~/users/\\d+$",
+            "~/api/v1/(?<id>[0-9]+)",
+            "/a/b",
+            "/plain/x.y-z_~",
+            "~/enc%2FxA(y)",
+        ]
+    );
+    // In 3.0 the same regex without '~' is refused, with the reason.
+    let e = errors(
+        r#"
+_format_version: "3.0"
+services:
+  - name: s
+    url: http://127.0.0.1:9
+    routes:
+      - name: r
+        paths: ["/api/v1/(?<id>[0-9]+)"]
+"#,
+    );
+    assert!(
+        e[0].starts_with("services[0].routes[0].paths[0]: invalid path")
+            && e[0].contains("regex paths start with '~'"),
+        "{e:?}"
+    );
+}
+
+#[test]
+fn legacy_regex_percent_triplets_keep_reserved_and_escape_metacharacters() {
+    use crate::text::migrate_legacy_path as m;
+    assert_eq!(m("/a%2e(b)"), "~/a\\.(b)");
+    assert_eq!(m("/a%3f(b)"), "~/a%3F(b)");
+    assert_eq!(m("/x%7c(y)"), "~/x\\|(y)");
+    assert_eq!(m("/%zz(y)"), "~/%zz(y)");
+    assert_eq!(m("/ü(y)"), "~/ü(y)");
+}

@@ -95,6 +95,54 @@ pub fn check_path(s: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// A route path from a `_format_version` 1.1 / 2.1 file, migrated as Kong migrates it on
+/// load: made only of `A-Za-z0-9.-_~/%` it is a prefix (repeated slashes merged); anything
+/// else was a regex then and becomes `~` + the regex, with percent-encoded triplets decoded
+/// (reserved characters stay encoded, in upper case; regex metacharacters are escaped).
+pub fn migrate_legacy_path(path: &str) -> String {
+    let plain = path
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"._-~/%".contains(&b));
+    if plain {
+        let mut out = String::with_capacity(path.len());
+        for c in path.chars() {
+            if !(c == '/' && out.ends_with('/')) {
+                out.push(c);
+            }
+        }
+        return out;
+    }
+    let mut out = String::with_capacity(path.len() + 1);
+    out.push('~');
+    let bytes = path.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        let triplet = (bytes[i] == b'%')
+            .then(|| path.get(i + 1..i + 3))
+            .flatten()
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match triplet {
+            Some(b) if b"!#$%&'()*+,/:;=?@[]".contains(&b) => {
+                out.push_str(&path[i..i + 3].to_ascii_uppercase());
+                i += 3;
+            }
+            Some(b) if b.is_ascii() && !b.is_ascii_control() => {
+                if b".^-{}\\|".contains(&b) {
+                    out.push('\\');
+                }
+                out.push(b as char);
+                i += 3;
+            }
+            _ => {
+                let c = path[i..].chars().next().unwrap_or_default();
+                out.push(c);
+                i += c.len_utf8().max(1);
+            }
+        }
+    }
+    out
+}
+
 /// The parts of a service `url` shorthand.
 #[derive(Debug, PartialEq, Eq)]
 pub struct UrlParts {
