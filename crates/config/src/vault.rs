@@ -11,12 +11,45 @@ use crate::reader::{index, join, Errors};
 /// Looks up environment variables; injectable so tests need not touch the process environment.
 pub type EnvLookup<'a> = &'a dyn Fn(&str) -> Option<String>;
 
-/// Replaces every vault reference in `v`, recording an error per unresolved reference.
-pub fn resolve(v: &mut Value, path: &str, env: EnvLookup<'_>, errs: &mut Errors) {
+/// Replaces every vault reference in the config `root`, recording an error per unresolved
+/// reference. Besides `env`, references may name the `prefix` of an `env` vault entity in the
+/// file (`vaults: [{name: env, prefix: my-vault, config: {prefix: APP_}}]` makes
+/// `{vault://my-vault/db-password}` read `APP_DB_PASSWORD`, as Kong's env vault does).
+pub fn resolve(root: &mut Value, path: &str, env: EnvLookup<'_>, errs: &mut Errors) {
+    let vaults = env_vaults(root);
+    resolve_in(root, path, env, &vaults, errs);
+}
+
+/// `(prefix, config.prefix)` of each `env` vault entity.
+fn env_vaults(root: &Value) -> Vec<(String, String)> {
+    let Some(list) = root.get("vaults").and_then(Value::as_array) else {
+        return Vec::new();
+    };
+    list.iter()
+        .filter(|v| v.get("name").and_then(Value::as_str) == Some("env"))
+        .filter_map(|v| {
+            let prefix = v.get("prefix").and_then(Value::as_str)?;
+            let var_prefix = v
+                .get("config")
+                .and_then(|c| c.get("prefix"))
+                .and_then(Value::as_str)
+                .unwrap_or("");
+            Some((prefix.to_string(), var_prefix.to_string()))
+        })
+        .collect()
+}
+
+fn resolve_in(
+    v: &mut Value,
+    path: &str,
+    env: EnvLookup<'_>,
+    vaults: &[(String, String)],
+    errs: &mut Errors,
+) {
     match v {
         Value::String(s) => {
             if let Some(reference) = parse_reference(s) {
-                match lookup(reference, env) {
+                match lookup(reference, env, vaults) {
                     Ok(secret) => *s = secret,
                     Err(msg) => errs.push(path, msg),
                 }
@@ -24,12 +57,12 @@ pub fn resolve(v: &mut Value, path: &str, env: EnvLookup<'_>, errs: &mut Errors)
         }
         Value::Array(items) => {
             for (i, item) in items.iter_mut().enumerate() {
-                resolve(item, &index(path, i), env, errs);
+                resolve_in(item, &index(path, i), env, vaults, errs);
             }
         }
         Value::Object(map) => {
             for (k, item) in map.iter_mut() {
-                resolve(item, &join(path, k), env, errs);
+                resolve_in(item, &join(path, k), env, vaults, errs);
             }
         }
         _ => {}
@@ -43,13 +76,26 @@ fn parse_reference(s: &str) -> Option<&str> {
         .and_then(|r| r.strip_suffix('}'))
 }
 
-fn lookup(reference: &str, env: EnvLookup<'_>) -> Result<String, String> {
+fn lookup(
+    reference: &str,
+    env: EnvLookup<'_>,
+    vaults: &[(String, String)],
+) -> Result<String, String> {
     let (vault, rest) = reference
         .split_once('/')
         .ok_or_else(|| format!("invalid vault reference '{{vault://{reference}}}'"))?;
-    if vault != "env" {
-        return Err(format!("vault '{vault}' is not available (supported: env)"));
-    }
+    let var_prefix = if vault == "env" {
+        ""
+    } else {
+        match vaults.iter().find(|(p, _)| p == vault) {
+            Some((_, var_prefix)) => var_prefix.as_str(),
+            None => {
+                return Err(format!(
+                    "vault '{vault}' is not available (supported: env, or the prefix of an env vault entity)"
+                ))
+            }
+        }
+    };
     let (name, key) = match rest.split_once('/') {
         Some((n, k)) if !k.is_empty() => (n, Some(k)),
         _ => (rest.trim_end_matches('/'), None),
@@ -57,8 +103,11 @@ fn lookup(reference: &str, env: EnvLookup<'_>) -> Result<String, String> {
     if name.is_empty() {
         return Err("vault reference names no variable".into());
     }
-    let kong_name = name.to_ascii_uppercase().replace('-', "_");
-    let raw = env(&kong_name).or_else(|| env(name)).ok_or_else(|| {
+    let kong_name = format!("{var_prefix}{name}")
+        .to_ascii_uppercase()
+        .replace('-', "_");
+    let exact = format!("{var_prefix}{name}");
+    let raw = env(&kong_name).or_else(|| env(&exact)).ok_or_else(|| {
         format!("could not resolve vault reference: environment variable {kong_name} is not set")
     })?;
     match key {
@@ -87,6 +136,7 @@ mod tests {
         match name {
             "MY_SECRET" => Some("s3cret".into()),
             "JSON_VAR" => Some(r#"{"user":"bob"}"#.into()),
+            "APP_DB_PASSWORD" => Some("from-prefix".into()),
             _ => None,
         }
     }
@@ -103,5 +153,23 @@ mod tests {
         assert_eq!(e.len(), 1);
         assert_eq!(e[0].path, "b[1]");
         assert!(!e[0].message.contains("s3cret"));
+    }
+
+    #[test]
+    fn env_vault_entities_add_their_prefix() {
+        let mut v = json!({
+            "vaults": [{"name": "env", "prefix": "my-vault", "config": {"prefix": "APP_"}}],
+            "a": "{vault://my-vault/db-password}",
+            "b": "{vault://other/db-password}",
+            "c": "{vault://env/my-secret}"
+        });
+        let mut errs = Errors::default();
+        resolve(&mut v, "", &env, &mut errs);
+        assert_eq!(v["a"], "from-prefix");
+        assert_eq!(v["c"], "s3cret");
+        let e = errs.into_vec();
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert_eq!(e[0].path, "b");
+        assert!(e[0].message.contains("vault 'other' is not available"));
     }
 }
