@@ -397,6 +397,8 @@ impl Parser {
                     fp,
                     format!("invalid path: contains a space, control character, '?' or '#'{hint}"),
                 );
+            } else if let Err(e) = text::check_route_prefix(p) {
+                errs.push(fp, e);
             }
         }
         let headers = header_matchers(&mut o, errs);

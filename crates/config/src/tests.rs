@@ -399,3 +399,33 @@ fn legacy_regex_percent_triplets_keep_reserved_and_escape_metacharacters() {
     assert_eq!(m("/%zz(y)"), "~/%zz(y)");
     assert_eq!(m("/ü(y)"), "~/ü(y)");
 }
+
+#[test]
+fn route_prefixes_must_be_in_kongs_normal_form() {
+    use crate::text::check_route_prefix as c;
+    for ok in [
+        "/",
+        "/a",
+        "/a/",
+        "/a/b.c",
+        "/v1.2/x",
+        "/a%2Fb",
+        "/x..y",
+        "/.well-known/x",
+    ] {
+        assert_eq!(c(ok), Ok(()), "{ok}");
+    }
+    for (bad, want) in [
+        ("/a/./b", "consider use '/a/b'"),
+        ("/a/../b", "consider use '/b'"),
+        ("/a/.", "consider use '/a/'"),
+        ("/a/..", "consider use '/'"),
+        ("/files/%7Euser", "consider use '/files/~user'"),
+        ("/a%2fb", "consider use '/a%2Fb'"),
+        ("/some%2words", "invalid url-encoded value: '%2w'"),
+        ("/end%", "invalid url-encoded value: '%'"),
+    ] {
+        let e = c(bad).unwrap_err();
+        assert!(e.contains(want), "{bad}: {e}");
+    }
+}

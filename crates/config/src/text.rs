@@ -95,6 +95,66 @@ pub fn check_path(s: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// A route prefix path in Kong's normal form: percent-encoded triplets well formed, those of
+/// unreserved characters decoded, the others in upper case, no `.` or `..` segments. Kong
+/// refuses any other form ("non-normalized path"): request paths are normalised before
+/// routing, so such a prefix could never match.
+pub fn check_route_prefix(path: &str) -> Result<(), String> {
+    let bytes = path.as_bytes();
+    let mut norm = String::with_capacity(path.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = path
+                .get(i + 1..i + 3)
+                .filter(|h| h.bytes().all(|b| b.is_ascii_hexdigit()));
+            let Some(hex) = hex else {
+                let end = (i + 3).min(path.len());
+                let shown = path.get(i..end).unwrap_or("%");
+                return Err(format!("invalid url-encoded value: '{shown}'"));
+            };
+            let b = u8::from_str_radix(hex, 16).unwrap_or(0);
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                norm.push(b as char);
+            } else {
+                norm.push('%');
+                norm.push_str(&hex.to_ascii_uppercase());
+            }
+            i += 3;
+        } else {
+            let c = path[i..].chars().next().unwrap_or_default();
+            norm.push(c);
+            i += c.len_utf8().max(1);
+        }
+    }
+    let mut out: Vec<&str> = Vec::new();
+    let segments: Vec<&str> = norm.split('/').skip(1).collect();
+    let last = segments.len().saturating_sub(1);
+    for (k, seg) in segments.iter().enumerate() {
+        match *seg {
+            "." => {
+                if k == last {
+                    out.push("");
+                }
+            }
+            ".." => {
+                out.pop();
+                if k == last {
+                    out.push("");
+                }
+            }
+            s => out.push(s),
+        }
+    }
+    let normalized = format!("/{}", out.join("/"));
+    if normalized != path {
+        return Err(format!(
+            "non-normalized path, consider use '{normalized}' instead"
+        ));
+    }
+    Ok(())
+}
+
 /// A route path from a `_format_version` 1.1 / 2.1 file, migrated as Kong migrates it on
 /// load: made only of `A-Za-z0-9.-_~/%` it is a prefix (repeated slashes merged); anything
 /// else was a regex then and becomes `~` + the regex, with percent-encoded triplets decoded

@@ -1783,7 +1783,7 @@ async fn send_with_retries(
             break;
         };
         let replay = b.replay();
-        let Some(out) = upstream_request(service, ctx, plan, route, &target) else {
+        let Some(out) = upstream_request(service, ctx, plan, route, target) else {
             return Err(kong_error(StatusCode::BAD_REQUEST, "Bad request"));
         };
         let attempt = match sender {

@@ -593,7 +593,14 @@ mod tests {
     /// a host-only route), strip_path, request, expected upstream path.
     #[test]
     fn kong_path_handling_table() {
-        let cases: &[(Option<&str>, Option<&str>, bool, &str, &str)] = &[
+        type Row = (
+            Option<&'static str>,
+            Option<&'static str>,
+            bool,
+            &'static str,
+            &'static str,
+        );
+        let cases: &[Row] = &[
             (Some("/s"), Some("/fv0"), true, "/fv0req", "/s/req"),
             (Some("/s"), Some("/fv0"), true, "/fv0/req", "/s/req"),
             (Some("/s"), Some("/fv0"), true, "/fv0", "/s"),
