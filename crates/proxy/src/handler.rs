@@ -1155,18 +1155,21 @@ fn protocol_mismatch(
     // Behind a trusted proxy (trusted_ips) that terminated TLS, its X-Forwarded-Proto says
     // whether the client used https, and its X-Forwarded-Host names the host to redirect to,
     // as in Kong; from anyone else both are ignored.
-    let trusted = !conn.tls && gw.settings.is_trusted(canonical(conn.peer.ip()));
+    // (Only looked at for an https-only route reached over plain http.)
     let forwarded = |name: &HeaderName| {
-        trusted
+        gw.settings
+            .is_trusted(canonical(conn.peer.ip()))
             .then(|| headers::first(&parts.headers, name))
             .flatten()
             .and_then(|v| v.to_str().ok())
             .map(str::trim)
             .filter(|v| !v.is_empty())
     };
-    let https_before_us =
-        forwarded(&X_FORWARDED_PROTO).is_some_and(|p| p.eq_ignore_ascii_case("https"));
-    if !conn.tls && !https_before_us && !route.allows_http && route.allows_https {
+    if !conn.tls
+        && !route.allows_http
+        && route.allows_https
+        && !forwarded(&X_FORWARDED_PROTO).is_some_and(|p| p.eq_ignore_ascii_case("https"))
+    {
         let code = route.route.https_redirect_status_code;
         if code == 426 {
             let mut r = kong_error(StatusCode::UPGRADE_REQUIRED, "Please use HTTPS protocol");
