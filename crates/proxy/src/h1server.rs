@@ -198,6 +198,15 @@ pub async fn serve<I, S, Fut, B>(
             // A refused upgrade: the client may already be sending the new protocol.
             keep = false;
         }
+        // The gateway's own answer to a request it could not make sense of asks to close
+        // (upstream Connection headers never get here: hop-by-hop, removed by the proxy).
+        if parts
+            .headers
+            .get(header::CONNECTION)
+            .is_some_and(|v| v == "close")
+        {
+            keep = false;
+        }
         let sent = send_response(
             &mut shared,
             &mut wbuf,

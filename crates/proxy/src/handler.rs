@@ -279,13 +279,13 @@ pub async fn handle(
             let snap = gw.snapshot();
             let (parts, body) = req.into_parts();
             let Some((host, port)) = request_host(&parts, conn) else {
-                break 'proxy kong_error(StatusCode::BAD_REQUEST, "Bad request");
+                break 'proxy bad_request_and_close();
             };
             let raw_path = parts.uri.path();
             let norm = if path::needs_normalising(raw_path) {
                 match path::normalise(raw_path) {
                     Ok(p) => p,
-                    Err(_) => break 'proxy kong_error(StatusCode::BAD_REQUEST, "Bad request"),
+                    Err(_) => break 'proxy bad_request_and_close(),
                 }
             } else {
                 raw_path.to_string()
@@ -1206,6 +1206,16 @@ fn protocol_mismatch(
         ));
     }
     None
+}
+
+/// 400 for a request head the guard let through but the gateway cannot use (a Host it cannot
+/// split, a path it cannot normalise): answered, and the connection closed like every other
+/// malformed request's.
+fn bad_request_and_close() -> Response<ProxyBody> {
+    let mut r = kong_error(StatusCode::BAD_REQUEST, "Bad request");
+    r.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    r
 }
 
 /// Kong's request-size-limiting answer.
