@@ -1535,6 +1535,27 @@ static TE_TRAILERS: HeaderValue = HeaderValue::from_static("trailers");
 /// Visible ASCII but `#`, `"`, `<`, `>` and `` ` ``: bytes `http::uri::PathAndQuery` takes as
 /// they are in both path and query (tested), so such a target needs no parse; any other goes
 /// through it (and is refused, or cut at `#`).
+/// Appends `path`, percent-encoding what Kong escapes in an upstream path (its `uri.escape`:
+/// everything but unreserved and reserved characters and `%`), such as `|`, `"`, `{`, `}`, `^`
+/// and `\`, which a client may send raw but many servers refuse. The query is not touched.
+fn push_escaped_path(out: &mut String, path: &str) {
+    let keep = |b: u8| b.is_ascii_alphanumeric() || b"-._~%!$&'()*+,;=:@/?#[]".contains(&b);
+    if path.bytes().all(keep) {
+        out.push_str(path);
+        return;
+    }
+    for &b in path.as_bytes() {
+        if keep(b) {
+            out.push(b as char);
+        } else {
+            const HEX: &[u8; 16] = b"0123456789ABCDEF";
+            out.push('%');
+            out.push(HEX[usize::from(b >> 4)] as char);
+            out.push(HEX[usize::from(b & 15)] as char);
+        }
+    }
+}
+
 fn is_plain_target(t: &[u8]) -> bool {
     t.iter()
         .all(|&b| (0x21..=0x7e).contains(&b) && !matches!(b, b'#' | b'"' | b'<' | b'>' | b'`'))
@@ -1551,7 +1572,7 @@ fn upstream_request<'a>(
     let target_port = target.port;
     let mut path_and_query =
         String::with_capacity(fwd.path.len() + ctx.query.as_ref().map_or(0, |q| q.len() + 1));
-    path_and_query.push_str(&fwd.path);
+    push_escaped_path(&mut path_and_query, &fwd.path);
     if let Some(q) = &ctx.query {
         path_and_query.push('?');
         path_and_query.push_str(q);
