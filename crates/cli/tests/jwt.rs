@@ -487,3 +487,38 @@ services:
     assert_status(&r, 401);
     assert_eq!(origin.hits(), 1);
 }
+
+#[tokio::test]
+async fn empty_secrets_and_colliding_keys_are_refused() {
+    let origin = Origin::start("a").await;
+    let dir = temp_dir();
+    for (name, consumers, want) in [
+        (
+            "empty",
+            "  - username: a\n    jwt_secrets:\n      - key: a-issuer\n        secret: \"\"\n",
+            "secret must not be empty",
+        ),
+        (
+            "twice-keyless",
+            "  - username: a\n    jwt_secrets:\n      - secret: one-secret\n      - secret: two-secret\n",
+            "same key",
+        ),
+    ] {
+        let file = dir.join(format!("{name}.yml"));
+        write_file(
+            &file,
+            &format!(
+                "_format_version: \"3.0\"\nconsumers:\n{consumers}services:\n  - name: s\n    url: {}\n    routes:\n      - name: r\n        paths: [/]\n        plugins:\n          - name: jwt\n",
+                origin.url()
+            ),
+        );
+        let out = std::process::Command::new(common::bin())
+            .args(["config", "validate"])
+            .arg(&file)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{name}");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(stdout.contains(want), "{name}: {stdout}");
+    }
+}

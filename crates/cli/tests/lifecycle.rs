@@ -210,6 +210,9 @@ async fn malformed_requests_get_400_and_close_never_reaching_the_upstream() {
         b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\nContent-Length: 4\r\n\r\nabcd",
         // A Host whose port is not a number: refused by the handler, closed all the same.
         b"GET / HTTP/1.1\r\nHost: a:abc\r\n\r\n",
+        // Hosts that split to nothing.
+        b"GET / HTTP/1.1\r\nHost: :80\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: []\r\n\r\n",
     ];
     for case in cases {
         let (out, closed) = raw(gw.proxy, case).await;

@@ -300,6 +300,22 @@ async fn https_only_route_behind_a_trusted_tls_terminator() {
     );
     let r = gw.get("/secure/a").await;
     assert_status(&r, 426);
+    // A forwarded host that is not a plain host[:port] is not put in Location.
+    for bad in ["evil.example/x", "a@evil.example", ""] {
+        let r = get(
+            gw.proxy,
+            "/moved/c",
+            &[("x-forwarded-proto", "http"), ("x-forwarded-host", bad)],
+        )
+        .await
+        .unwrap();
+        assert_status(&r, 308);
+        assert_eq!(
+            r.header("location").unwrap(),
+            "https://localhost/moved/c",
+            "{bad}"
+        );
+    }
 }
 
 #[tokio::test]
@@ -315,6 +331,7 @@ async fn strip_path_leaves_no_dot_segment_to_climb_out_of_the_service_path() {
         ("/pub%2e%2e/admin", "/api/v1/public/admin"),
         ("/pub./x", "/api/v1/public/x"),
         ("/pub..", "/api/v1/public"),
+        ("/pub..;/admin", "/api/v1/public/admin"),
         ("/pub/x", "/api/v1/public/x"),
     ] {
         let r = gw.get(req).await;

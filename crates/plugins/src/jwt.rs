@@ -135,6 +135,17 @@ impl Jwt {
                 );
                 continue;
             };
+            // Two credentials answering to one key would leave one silently unused, or let a
+            // token pass as the other consumer.
+            if secrets.contains_key(key_id) {
+                errs.push(
+                    "jwt_secrets",
+                    format!(
+                        "credential '{key_id}': another jwt_secrets credential has the same key; give each an explicit, unique 'key'"
+                    ),
+                );
+                continue;
+            }
             match decoding_key(&cred.fields, alg, secret_is_base64) {
                 // Kong accepts an ES256/ES384 credential without a public key (its schema asks
                 // for one only for RS, PS and EdDSA); no token can verify against it, so it is
@@ -398,9 +409,18 @@ fn decoding_key(
                 // for this credential can never verify. So here: 32 fresh random bytes.
                 return Ok(DecodingKey::from_secret(&rand::random::<[u8; 32]>()));
             };
+            // An empty secret would verify tokens anyone can sign.
+            if secret.is_empty() {
+                return Err(KeyError::Invalid("secret must not be empty"));
+            }
             if secret_is_base64 {
-                DecodingKey::from_base64_secret(secret)
-                    .map_err(|_| KeyError::Invalid("secret is not valid base64"))
+                use base64::Engine;
+                match base64::engine::general_purpose::STANDARD.decode(secret) {
+                    Ok(raw) if raw.is_empty() => Err(KeyError::Invalid("secret must not be empty")),
+                    Ok(_) => DecodingKey::from_base64_secret(secret)
+                        .map_err(|_| KeyError::Invalid("secret is not valid base64")),
+                    Err(_) => Err(KeyError::Invalid("secret is not valid base64")),
+                }
             } else {
                 Ok(DecodingKey::from_secret(secret.as_bytes()))
             }

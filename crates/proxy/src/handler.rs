@@ -182,12 +182,19 @@ fn request_host(parts: &http::request::Parts, conn: &ConnInfo) -> Option<(String
             // HTTP/1.0 does not require Host (the guard refuses an HTTP/1.1 request without
             // one): such a request matches only routes without hosts, as in nginx and Kong.
             None if parts.version == Version::HTTP_10 => {
-                return Some((String::new(), default_port))
+                // The address it reached stands in for the name, so no later step
+                // (X-Forwarded-Host, a redirect's Location) ever gets an empty host.
+                let ip = portcullis_plugins::ip_restriction::ip_text(conn.local.ip());
+                return Some((ip, default_port));
             }
             None => return None,
         },
     };
     let (mut host, port) = portcullis_config::text::split_host_port(raw)?;
+    // `Host: :80` or `Host: []` name no host.
+    if host.is_empty() {
+        return None;
+    }
     host.make_ascii_lowercase();
     Some((host, port.unwrap_or(default_port)))
 }
@@ -1182,10 +1189,16 @@ fn protocol_mismatch(
             return Some(r);
         }
         let pq = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-        let location = format!(
-            "https://{}{pq}",
-            forwarded(&X_FORWARDED_HOST).unwrap_or(host)
-        );
+        // A forwarded host goes into Location only when it is a plain host[:port].
+        let forwarded_host = forwarded(&X_FORWARDED_HOST).filter(|h| {
+            portcullis_config::text::split_host_port(h).is_some_and(|(name, _)| {
+                !name.is_empty()
+                    && name
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"-.:".contains(&b))
+            })
+        });
+        let location = format!("https://{}{pq}", forwarded_host.unwrap_or(host));
         // Kong answers a redirect without a body.
         let mut r = Response::new(ProxyBody::full(bytes::Bytes::new()));
         *r.status_mut() = StatusCode::from_u16(code).unwrap_or(StatusCode::MOVED_PERMANENTLY);
@@ -1604,16 +1617,16 @@ fn upstream_request<'a>(
             .map(str::to_string)
             .unwrap_or_else(|| ctx.host.clone())
     } else {
-        let base: &str = if service.host_from_target {
+        let base = crate::snapshot::bracketed(if service.host_from_target {
             &target.host
         } else {
             &service.host_header
-        };
+        });
         if matches!(target_port, 80 | 443) {
-            base.to_string()
+            base.into_owned()
         } else {
             let mut h = String::with_capacity(base.len() + 6);
-            h.push_str(base);
+            h.push_str(&base);
             h.push(':');
             h.push_str(itoa::Buffer::new().format(target_port));
             h

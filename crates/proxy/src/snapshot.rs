@@ -75,12 +75,22 @@ impl CompiledService {
 
 /// `Host` for `host` on `port`: the port is left out for 80 and 443, as Kong does.
 pub fn host_value(host: &str, port: u16) -> Option<(u16, http::HeaderValue)> {
+    let host = bracketed(host);
     let text = if matches!(port, 80 | 443) {
-        host.to_string()
+        host.into_owned()
     } else {
         format!("{host}:{port}")
     };
     http::HeaderValue::from_str(&text).ok().map(|v| (port, v))
+}
+
+/// A host as it goes in `Host` or an authority: an IPv6 address in brackets.
+pub fn bracketed(host: &str) -> std::borrow::Cow<'_, str> {
+    if host.contains(':') && !host.starts_with('[') {
+        std::borrow::Cow::Owned(format!("[{host}]"))
+    } else {
+        std::borrow::Cow::Borrowed(host)
+    }
 }
 
 /// A plugin in a route's chain, with the protocols it runs on.
@@ -541,7 +551,8 @@ pub fn upstream_path(
     }
     let cut = match matched {
         Some(r) if r.start == 0 && r.end <= path.len() && path.is_char_boundary(r.end) => r.end,
-        _ => 1.min(path.len()),
+        _ if path.starts_with('/') => 1,
+        _ => 0,
     };
     let rest = sanitize_postfix(&path[cut..]);
     let ends_with_slash = path.len() > 1 && path.ends_with('/');
@@ -572,13 +583,18 @@ pub fn upstream_path(
 
 /// Kong's `sanitize_uri_postfix`: what remains after the stripped prefix loses a leading
 /// `./` or `../`, and is empty when it was only `.` or `..`.
+///
+/// Stricter than Kong in one case: a first segment that is `.` or `..` followed by `;params`
+/// (`..;`) is dropped too, since servers that strip path parameters (Tomcat, Spring) read it
+/// as `..`.
 fn sanitize_postfix(rest: &str) -> &str {
-    if rest == "." || rest == ".." {
-        ""
-    } else if let Some(r) = rest.strip_prefix("./") {
-        r
-    } else if let Some(r) = rest.strip_prefix("../") {
-        r
+    let (first, after) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i + 1..]),
+        None => (rest, ""),
+    };
+    let bare = first.split(';').next().unwrap_or(first);
+    if bare == "." || bare == ".." {
+        after
     } else {
         rest
     }
@@ -587,6 +603,16 @@ fn sanitize_postfix(rest: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ipv6_hosts_are_bracketed_in_host_values() {
+        assert_eq!(bracketed("::1"), "[::1]");
+        assert_eq!(bracketed("[::1]"), "[::1]");
+        assert_eq!(bracketed("example.com"), "example.com");
+        assert_eq!(host_value("::1", 8080).unwrap().1, "[::1]:8080");
+        assert_eq!(host_value("::1", 443).unwrap().1, "[::1]");
+        assert_eq!(host_value("a.example", 80).unwrap().1, "a.example");
+    }
 
     /// Rows of Kong's own table (`spec/fixtures/router_path_handling_tests.lua`, v0, which
     /// Kong 3.x's default router applies to every route): service path, route path (None for
@@ -684,6 +710,16 @@ mod tests {
                 "/service",
             ),
             (None, Some("/r"), true, "/r../etc", "/etc"),
+            (
+                Some("/api/v1/public"),
+                Some("/pub"),
+                true,
+                "/pub..;/admin",
+                "/api/v1/public/admin",
+            ),
+            (Some("/s"), Some("/r"), true, "/r.;x/y", "/s/y"),
+            (Some("/s"), Some("/r"), true, "/r..;", "/s"),
+            (Some("/s"), Some("/r"), true, "/r..x/y", "/s/..x/y"),
             (
                 Some("/api/v1/public"),
                 Some("/pub"),
