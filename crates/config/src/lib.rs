@@ -7,6 +7,7 @@
 mod entities;
 mod model;
 mod parse;
+pub mod path;
 pub mod reader;
 pub mod text;
 pub mod tls;

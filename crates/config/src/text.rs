@@ -95,68 +95,35 @@ pub fn check_path(s: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// A route prefix path in Kong's normal form: percent-encoded triplets well formed, those of
-/// unreserved characters decoded, the others in upper case, no `.` or `..` segments. Kong
-/// refuses any other form ("non-normalized path"): request paths are normalised before
-/// routing, so such a prefix could never match.
+/// A route prefix path in the form request paths take after [`crate::path::normalise`]
+/// (Kong's normal form: well-formed percent triplets, those of unreserved characters decoded,
+/// the others in upper case, no dot segments). Kong refuses any other form ("non-normalized
+/// path"); here it could never match, since requests are routed by their normalised path.
 pub fn check_route_prefix(path: &str) -> Result<(), String> {
-    let bytes = path.as_bytes();
-    let mut norm = String::with_capacity(path.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = path
-                .get(i + 1..i + 3)
-                .filter(|h| h.bytes().all(|b| b.is_ascii_hexdigit()));
-            let Some(hex) = hex else {
-                let end = (i + 3).min(path.len());
-                let shown = path.get(i..end).unwrap_or("%");
-                return Err(format!("invalid url-encoded value: '{shown}'"));
-            };
-            let b = u8::from_str_radix(hex, 16).unwrap_or(0);
-            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-                norm.push(b as char);
-            } else {
-                norm.push('%');
-                norm.push_str(&hex.to_ascii_uppercase());
-            }
-            i += 3;
-        } else {
-            let c = path[i..].chars().next().unwrap_or_default();
-            norm.push(c);
-            i += c.len_utf8().max(1);
-        }
-    }
-    let mut out: Vec<&str> = Vec::new();
-    let segments: Vec<&str> = norm.split('/').skip(1).collect();
-    let last = segments.len().saturating_sub(1);
-    for (k, seg) in segments.iter().enumerate() {
-        match *seg {
-            "." => {
-                if k == last {
-                    out.push("");
-                }
-            }
-            ".." => {
-                out.pop();
-                if k == last {
-                    out.push("");
-                }
-            }
-            s => out.push(s),
-        }
-    }
-    let normalized = format!("/{}", out.join("/"));
-    if normalized != path {
-        return Err(format!(
+    match crate::path::normalise(path) {
+        Ok(normalized) if normalized == path => Ok(()),
+        Ok(normalized) => Err(format!(
             "non-normalized path, consider use '{normalized}' instead"
-        ));
+        )),
+        Err(crate::path::PathError::BadEscape) => {
+            let at = path
+                .match_indices('%')
+                .map(|(i, _)| i)
+                .find(|&i| {
+                    !path
+                        .get(i + 1..i + 3)
+                        .is_some_and(|h| h.bytes().all(|b| b.is_ascii_hexdigit()))
+                })
+                .unwrap_or(0);
+            let shown = path.get(at..(at + 3).min(path.len())).unwrap_or("%");
+            Err(format!("invalid url-encoded value: '{shown}'"))
+        }
+        Err(_) => Err("invalid path: no request path can match it".into()),
     }
-    Ok(())
 }
 
 /// A route path from a `_format_version` 1.1 / 2.1 file, migrated as Kong migrates it on
-/// load: made only of `A-Za-z0-9.-_~/%` it is a prefix (repeated slashes merged); anything
+/// load: made only of `A-Za-z0-9.-_~/%` it is a prefix (normalised); anything
 /// else was a regex then and becomes `~` + the regex, with percent-encoded triplets decoded
 /// (reserved characters stay encoded, in upper case; regex metacharacters are escaped).
 pub fn migrate_legacy_path(path: &str) -> String {
@@ -164,13 +131,8 @@ pub fn migrate_legacy_path(path: &str) -> String {
         .bytes()
         .all(|b| b.is_ascii_alphanumeric() || b"._-~/%".contains(&b));
     if plain {
-        let mut out = String::with_capacity(path.len());
-        for c in path.chars() {
-            if !(c == '/' && out.ends_with('/')) {
-                out.push(c);
-            }
-        }
-        return out;
+        // Kong's `normalize`; a path it refuses is left for validation to report.
+        return crate::path::normalise(path).unwrap_or_else(|_| path.to_string());
     }
     let mut out = String::with_capacity(path.len() + 1);
     out.push('~');

@@ -15,7 +15,8 @@ pub mod h1server;
 pub mod handler;
 pub mod health;
 pub mod metrics;
-pub mod path;
+/// Request path normalisation lives in the config crate, which checks route prefixes with it.
+pub use portcullis_config::path;
 pub mod security;
 pub mod server;
 pub mod settings;
