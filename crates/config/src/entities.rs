@@ -229,15 +229,34 @@ impl Parser {
         let enabled = o.bool_or("enabled", true, errs);
         let index_of = self.config.services.len();
         let cas = o.str_array("ca_certificates", errs);
+        // Kong's service entity checks: the upstream TLS fields must be null on a service
+        // that does not speak TLS to its upstream (an http service with `tls_verify: true`
+        // would otherwise read as verified while nothing is).
+        let tls_upstream = matches!(
+            protocol,
+            Protocol::Https | Protocol::Wss | Protocol::Grpcs | Protocol::Tls
+        );
+        if !tls_upstream {
+            let unset = [
+                ("tls_verify", tls_verify.is_some()),
+                ("tls_verify_depth", tls_verify_depth.is_some()),
+                ("ca_certificates", !cas.is_empty()),
+            ];
+            for (field, set) in unset {
+                if set {
+                    errs.push(
+                        o.field_path(field),
+                        format!("value must be null ({field} can only be set when protocol is 'https', 'wss', 'grpcs' or 'tls')"),
+                    );
+                }
+            }
+        }
         for (i, ca) in cas.into_iter().enumerate() {
             let p = index(&o.field_path("ca_certificates"), i);
             self.defer(RefKind::CaCertificate, ca, p, Slot::ServiceCa(index_of));
         }
         if let Some(cc) = read_ref(&mut o, "client_certificate", errs) {
-            if !matches!(
-                protocol,
-                Protocol::Https | Protocol::Wss | Protocol::Grpcs | Protocol::Tls
-            ) {
+            if !tls_upstream {
                 errs.push(o.field_path("client_certificate"), "client_certificate can only be set when protocol is 'https', 'wss', 'grpcs' or 'tls'");
             }
             let p = o.field_path("client_certificate");

@@ -429,3 +429,37 @@ fn route_prefixes_must_be_in_kongs_normal_form() {
         assert!(e.contains(want), "{bad}: {e}");
     }
 }
+
+#[test]
+fn url_query_and_fragment_are_dropped_as_kong_does() {
+    let c = ok("_format_version: '3.0'\nservices: [{name: a, url: 'http://example.com:81/v1?key=x#f'}]\n");
+    let s = &c.services[0];
+    assert_eq!((s.host.as_str(), s.port), ("example.com", 81));
+    assert_eq!(s.path.as_deref(), Some("/v1"));
+}
+
+#[test]
+fn upstream_tls_fields_are_refused_on_plain_services() {
+    let errs = errors(
+        r#"
+_format_version: "3.0"
+services:
+  - name: plain
+    url: http://example.com
+    tls_verify: true
+    tls_verify_depth: 2
+    ca_certificates: [00000000-0000-0000-0000-000000000001]
+"#,
+    );
+    for field in ["tls_verify", "tls_verify_depth", "ca_certificates"] {
+        assert!(
+            errs.iter()
+                .any(|e| e.starts_with(&format!("services[0].{field}: value must be null"))),
+            "{field}: {errs:?}"
+        );
+    }
+    // Null is what Kong's own exports carry; https services take the fields.
+    ok("_format_version: '3.0'\nservices: [{name: a, url: 'http://e.com', tls_verify: null, ca_certificates: null}]\n");
+    ok("_format_version: '3.0'\nservices: [{name: a, url: 'https://e.com', tls_verify: false, tls_verify_depth: 3}]\n");
+    ok("_format_version: '3.0'\nservices: [{name: a, protocol: grpcs, host: e.com, tls_verify: true}]\n");
+}

@@ -178,11 +178,13 @@ pub struct UrlParts {
     pub path: Option<String>,
 }
 
-/// Parses `scheme://host[:port][/path]`.
+/// Parses `scheme://host[:port][/path][?query][#fragment]`. A query string and fragment are
+/// dropped, as Kong's `url` shorthand drops them (it keeps protocol, host, port and path).
 pub fn parse_url(s: &str) -> Result<UrlParts, String> {
     let (scheme, rest) = s
         .split_once("://")
         .ok_or_else(|| "missing scheme (expected scheme://host)".to_string())?;
+    let rest = rest.split(['?', '#']).next().unwrap_or_default();
     let (authority, path) = match rest.find('/') {
         Some(i) => (&rest[..i], Some(rest[i..].to_string())),
         None => (rest, None),
@@ -194,12 +196,6 @@ pub fn parse_url(s: &str) -> Result<UrlParts, String> {
     if !is_valid_host(&host) {
         return Err(format!("invalid host: {host}"));
     }
-    let path = match path {
-        Some(p) if p.contains('?') || p.contains('#') => {
-            return Err("query strings and fragments are not allowed".into())
-        }
-        other => other,
-    };
     Ok(UrlParts {
         scheme: scheme.to_ascii_lowercase(),
         host,
@@ -233,6 +229,13 @@ mod tests {
         let u = parse_url("http://[::1]:9000").unwrap();
         assert_eq!(u.host, "::1");
         assert!(parse_url("nohost").is_err());
+        // Kong's shorthand keeps protocol, host, port and path: a query or fragment is dropped.
+        let u = parse_url("http://h:81/p/q?x=1&y=2#frag").unwrap();
+        assert_eq!((u.host.as_str(), u.port), ("h", Some(81)));
+        assert_eq!(u.path.as_deref(), Some("/p/q"));
+        let u = parse_url("http://h?x=/y").unwrap();
+        assert_eq!((u.host.as_str(), u.path), ("h", None));
+        assert_eq!(parse_url("http://h#f").unwrap().host, "h");
         assert!(parse_url("http://u:p@h").is_err());
     }
 
