@@ -786,3 +786,126 @@ async fn characters_kong_escapes_in_the_upstream_path_are_percent_encoded() {
     // The path is escaped as Kong's uri.escape does; the query goes as it came.
     assert_eq!(echo["uri"], "/p%7Cq%7Bx%7D%5E%22y?k=a|b");
 }
+
+fn headers_config(origin: &Origin) -> String {
+    format!(
+        r#"_format_version: "3.0"
+services:
+  - name: svc
+    url: {}
+    routes:
+      - name: plain
+        paths: ["/plain"]
+      - name: transformed
+        paths: ["/transformed"]
+        plugins:
+          - name: response-transformer
+            config: {{add: {{headers: ["x-added:1"]}}}}
+"#,
+        origin.url()
+    )
+}
+
+/// Kong's `headers` and `headers_upstream` settings, on routes relaying the upstream's header
+/// lines (no plugins) and on routes whose plugins see the response map.
+#[tokio::test]
+async fn gateway_headers_follow_kongs_headers_settings() {
+    let origin = Origin::start("a").await;
+    let gw = Gw::start(&headers_config(&origin)).await;
+    for path in ["/plain/status/201", "/transformed/status/201"] {
+        let r = get(gw.proxy, path, &[("x-request-id", "forged")])
+            .await
+            .unwrap();
+        assert_status(&r, 201);
+        // Kong's defaults: server_tokens (never sent here), latency_tokens, the request id.
+        assert!(r.header("x-kong-upstream-latency").is_some(), "{path}");
+        assert!(r.header("x-kong-proxy-latency").is_some(), "{path}");
+        assert!(r.header("x-kong-response-latency").is_none(), "{path}");
+        assert!(r.header("x-kong-upstream-status").is_none(), "{path}");
+        let id = r.header("x-request-id").unwrap();
+        assert_eq!(id.len(), 32, "{path}");
+        assert_eq!(r.upstream_header("x-request-id").unwrap(), id, "{path}");
+    }
+    // A response the gateway makes itself carries X-Kong-Response-Latency instead.
+    let r = gw.get("/nowhere").await;
+    assert_status(&r, 404);
+    assert!(r.header("x-kong-response-latency").is_some());
+    assert!(r.header("x-kong-upstream-latency").is_none());
+    assert_eq!(r.header("x-request-id").unwrap().len(), 32);
+    drop(gw);
+
+    // `off` on both: none of the gateway's headers, and a client's request-id header does not
+    // reach the upstream either (only the gateway's own id could have gone there). The
+    // upstream's own copies of those names pass, as in Kong.
+    let gw = Gw::start_with(
+        &headers_config(&origin),
+        "headers = \"off\"\nheaders_upstream = \"off\"\n",
+    )
+    .await;
+    for path in ["/plain", "/transformed"] {
+        let r = get(
+            gw.proxy,
+            path,
+            &[
+                ("x-request-id", "forged"),
+                ("x-echo-response-x-kong-upstream-latency", "upstream's"),
+            ],
+        )
+        .await
+        .unwrap();
+        assert_status(&r, 200);
+        assert!(r.header("x-kong-proxy-latency").is_none(), "{path}");
+        assert!(r.header("x-request-id").is_none(), "{path}");
+        assert_eq!(r.header("x-kong-upstream-latency").unwrap(), "upstream's");
+        assert!(r.upstream_header("x-request-id").is_none(), "{path}");
+    }
+    let r = gw.get("/nowhere").await;
+    assert_status(&r, 404);
+    assert!(r.header("x-kong-response-latency").is_none());
+    assert!(r.header("x-request-id").is_none());
+    // The access log still has the id.
+    drop(gw);
+
+    // Single tokens, as a kong.conf line: the upstream's status only, request id upstream.
+    let gw = Gw::start_with(
+        &headers_config(&origin),
+        "headers = \"X-Kong-Upstream-Status\"\n",
+    )
+    .await;
+    for path in ["/plain/status/203", "/transformed/status/203"] {
+        let r = get(
+            gw.proxy,
+            path,
+            &[("x-echo-response-x-kong-upstream-status", "999")],
+        )
+        .await
+        .unwrap();
+        assert_status(&r, 203);
+        assert_eq!(r.header("x-kong-upstream-status").unwrap(), "203", "{path}");
+        assert!(r.header("x-kong-upstream-latency").is_none(), "{path}");
+        assert!(r.header("x-request-id").is_none(), "{path}");
+        assert_eq!(r.upstream_header("x-request-id").unwrap().len(), 32);
+    }
+}
+
+#[tokio::test]
+async fn bad_headers_setting_is_refused_at_start() {
+    let dir = temp_dir();
+    let cfg = dir.join("kong.yml");
+    write_file(&cfg, "_format_version: \"3.0\"\n");
+    let settings = dir.join("portcullis.toml");
+    write_file(&settings, "headers = \"latency_tokens, X-Powered-By\"\n");
+    let out = std::process::Command::new(bin())
+        .args(["start", "--config"])
+        .arg(&cfg)
+        .arg("--settings")
+        .arg(&settings)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("headers: invalid entry 'X-Powered-By'"),
+        "{err}"
+    );
+}

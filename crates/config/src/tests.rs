@@ -432,7 +432,9 @@ fn route_prefixes_must_be_in_kongs_normal_form() {
 
 #[test]
 fn url_query_and_fragment_are_dropped_as_kong_does() {
-    let c = ok("_format_version: '3.0'\nservices: [{name: a, url: 'http://example.com:81/v1?key=x#f'}]\n");
+    let c = ok(
+        "_format_version: '3.0'\nservices: [{name: a, url: 'http://example.com:81/v1?key=x#f'}]\n",
+    );
     let s = &c.services[0];
     assert_eq!((s.host.as_str(), s.port), ("example.com", 81));
     assert_eq!(s.path.as_deref(), Some("/v1"));

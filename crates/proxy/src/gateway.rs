@@ -51,6 +51,8 @@ pub struct Gateway {
     pub security_headers: Vec<(http::HeaderName, http::HeaderValue)>,
     /// Header carrying the request id (lower case).
     pub request_id_header: http::HeaderName,
+    /// Which of its own headers the gateway adds (settings `headers`, `headers_upstream`).
+    pub headers: crate::settings::GatewayHeaders,
     /// How upstream response heads are relayed as encoded lines (see
     /// [`crate::h1client::WireRules`]); `None` when the settings rule it out (more than 64
     /// security headers).
@@ -89,6 +91,7 @@ impl Gateway {
             settings.request_id_header.to_ascii_lowercase().as_bytes(),
         )
         .map_err(|_| ReloadError::Io("request_id_header: not a valid header name".into()))?;
+        let headers = settings.gateway_headers().map_err(ReloadError::Io)?;
         let security_headers = settings
             .security_headers
             .iter()
@@ -100,8 +103,21 @@ impl Gateway {
             })
             .collect::<Vec<_>>();
         let wire_rules = (security_headers.len() <= 64).then(|| {
-            let mut drop = vec![request_id_header.clone()];
-            drop.extend(crate::handler::LATENCY_HEADERS.iter().cloned());
+            // The gateway's own headers replace an upstream's copies of them.
+            let ours = [
+                (headers.request_id, &request_id_header),
+                (
+                    headers.upstream_latency,
+                    &crate::handler::LATENCY_HEADERS[0],
+                ),
+                (headers.proxy_latency, &crate::handler::LATENCY_HEADERS[1]),
+                (headers.upstream_status, &crate::handler::LATENCY_HEADERS[2]),
+            ];
+            let mut drop: Vec<http::HeaderName> = ours
+                .into_iter()
+                .filter(|(on, _)| *on)
+                .map(|(_, name)| name.clone())
+                .collect();
             if settings.response_hardening {
                 drop.extend(crate::handler::FINGERPRINTS.iter().cloned());
             }
@@ -128,6 +144,7 @@ impl Gateway {
                 enabled: AtomicBool::new(snap.wants_client_certs),
             }),
             request_id_header,
+            headers,
             security_headers,
             wire_rules,
             reload_lock: tokio::sync::Mutex::new(()),

@@ -123,13 +123,18 @@ static X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port"
 static X_FORWARDED_PATH: HeaderName = HeaderName::from_static("x-forwarded-path");
 static X_FORWARDED_PREFIX: HeaderName = HeaderName::from_static("x-forwarded-prefix");
 static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
-/// The latency headers the gateway sets on proxied responses (replacing any upstream's).
-pub(crate) static LATENCY_HEADERS: [HeaderName; 2] = [
+/// The headers the gateway sets on proxied responses, replacing any upstream's (each when the
+/// `headers` setting names it): the latencies and the upstream's status.
+pub(crate) static LATENCY_HEADERS: [HeaderName; 3] = [
     HeaderName::from_static("x-kong-upstream-latency"),
     HeaderName::from_static("x-kong-proxy-latency"),
+    HeaderName::from_static("x-kong-upstream-status"),
 ];
 static UPSTREAM_LATENCY: &HeaderName = &LATENCY_HEADERS[0];
 static PROXY_LATENCY: &HeaderName = &LATENCY_HEADERS[1];
+static UPSTREAM_STATUS: &HeaderName = &LATENCY_HEADERS[2];
+/// Kong's latency header on responses the gateway makes itself (no upstream answered).
+static RESPONSE_LATENCY: HeaderName = HeaderName::from_static("x-kong-response-latency");
 
 /// Removes the headers a client's `Connection` header names (hop-by-hop by declaration). Done
 /// once on the client's headers before any plugin runs, so a client can never make the gateway
@@ -278,6 +283,8 @@ pub async fn handle(
     let h1_client = req.version() != Version::HTTP_2;
     // Set when the response's header lines are relayed in wire mode (see below).
     let mut wired = false;
+    // An upstream answered (its response is relayed): no X-Kong-Response-Latency.
+    let mut proxied = false;
     // The pipeline runs in this same future (a labeled block, not a nested async fn): a
     // nested future would be stored inside this one and copied whole on every request.
     let mut resp = {
@@ -432,8 +439,12 @@ pub async fn handle(
                         || matches!(s.balancer.hash_fallback, HashOn::Header(_))
                 });
             if id_in_map {
-                ctx.headers
-                    .insert(gw.request_id_header.clone(), log.request_id.header_value());
+                if gw.headers.upstream_request_id {
+                    ctx.headers
+                        .insert(gw.request_id_header.clone(), log.request_id.header_value());
+                } else {
+                    ctx.headers.remove(&gw.request_id_header);
+                }
             }
             // Access phase: the route's chain, merged by priority with the chain of the consumer once
             // an auth plugin has identified one.
@@ -540,7 +551,10 @@ pub async fn handle(
                     ),
                 },
                 websocket: client_upgrade.is_some(),
-                request_id: (!id_in_map).then_some((&gw.request_id_header, log.request_id)),
+                request_id: (!id_in_map).then_some((
+                    &gw.request_id_header,
+                    gw.headers.upstream_request_id.then_some(log.request_id),
+                )),
                 trusted,
                 port,
                 original_path: parts.uri.path(),
@@ -679,6 +693,7 @@ pub async fn handle(
                         break 'proxy errors::upstream_failure(errors::UpstreamFailure::Failed);
                     };
                     tokio::spawn(tunnel(client_up, upstream_up));
+                    proxied = true;
                     let mut out = Response::from_parts(p, ProxyBody::Empty);
                     *out.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
                     break 'proxy out;
@@ -702,28 +717,42 @@ pub async fn handle(
                         remove_where(&mut head.headers, |n| rules.drops(n.as_bytes()));
                     }
                     let mut digits = itoa::Buffer::new();
-                    let ms = upstream_latency.as_millis() as u64;
-                    w.push(
-                        UPSTREAM_LATENCY.as_str().as_bytes(),
-                        digits.format(ms).as_bytes(),
-                    );
-                    let ms = upstream_started
-                        .saturating_duration_since(started)
-                        .as_millis() as u64;
-                    w.push(
-                        PROXY_LATENCY.as_str().as_bytes(),
-                        digits.format(ms).as_bytes(),
-                    );
-                    w.push(
-                        gw.request_id_header.as_str().as_bytes(),
-                        log.request_id.as_bytes(),
-                    );
+                    let on = gw.headers;
+                    if on.upstream_latency {
+                        let ms = upstream_latency.as_millis() as u64;
+                        w.push(
+                            UPSTREAM_LATENCY.as_str().as_bytes(),
+                            digits.format(ms).as_bytes(),
+                        );
+                    }
+                    if on.proxy_latency {
+                        let ms = upstream_started
+                            .saturating_duration_since(started)
+                            .as_millis() as u64;
+                        w.push(
+                            PROXY_LATENCY.as_str().as_bytes(),
+                            digits.format(ms).as_bytes(),
+                        );
+                    }
+                    if on.upstream_status {
+                        w.push(
+                            UPSTREAM_STATUS.as_str().as_bytes(),
+                            digits.format(status.as_u16()).as_bytes(),
+                        );
+                    }
+                    if on.request_id {
+                        w.push(
+                            gw.request_id_header.as_str().as_bytes(),
+                            log.request_id.as_bytes(),
+                        );
+                    }
                     for (i, (k, v)) in gw.security_headers.iter().enumerate() {
                         if seen & (1 << i) == 0 && !head.headers.contains_key(k) {
                             w.push(k.as_str().as_bytes(), v.as_bytes());
                         }
                     }
                     wired = true;
+                    proxied = true;
                     let body = ProxyBody::Upstream(UpstreamBody::new(incoming), target, None);
                     break 'proxy build_response(head, body);
                 }
@@ -768,15 +797,26 @@ pub async fn handle(
                 }
                 Err(resp) => break 'proxy resp,
             }
-            set_latency(&mut head.headers, UPSTREAM_LATENCY, upstream_latency);
+            proxied = true;
+            if gw.headers.upstream_latency {
+                set_latency(&mut head.headers, UPSTREAM_LATENCY, upstream_latency);
+            }
             if let Some(c) = set_cookie {
                 head.headers.append(header::SET_COOKIE, c);
             }
-            set_latency(
-                &mut head.headers,
-                PROXY_LATENCY,
-                upstream_started.saturating_duration_since(started),
-            );
+            if gw.headers.proxy_latency {
+                set_latency(
+                    &mut head.headers,
+                    PROXY_LATENCY,
+                    upstream_started.saturating_duration_since(started),
+                );
+            }
+            if gw.headers.upstream_status {
+                head.headers.insert(
+                    UPSTREAM_STATUS.clone(),
+                    number_value(status.as_u16().into()),
+                );
+            }
             run_response_phase(route, conn, &mut ctx, &mut head, log);
             if wants_response_body(route, conn, &ctx, &head, gw.settings.request_buffer_bytes) {
                 let limit = gw.settings.request_buffer_bytes;
@@ -816,8 +856,13 @@ pub async fn handle(
     };
     // A wired response has its request id and hardening in its lines already.
     if !wired {
-        resp.headers_mut()
-            .insert(gw.request_id_header.clone(), log.request_id.header_value());
+        if gw.headers.request_id {
+            resp.headers_mut()
+                .insert(gw.request_id_header.clone(), log.request_id.header_value());
+        }
+        if !proxied && gw.headers.response_latency {
+            set_latency(resp.headers_mut(), &RESPONSE_LATENCY, started.elapsed());
+        }
         harden(gw, resp.headers_mut());
     }
     log.status = resp.status().as_u16();
@@ -1365,7 +1410,9 @@ struct Plan<'a> {
     websocket: bool,
     /// The request id and its header, when the id is not in the context's headers (no
     /// plugin on the route): the upstream request gets it as a gateway-set header.
-    request_id: Option<(&'a HeaderName, RequestId)>,
+    /// `None` for the id: the setting `headers_upstream` is off, and a client's copy is
+    /// removed.
+    request_id: Option<(&'a HeaderName, Option<RequestId>)>,
     /// The connection's peer address as a header value.
     peer_value: Option<&'a HeaderValue>,
     /// `port` as a header value, when it is the connection's local port (made once then).
@@ -1650,7 +1697,7 @@ fn upstream_request<'a>(
     };
     let mut overrides: Vec<(&'a HeaderName, Option<Val<'a>>)> = Vec::with_capacity(11);
     if let Some((name, id)) = &fwd.request_id {
-        overrides.push((*name, Some(Val::Text(id.as_str()))));
+        overrides.push((*name, id.as_ref().map(|id| Val::Text(id.as_str()))));
     }
     let h2_authority = if service.h2 {
         let scheme = if service.tls.is_some() {

@@ -61,6 +61,12 @@ pub struct Settings {
     pub access_log: String,
     /// Header carrying the request id upstream and back to the client.
     pub request_id_header: String,
+    /// Headers the gateway adds to client responses (Kong's `headers`): a comma-separated
+    /// string or a list of Kong's tokens, or `off`.
+    pub headers: TokenList,
+    /// Headers the gateway adds to upstream requests (Kong's `headers_upstream`):
+    /// `X-Kong-Request-Id` or `off`.
+    pub headers_upstream: TokenList,
     /// Remove headers that advertise the upstream's software (`Server`, `X-Powered-By`,
     /// `X-AspNet-Version`, `X-AspNetMvc-Version`) from every response.
     pub response_hardening: bool,
@@ -103,6 +109,12 @@ impl Default for Settings {
             log_level: "info".into(),
             access_log: "stdout".into(),
             request_id_header: "x-request-id".into(),
+            headers: TokenList(vec![
+                "server_tokens".into(),
+                "latency_tokens".into(),
+                "X-Kong-Request-Id".into(),
+            ]),
+            headers_upstream: TokenList(vec!["X-Kong-Request-Id".into()]),
             response_hardening: true,
             security_log: "off".into(),
             security_http: None,
@@ -161,8 +173,105 @@ impl Settings {
         if http::HeaderName::from_bytes(self.request_id_header.as_bytes()).is_err() {
             return Err("request_id_header: not a valid header name".into());
         }
+        self.gateway_headers()?;
         Ok(())
     }
+
+    /// The headers the gateway adds, from `headers` and `headers_upstream`.
+    pub fn gateway_headers(&self) -> Result<GatewayHeaders, String> {
+        let mut h = GatewayHeaders {
+            upstream_latency: false,
+            proxy_latency: false,
+            response_latency: false,
+            upstream_status: false,
+            request_id: false,
+            upstream_request_id: false,
+        };
+        for token in self.headers.tokens("headers")? {
+            match token.to_ascii_lowercase().as_str() {
+                // The gateway never advertises its software or version (see
+                // docs/kong-compatibility.md): accepted so Kong's settings carry over.
+                "server" | "via" | "server_tokens" => {}
+                "latency_tokens" => {
+                    h.upstream_latency = true;
+                    h.proxy_latency = true;
+                    h.response_latency = true;
+                }
+                "x-kong-upstream-latency" => h.upstream_latency = true,
+                "x-kong-proxy-latency" => h.proxy_latency = true,
+                "x-kong-response-latency" => h.response_latency = true,
+                // Only the Admin API would carry it; it does not.
+                "x-kong-admin-latency" => {}
+                "x-kong-upstream-status" => h.upstream_status = true,
+                "x-kong-request-id" => h.request_id = true,
+                _ => return Err(format!("headers: invalid entry '{token}'")),
+            }
+        }
+        for token in self.headers_upstream.tokens("headers_upstream")? {
+            match token.to_ascii_lowercase().as_str() {
+                "x-kong-request-id" => h.upstream_request_id = true,
+                _ => return Err(format!("headers_upstream: invalid entry '{token}'")),
+            }
+        }
+        Ok(h)
+    }
+}
+
+/// A list setting written as Kong writes it in `kong.conf` (`"a, b"`) or as a TOML list.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TokenList(pub Vec<String>);
+
+impl<'de> Deserialize<'de> for TokenList {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Form {
+            One(String),
+            Many(Vec<String>),
+        }
+        Ok(TokenList(match Form::deserialize(d)? {
+            Form::One(s) => s.split(',').map(|t| t.trim().to_string()).collect(),
+            Form::Many(v) => v.into_iter().map(|t| t.trim().to_string()).collect(),
+        }))
+    }
+}
+
+impl TokenList {
+    /// The tokens, with `off` (alone) as none; `key` names the setting in errors.
+    fn tokens(&self, key: &str) -> Result<Vec<&str>, String> {
+        let tokens: Vec<&str> = self
+            .0
+            .iter()
+            .map(String::as_str)
+            .filter(|t| !t.is_empty())
+            .collect();
+        if tokens.iter().any(|t| t.eq_ignore_ascii_case("off")) {
+            if tokens.len() > 1 {
+                return Err(format!(
+                    "{key}: no other value can be specified when 'off' is"
+                ));
+            }
+            return Ok(Vec::new());
+        }
+        Ok(tokens)
+    }
+}
+
+/// Which of its own headers the gateway adds (settings `headers` and `headers_upstream`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GatewayHeaders {
+    /// `X-Kong-Upstream-Latency` on proxied responses.
+    pub upstream_latency: bool,
+    /// `X-Kong-Proxy-Latency` on proxied responses.
+    pub proxy_latency: bool,
+    /// `X-Kong-Response-Latency` on responses the gateway makes itself.
+    pub response_latency: bool,
+    /// `X-Kong-Upstream-Status` (the upstream's status) on proxied responses.
+    pub upstream_status: bool,
+    /// The request id (`request_id_header`) on every response.
+    pub request_id: bool,
+    /// The request id (`request_id_header`) on upstream requests.
+    pub upstream_request_id: bool,
 }
 
 /// Seconds (possibly fractional) to a duration, clamped to sane bounds.
@@ -178,5 +287,61 @@ pub fn canonical(ip: IpAddr) -> IpAddr {
             None => IpAddr::V6(v6),
         },
         v4 => v4,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<GatewayHeaders, String> {
+        let s: Settings = toml::from_str(text).map_err(|e| e.to_string())?;
+        s.validate()?;
+        s.gateway_headers()
+    }
+
+    #[test]
+    fn kong_defaults_send_latencies_and_the_request_id() {
+        let h = parse("").unwrap();
+        assert!(h.upstream_latency && h.proxy_latency && h.response_latency);
+        assert!(h.request_id && h.upstream_request_id);
+        assert!(!h.upstream_status);
+    }
+
+    #[test]
+    fn headers_take_kong_tokens_as_a_string_or_a_list() {
+        let h = parse("headers = \"off\"\nheaders_upstream = \"off\"").unwrap();
+        assert_eq!(
+            h,
+            GatewayHeaders {
+                upstream_latency: false,
+                proxy_latency: false,
+                response_latency: false,
+                upstream_status: false,
+                request_id: false,
+                upstream_request_id: false,
+            }
+        );
+        let h = parse("headers = \"X-Kong-Upstream-Latency, x-kong-upstream-status\"").unwrap();
+        assert!(h.upstream_latency && h.upstream_status);
+        assert!(!h.proxy_latency && !h.request_id && !h.response_latency);
+        assert!(h.upstream_request_id);
+        let h = parse("headers = [\"server_tokens\", \"X-Kong-Request-Id\"]").unwrap();
+        assert!(h.request_id && !h.upstream_latency);
+    }
+
+    #[test]
+    fn unknown_tokens_and_off_with_others_are_refused() {
+        assert_eq!(
+            parse("headers = \"latency_tokens, X-Powered-By\"").unwrap_err(),
+            "headers: invalid entry 'X-Powered-By'"
+        );
+        assert_eq!(
+            parse("headers_upstream = \"X-Kong-Proxy-Latency\"").unwrap_err(),
+            "headers_upstream: invalid entry 'X-Kong-Proxy-Latency'"
+        );
+        assert!(parse("headers = \"off, Via\"")
+            .unwrap_err()
+            .contains("no other value can be specified"));
     }
 }
