@@ -92,10 +92,10 @@ access_log = "off"
 CONF
 }
 
-# Stops everything started from OUT (nginx pid files) and Portcullis (PC_PID, PGO_PID).
+# Stops everything started from OUT (nginx pid files) and Portcullis (PC_PID, PGO_PID, OFF_PID).
 cleanup() {
   for p in "$OUT"/*.pid; do [ -f "$p" ] && kill "$(cat "$p")" 2>/dev/null || true; done
-  for p in ${PC_PID:-} ${PGO_PID:-}; do kill "$p" 2>/dev/null || true; done
+  for p in ${PC_PID:-} ${PGO_PID:-} ${OFF_PID:-}; do kill "$p" 2>/dev/null || true; done
 }
 
 # Starts the origin (load CPU) and the nginx proxy (proxy CPU) from OUT's configs.

@@ -6,10 +6,13 @@
 #
 #   bench/run.sh [seconds-per-round] [rounds] [connections]
 #
-# Two Portcullis columns: "portcullis", the binary `cargo build --release` makes, and
+# Up to three Portcullis columns: "portcullis", the binary `cargo build --release` makes,
 # "portcullis-pgo", the same source built profile-guided by bench/pgo.sh (the release build;
-# ~10 more minutes the first time). PGO=0 leaves the second column out; BIN and PGO_BIN name
-# ready binaries instead of building them.
+# ~10 more minutes the first time), and "pgo-hdrs-off", the profile-guided build with Kong's
+# `headers = off` and `headers_upstream = off` (no latency or request-id headers on responses,
+# no request id upstream: the closest Kong lets a node come to what plain nginx sends; the
+# X-Forwarded-* headers stay; OFF=1 adds this column). PGO=0 leaves the profile-guided columns
+# out; BIN and PGO_BIN name ready binaries instead of building them.
 #
 # One worker each. On a 2-core machine the proxy under test is pinned to CPU 0, and the load
 # generator (wrk) and the origin share CPU 1. Needs: nginx, wrk, taskset (apt install
@@ -26,6 +29,8 @@ require_tools nginx wrk taskset curl
 [ -n "${BIN:-}" ] || cargo build --release -q -p portcullis
 BIN=${BIN:-./target/release/portcullis}
 PGO=${PGO:-1}
+OFF=${OFF:-0}
+[ "$PGO" = 1 ] || OFF=0
 if [ "$PGO" = 1 ] && [ -z "${PGO_BIN:-}" ]; then
   bench/pgo.sh
   PGO_BIN=./target/pgo/portcullis
@@ -39,6 +44,7 @@ NGINX_PORT=18081
 PC_PORT=18082
 NGINX_KONG_PORT=18083
 PGO_PORT=18084
+OFF_PORT=18085
 
 write_configs "$OUT" "$ORIGIN_PORT" "$NGINX_PORT" "$NGINX_KONG_PORT"
 
@@ -67,6 +73,16 @@ if [ "$PGO" = 1 ]; then
   COLUMNS_PC="portcullis portcullis-pgo"
   for _ in $(seq 1 100); do curl -sf -o /dev/null http://127.0.0.1:18002/status && break; sleep 0.1; done
   curl -sf -o /dev/null "http://127.0.0.1:$PGO_PORT/" || { echo "portcullis (PGO) not answering" >&2; cat "$OUT/portcullis-pgo.log"; exit 1; }
+fi
+if [ "$OFF" = 1 ]; then
+  { cat "$OUT/portcullis.toml"; printf 'headers = "off"\nheaders_upstream = "off"\n'; } > "$OUT/portcullis-off.toml"
+  taskset -c "$PROXY_CPU" "$PGO_BIN" start --config "$OUT/kong.yml" --settings "$OUT/portcullis-off.toml" \
+    --proxy-listen 127.0.0.1:$OFF_PORT --proxy-tls-listen 127.0.0.1:18445 --admin-listen 127.0.0.1:18003 --workers 1 \
+    2> "$OUT/portcullis-off.log" &
+  OFF_PID=$!
+  COLUMNS_PC="$COLUMNS_PC pgo-hdrs-off"
+  for _ in $(seq 1 100); do curl -sf -o /dev/null http://127.0.0.1:18003/status && break; sleep 0.1; done
+  curl -sf -o /dev/null "http://127.0.0.1:$OFF_PORT/" || { echo "portcullis (PGO, headers off) not answering" >&2; cat "$OUT/portcullis-off.log"; exit 1; }
 fi
 for _ in $(seq 1 100); do curl -sf -o /dev/null http://127.0.0.1:18001/status && break; sleep 0.1; done
 curl -sf -o /dev/null "http://127.0.0.1:$NGINX_PORT/" || { echo "nginx proxy not answering" >&2; exit 1; }
@@ -102,11 +118,13 @@ taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d2s "http://127.0.0.1:$NGINX_PORT/" >
 taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d2s "http://127.0.0.1:$NGINX_KONG_PORT/" >/dev/null
 taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d2s "http://127.0.0.1:$PC_PORT/" >/dev/null
 if [ "$PGO" = 1 ]; then taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d2s "http://127.0.0.1:$PGO_PORT/" >/dev/null; fi
+if [ "$OFF" = 1 ]; then taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d2s "http://127.0.0.1:$OFF_PORT/" >/dev/null; fi
 for ROUND in $(seq 1 "$ROUNDS"); do
   run nginx $NGINX_PORT "$NGINX_WORKER"
   run nginx-kong $NGINX_KONG_PORT "$NGINX_WORKER"
   run portcullis $PC_PORT "$PC_PID"
   if [ "$PGO" = 1 ]; then run portcullis-pgo $PGO_PORT "$PGO_PID"; fi
+  if [ "$OFF" = 1 ]; then run pgo-hdrs-off $OFF_PORT "$OFF_PID"; fi
 done
 
 awk -v pcs="$COLUMNS_PC" '
