@@ -47,10 +47,7 @@ async fn key_auth_identifies_consumers_and_challenges_strangers() {
 
     let r = gw.get("/").await;
     assert_status(&r, 401);
-    assert_eq!(
-        r.json(),
-        serde_json::json!({"message": "No API key found in request"})
-    );
+    assert_error_body(&r, "No API key found in request");
     assert_eq!(r.header("www-authenticate").unwrap(), "Key");
 
     let r = get(gw.proxy, "/", &[("apikey", "wrong")]).await.unwrap();
@@ -156,10 +153,7 @@ async fn acl_allows_and_denies_by_group() {
         .await
         .unwrap();
     assert_status(&r, 403);
-    assert_eq!(
-        r.json(),
-        serde_json::json!({"message": "You cannot consume this service"})
-    );
+    assert_error_body(&r, "You cannot consume this service");
     // ACL runs after authentication: no key is still a 401, not a 403.
     assert_status(&gw.get("/").await, 401);
 

@@ -316,7 +316,7 @@ async fn bearer_tokens_are_verified_against_the_providers_jwks() {
     // No token: 401 with a challenge.
     let r = gw.get("/bearer").await;
     assert_status(&r, 401);
-    assert_eq!(r.json(), json!({"message": "Unauthorized"}));
+    assert_error_body(&r, "Unauthorized");
     assert!(r.header("www-authenticate").unwrap().starts_with("Bearer"));
 
     // Tampered payload (signature no longer matches).
@@ -396,7 +396,8 @@ async fn bearer_tokens_are_verified_against_the_providers_jwks() {
             .await
             .unwrap();
         assert_eq!(r.status, 401, "{what}: {}", r.text());
-        assert_eq!(r.json(), json!({"message": "Unauthorized"}), "{what}");
+        assert_eq!(r.json()["message"], "Unauthorized", "{what}");
+        assert_error_body(&r, "Unauthorized");
     }
 
     // Scopes: a reader token lacks api:write.
@@ -413,7 +414,7 @@ async fn bearer_tokens_are_verified_against_the_providers_jwks() {
         .await
         .unwrap();
     assert_status(&r, 403);
-    assert_eq!(r.json(), json!({"message": "Forbidden"}));
+    assert_error_body(&r, "Forbidden");
     let r = get(gw.proxy, "/write", &[("authorization", &bearer(&alice))])
         .await
         .unwrap();
@@ -498,7 +499,7 @@ async fn unreachable_provider_answers_503_without_details() {
         .await
         .unwrap();
     assert_status(&r, 503);
-    assert_eq!(r.json(), json!({"message": "An unexpected error occurred"}));
+    assert_error_body(&r, "An unexpected error occurred");
     assert!(!r.text().contains("127.0.0.1"));
     assert_eq!(origin.hits(), 0);
 }
@@ -648,7 +649,7 @@ async fn introspection_and_grants() {
     .await
     .unwrap();
     assert_status(&r, 401);
-    assert_eq!(r.json(), json!({"message": "Unauthorized"}));
+    assert_error_body(&r, "Unauthorized");
 
     // password: the user's credentials, the gateway's client.
     let r = get(

@@ -528,7 +528,7 @@ pub async fn handle(
                         headers: r.headers,
                     };
                     run_response_phase(route, conn, &mut ctx, &mut head, log);
-                    break 'proxy build_response(head, ProxyBody::full(r.body));
+                    break 'proxy plugin_response(entry.plugin.name(), head, r.body);
                 }
             }
 
@@ -793,7 +793,7 @@ pub async fn handle(
                         headers: r.headers,
                     };
                     run_response_phase(route, conn, &mut ctx, &mut head, log);
-                    break 'proxy build_response(head, ProxyBody::full(r.body));
+                    break 'proxy plugin_response(plugin, head, r.body);
                 }
                 Err(resp) => break 'proxy resp,
             }
@@ -856,6 +856,14 @@ pub async fn handle(
     };
     // A wired response has its request id and hardening in its lines already.
     if !wired {
+        if resp.extensions().get::<errors::ErrorBody>().is_some() {
+            if let ProxyBody::Full(Some(b)) = resp.body() {
+                if let Some(body) = errors::with_request_id(b, log.request_id.as_str()) {
+                    resp.headers_mut().remove(header::CONTENT_LENGTH);
+                    *resp.body_mut() = ProxyBody::full(body);
+                }
+            }
+        }
         if gw.headers.request_id {
             resp.headers_mut()
                 .insert(gw.request_id_header.clone(), log.request_id.header_value());
@@ -1170,6 +1178,22 @@ fn run_response_phase(
             }
         }
     }
+}
+
+/// A plugin's own response. Its `{"message": ...}` error body gets the request id as Kong's
+/// `kong.response.error` bodies do, except for the plugins that answer with
+/// `kong.response.exit` in Kong (jwt, oauth2 and request-termination, and the request
+/// validators): their bodies stay as they are.
+fn plugin_response(plugin: &str, head: ResponseHead, body: bytes::Bytes) -> Response<ProxyBody> {
+    let mut r = build_response(head, ProxyBody::full(body));
+    let exits = matches!(
+        plugin,
+        "jwt" | "oauth2" | "request-termination" | "request-validator" | "oas-validation"
+    );
+    if r.status().as_u16() >= 400 && !exits {
+        r.extensions_mut().insert(errors::ErrorBody);
+    }
+    r
 }
 
 fn build_response(head: ResponseHead, body: ProxyBody) -> Response<ProxyBody> {

@@ -539,3 +539,16 @@ pub fn assert_status(r: &Reply, want: u16) {
 }
 
 pub fn _unused(_: StatusCode) {}
+
+/// Kong's `kong.response.error` body: `{"message": message, "request_id": id}`, with the id
+/// the response's request-id header carries.
+pub fn assert_error_body(r: &Reply, message: &str) {
+    let id = r.header("x-request-id").expect("a request id header");
+    assert_eq!(id.len(), 32, "{id}");
+    assert_eq!(
+        r.json(),
+        serde_json::json!({"message": message, "request_id": id}),
+        "{}",
+        r.text()
+    );
+}
