@@ -9,7 +9,6 @@
 mod common;
 
 use common::*;
-use serde_json::json;
 
 /// A config with one service and one route `/` carrying `plugins` (YAML list items, indented
 /// by 10 spaces).
