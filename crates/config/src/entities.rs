@@ -916,7 +916,11 @@ impl Parser {
         // Ids derived from a secret must not reveal it: hash the pair with the kind.
         let key = format!("{kind}|{owner}|{}", crate::tls::digest(natural_value));
         let id = read_id(&mut o, kind, &key, errs);
-        // Field-level validation of credentials belongs to each authentication plugin.
+        // Kong's credential schemas: the field names and types each kind has (what each
+        // value means is the authentication plugin's to check), whether or not a plugin of
+        // that kind is configured: a misspelt field is refused, not silently dropped.
+        check_credential_fields(kind, &mut o, errs);
+        o.finish(errs);
         let fields = fields_without(map, &["consumer", "id"]);
         self.config.credentials.push(Credential {
             id,
@@ -1263,4 +1267,84 @@ fn read_healthchecks(mut o: Obj<'_>, errs: &mut Errors) -> Healthchecks {
 /// Exposed so other crates can derive ids the same way (e.g. for generated entities).
 pub fn stable_id(kind: &str, key: &str) -> Id {
     derive_id(kind, key)
+}
+
+/// A credential field's type in Kong's schema.
+#[derive(Clone, Copy)]
+enum FieldType {
+    Str,
+    ReqStr,
+    Int,
+    Bool,
+    StrArray,
+    /// A reference to another entity (`{id: ...}` or its id).
+    Ref,
+}
+
+/// The fields (besides `id` and `consumer`) of each credential kind, after Kong's schemas.
+fn credential_fields(kind: &str) -> &'static [(&'static str, FieldType)] {
+    use FieldType::*;
+    match kind {
+        "keyauth_credentials" => &[("key", Str), ("ttl", Int)],
+        "basicauth_credentials" => &[("username", ReqStr), ("password", ReqStr)],
+        "hmacauth_credentials" => &[("username", ReqStr), ("secret", Str)],
+        "jwt_secrets" => &[
+            ("key", Str),
+            ("secret", Str),
+            ("algorithm", Str),
+            ("rsa_public_key", Str),
+        ],
+        "acls" => &[("group", ReqStr)],
+        "mtls_auth_credentials" => &[("subject_name", ReqStr), ("ca_certificate", Ref)],
+        "oauth2_credentials" => &[
+            ("name", ReqStr),
+            ("client_id", Str),
+            ("client_secret", Str),
+            ("hash_secret", Bool),
+            ("redirect_uris", StrArray),
+            ("client_type", Str),
+        ],
+        _ => &[],
+    }
+}
+
+fn check_credential_fields(kind: &str, o: &mut Obj<'_>, errs: &mut Errors) {
+    // Every entity's bookkeeping fields.
+    let _ = o.str_array("tags", errs);
+    for stamp in ["created_at", "updated_at"] {
+        if o.get(stamp).is_some_and(|v| !v.is_number()) {
+            errs.push(o.field_path(stamp), "expected an integer");
+        }
+    }
+    for (field, ty) in credential_fields(kind) {
+        match ty {
+            FieldType::Str => {
+                let _ = o.opt_str(field, errs);
+            }
+            FieldType::ReqStr => {
+                let _ = o.req_str(field, errs);
+            }
+            FieldType::Int => {
+                if o.get(field).is_some_and(|v| !v.is_i64()) {
+                    errs.push(o.field_path(field), "expected an integer");
+                }
+            }
+            FieldType::Bool => {
+                let _ = o.opt_bool(field, errs);
+            }
+            FieldType::StrArray => {
+                let _ = o.str_array(field, errs);
+            }
+            FieldType::Ref => {
+                if o.get(field)
+                    .is_some_and(|v| !(v.is_string() || v.get("id").is_some_and(Value::is_string)))
+                {
+                    errs.push(
+                        o.field_path(field),
+                        "expected an entity reference ({id: ...})",
+                    );
+                }
+            }
+        }
+    }
 }

@@ -465,3 +465,41 @@ services:
     ok("_format_version: '3.0'\nservices: [{name: a, url: 'https://e.com', tls_verify: false, tls_verify_depth: 3}]\n");
     ok("_format_version: '3.0'\nservices: [{name: a, protocol: grpcs, host: e.com, tls_verify: true}]\n");
 }
+
+#[test]
+fn credential_fields_follow_kongs_schemas_with_or_without_their_plugin() {
+    let errs = errors(
+        r#"
+_format_version: "3.0"
+consumers:
+  - username: alice
+    keyauth_credentials: [{key: abc, bogus: 1}]
+    basicauth_credentials: [{username: a}]
+    jwt_secrets: [{key: k, secret: s, algorithm: HS256, nope: 1}]
+    acls: [{group: 5}]
+keyauth_credentials:
+  - {consumer: alice, key: k2, ttl: "soon"}
+"#,
+    );
+    let want = [
+        "consumers[0].keyauth_credentials[0].bogus: unknown field",
+        "consumers[0].basicauth_credentials[0].password: required field missing",
+        "consumers[0].jwt_secrets[0].nope: unknown field",
+        "consumers[0].acls[0].group: expected a string, got a number",
+        "keyauth_credentials[0].ttl: expected an integer",
+    ];
+    for w in want {
+        assert!(errs.iter().any(|e| e == w), "{w}: {errs:?}");
+    }
+    assert_eq!(errs.len(), want.len(), "{errs:?}");
+    // What Kong's exports carry loads.
+    ok(r#"
+_format_version: "3.0"
+consumers:
+  - username: bob
+    keyauth_credentials: [{key: abc, tags: [t], created_at: 1700000000, ttl: null}]
+    hmacauth_credentials: [{username: bob, secret: s}]
+    oauth2_credentials:
+      - {name: app, client_id: id, client_secret: s, hash_secret: true, redirect_uris: ["https://a.example/cb"]}
+"#);
+}
