@@ -1483,6 +1483,13 @@ fn hash_key(
     get(&service.balancer.hash_on).or_else(|| get(&service.balancer.hash_fallback))
 }
 
+/// A `TE` value naming `trailers` among its codings (forwarded to HTTP/2 upstreams, where gRPC
+/// needs it; HTTP/1 upstreams get no `TE`, which is hop-by-hop, as the contract says).
+fn wants_trailers(v: &[u8]) -> bool {
+    v.split(|&b| b == b',')
+        .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"trailers"))
+}
+
 fn idempotent(m: &Method) -> bool {
     matches!(
         *m,
@@ -1730,12 +1737,7 @@ fn upstream_request<'a>(
             "http"
         };
         // gRPC needs `TE: trailers` to reach the upstream.
-        if ctx
-            .headers
-            .get(header::TE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.eq_ignore_ascii_case("trailers"))
-        {
+        if headers::all(&ctx.headers, &header::TE).any(|v| wants_trailers(v.as_bytes())) {
             overrides.push((&header::TE, Some(Val::Header(TE_TRAILERS.clone()))));
         }
         overrides.push((&header::HOST, None));
