@@ -57,6 +57,11 @@ async fn websocket_upgrade_is_tunnelled_both_ways() {
     let lower = head.to_ascii_lowercase();
     assert!(lower.contains("\r\nupgrade: websocket\r\n"), "{head}");
     assert!(lower.contains("\r\nconnection: upgrade\r\n"), "{head}");
+    // A relayed response like any other: Kong's latency headers and the request id.
+    assert!(lower.contains("\r\nx-kong-upstream-latency: "), "{head}");
+    assert!(lower.contains("\r\nx-kong-proxy-latency: "), "{head}");
+    assert!(lower.contains("\r\nx-request-id: "), "{head}");
+    assert!(!lower.contains("x-kong-response-latency"), "{head}");
     assert_eq!(origin.hits(), 1);
 
     // Bytes flow through the tunnel unchanged, including ones that are not valid HTTP.

@@ -1309,13 +1309,8 @@ fn credential_fields(kind: &str) -> &'static [(&'static str, FieldType)] {
 }
 
 fn check_credential_fields(kind: &str, o: &mut Obj<'_>, errs: &mut Errors) {
-    // Every entity's bookkeeping fields.
-    let _ = o.str_array("tags", errs);
-    for stamp in ["created_at", "updated_at"] {
-        if o.get(stamp).is_some_and(|v| !v.is_number()) {
-            errs.push(o.field_path(stamp), "expected an integer");
-        }
-    }
+    // Every entity's bookkeeping fields (tags, time stamps, `_comment`, `_ignore`).
+    let _ = common(o, errs);
     for (field, ty) in credential_fields(kind) {
         match ty {
             FieldType::Str => {

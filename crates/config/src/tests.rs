@@ -492,12 +492,15 @@ keyauth_credentials:
         assert!(errs.iter().any(|e| e == w), "{w}: {errs:?}");
     }
     assert_eq!(errs.len(), want.len(), "{errs:?}");
-    // What Kong's exports carry loads.
+    // What Kong's exports carry loads, and so do the declarative format's `_comment` and
+    // `_ignore` on any entity, nested or top-level.
     ok(r#"
 _format_version: "3.0"
+keyauth_credentials:
+  - {consumer: bob, key: top, _comment: "rotated 2026-11", _ignore: [{x: 1}]}
 consumers:
   - username: bob
-    keyauth_credentials: [{key: abc, tags: [t], created_at: 1700000000, ttl: null}]
+    keyauth_credentials: [{key: abc, tags: [t], created_at: 1700000000, ttl: null, _comment: "ci"}]
     hmacauth_credentials: [{username: bob, secret: s}]
     oauth2_credentials:
       - {name: app, client_id: id, client_secret: s, hash_secret: true, redirect_uris: ["https://a.example/cb"]}

@@ -696,6 +696,13 @@ pub async fn handle(
                     proxied = true;
                     let mut out = Response::from_parts(p, ProxyBody::Empty);
                     *out.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+                    proxied_headers(
+                        gw,
+                        out.headers_mut(),
+                        upstream_latency,
+                        upstream_started.saturating_duration_since(started),
+                        status,
+                    );
                     break 'proxy out;
                 }
                 // A 101 nobody asked for cannot be relayed.
@@ -798,24 +805,15 @@ pub async fn handle(
                 Err(resp) => break 'proxy resp,
             }
             proxied = true;
-            if gw.headers.upstream_latency {
-                set_latency(&mut head.headers, UPSTREAM_LATENCY, upstream_latency);
-            }
+            proxied_headers(
+                gw,
+                &mut head.headers,
+                upstream_latency,
+                upstream_started.saturating_duration_since(started),
+                status,
+            );
             if let Some(c) = set_cookie {
                 head.headers.append(header::SET_COOKIE, c);
-            }
-            if gw.headers.proxy_latency {
-                set_latency(
-                    &mut head.headers,
-                    PROXY_LATENCY,
-                    upstream_started.saturating_duration_since(started),
-                );
-            }
-            if gw.headers.upstream_status {
-                head.headers.insert(
-                    UPSTREAM_STATUS.clone(),
-                    number_value(status.as_u16().into()),
-                );
             }
             run_response_phase(route, conn, &mut ctx, &mut head, log);
             if wants_response_body(route, conn, &ctx, &head, gw.settings.request_buffer_bytes) {
@@ -1031,6 +1029,29 @@ fn note_consumer(log: &mut AccessLog, ctx: &Ctx) {
                 .to_string(),
         );
         log.anonymous = id.anonymous;
+    }
+}
+
+/// The gateway's headers on a relayed response (in a header map; wire mode writes the same as
+/// lines), each as the `headers` setting asks.
+fn proxied_headers(
+    gw: &Gateway,
+    h: &mut HeaderMap,
+    upstream_latency: Duration,
+    proxy_latency: Duration,
+    status: StatusCode,
+) {
+    if gw.headers.upstream_latency {
+        set_latency(h, UPSTREAM_LATENCY, upstream_latency);
+    }
+    if gw.headers.proxy_latency {
+        set_latency(h, PROXY_LATENCY, proxy_latency);
+    }
+    if gw.headers.upstream_status {
+        h.insert(
+            UPSTREAM_STATUS.clone(),
+            number_value(status.as_u16().into()),
+        );
     }
 }
 
@@ -2059,6 +2080,22 @@ async fn tunnel(client: crate::h1server::OnUpgrade, mut upstream: crate::h1clien
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn te_wants_trailers_among_its_codings() {
+        for v in [
+            "trailers",
+            "TRAILERS",
+            "deflate, trailers",
+            "trailers,deflate",
+            " trailers ",
+        ] {
+            assert!(super::wants_trailers(v.as_bytes()), "{v}");
+        }
+        for v in ["", "deflate", "trailersx", "x-trailers", "gzip;q=trailers"] {
+            assert!(!super::wants_trailers(v.as_bytes()), "{v}");
+        }
+    }
+
     #[test]
     fn plain_targets_are_what_path_and_query_keeps_unchanged() {
         for b in 0u8..=255 {

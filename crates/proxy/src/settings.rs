@@ -187,29 +187,32 @@ impl Settings {
             request_id: false,
             upstream_request_id: false,
         };
-        for token in self.headers.tokens("headers")? {
+        // Every token is checked, as Kong does, even after a first `off`.
+        let (downstream, on) = self.headers.tokens();
+        for token in downstream {
             match token.to_ascii_lowercase().as_str() {
                 // The gateway never advertises its software or version (see
                 // docs/kong-compatibility.md): accepted so Kong's settings carry over.
                 "server" | "via" | "server_tokens" => {}
                 "latency_tokens" => {
-                    h.upstream_latency = true;
-                    h.proxy_latency = true;
-                    h.response_latency = true;
+                    h.upstream_latency = on;
+                    h.proxy_latency = on;
+                    h.response_latency = on;
                 }
-                "x-kong-upstream-latency" => h.upstream_latency = true,
-                "x-kong-proxy-latency" => h.proxy_latency = true,
-                "x-kong-response-latency" => h.response_latency = true,
+                "x-kong-upstream-latency" => h.upstream_latency = on,
+                "x-kong-proxy-latency" => h.proxy_latency = on,
+                "x-kong-response-latency" => h.response_latency = on,
                 // Only the Admin API would carry it; it does not.
                 "x-kong-admin-latency" => {}
-                "x-kong-upstream-status" => h.upstream_status = true,
-                "x-kong-request-id" => h.request_id = true,
+                "x-kong-upstream-status" => h.upstream_status = on,
+                "x-kong-request-id" => h.request_id = on,
                 _ => return Err(format!("headers: invalid entry '{token}'")),
             }
         }
-        for token in self.headers_upstream.tokens("headers_upstream")? {
+        let (upstream, on) = self.headers_upstream.tokens();
+        for token in upstream {
             match token.to_ascii_lowercase().as_str() {
-                "x-kong-request-id" => h.upstream_request_id = true,
+                "x-kong-request-id" => h.upstream_request_id = on,
                 _ => return Err(format!("headers_upstream: invalid entry '{token}'")),
             }
         }
@@ -237,23 +240,18 @@ impl<'de> Deserialize<'de> for TokenList {
 }
 
 impl TokenList {
-    /// The tokens, with `off` (alone) as none; `key` names the setting in errors.
-    fn tokens(&self, key: &str) -> Result<Vec<&str>, String> {
+    /// The tokens other than `off`, and whether they apply: as in Kong's conf loader, a first
+    /// token `off` turns the whole list off, and a later `off` is ignored.
+    fn tokens(&self) -> (Vec<&str>, bool) {
+        let is_off = |t: &str| t.eq_ignore_ascii_case("off");
         let tokens: Vec<&str> = self
             .0
             .iter()
             .map(String::as_str)
             .filter(|t| !t.is_empty())
             .collect();
-        if tokens.iter().any(|t| t.eq_ignore_ascii_case("off")) {
-            if tokens.len() > 1 {
-                return Err(format!(
-                    "{key}: no other value can be specified when 'off' is"
-                ));
-            }
-            return Ok(Vec::new());
-        }
-        Ok(tokens)
+        let on = !tokens.first().is_some_and(|t| is_off(t));
+        (tokens.into_iter().filter(|t| !is_off(t)).collect(), on)
     }
 }
 
@@ -340,8 +338,17 @@ mod tests {
             parse("headers_upstream = \"X-Kong-Proxy-Latency\"").unwrap_err(),
             "headers_upstream: invalid entry 'X-Kong-Proxy-Latency'"
         );
-        assert!(parse("headers = \"off, Via\"")
-            .unwrap_err()
-            .contains("no other value can be specified"));
+    }
+
+    #[test]
+    fn off_first_means_none_and_a_later_off_is_ignored_as_in_kong() {
+        let none = parse("headers = \"off, X-Kong-Upstream-Latency\"").unwrap();
+        assert!(!none.upstream_latency && !none.request_id);
+        let some = parse("headers = \"X-Kong-Upstream-Latency, off\"").unwrap();
+        assert!(some.upstream_latency && !some.proxy_latency);
+        assert_eq!(
+            parse("headers = \"off, X-Powered-By\"").unwrap_err(),
+            "headers: invalid entry 'X-Powered-By'"
+        );
     }
 }
