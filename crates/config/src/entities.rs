@@ -50,6 +50,12 @@ pub(crate) enum Slot {
     ServiceCa(usize),
     ServiceClientCert(usize),
     UpstreamClientCert(usize),
+    /// A nested entity naming its parent (by name or id), which Kong accepts: the reference
+    /// must resolve to the parent itself.
+    Parent {
+        parent: Id,
+        child: &'static str,
+    },
 }
 
 /// A reference read from the file, resolved once every entity is known.
@@ -137,6 +143,17 @@ pub(crate) fn apply_pending(c: &mut Config, refs: &Refs, p: Pending, errs: &mut 
         Slot::ServiceCa(i) => c.services[i].ca_certificates.push(id),
         Slot::ServiceClientCert(i) => c.services[i].client_certificate = Some(id),
         Slot::UpstreamClientCert(i) => c.upstreams[i].client_certificate = Some(id),
+        Slot::Parent { parent, child } => {
+            if id != parent {
+                errs.push(
+                    p.path,
+                    format!(
+                        "a nested {child} cannot reference another {}",
+                        p.kind.noun()
+                    ),
+                );
+            }
+        }
     }
 }
 
@@ -329,11 +346,12 @@ impl Parser {
 
         let mut svc = service.cloned();
         if let Some(r) = read_ref(&mut o, "service", errs) {
-            if service.is_some() {
-                errs.push(
-                    o.field_path("service"),
-                    "a nested route cannot reference another service",
-                );
+            if let Some(parent) = service {
+                let slot = Slot::Parent {
+                    parent: parent.clone(),
+                    child: "route",
+                };
+                self.defer(RefKind::Service, r, o.field_path("service"), slot);
             } else {
                 let p = o.field_path("service");
                 self.defer(RefKind::Service, r, p, Slot::RouteService(index_of));
@@ -638,10 +656,13 @@ impl Parser {
                 );
                 up = r;
             }
-            Some(_) => errs.push(
-                o.field_path("upstream"),
-                "a nested target cannot reference another upstream",
-            ),
+            Some(r) => {
+                let slot = Slot::Parent {
+                    parent: upstream.cloned().unwrap_or_default(),
+                    child: "target",
+                };
+                self.defer(RefKind::Upstream, r, o.field_path("upstream"), slot);
+            }
             None if upstream.is_none() => {
                 errs.push(o.field_path("upstream"), "required field missing")
             }
@@ -898,10 +919,13 @@ impl Parser {
                 );
                 owner = r;
             }
-            Some(_) => errs.push(
-                o.field_path("consumer"),
-                "a nested credential cannot reference another consumer",
-            ),
+            Some(r) => {
+                let slot = Slot::Parent {
+                    parent: consumer.cloned().unwrap_or_default(),
+                    child: "credential",
+                };
+                self.defer(RefKind::Consumer, r, o.field_path("consumer"), slot);
+            }
             None if consumer.is_none() => {
                 errs.push(o.field_path("consumer"), "required field missing")
             }
@@ -958,16 +982,17 @@ impl Parser {
             ("consumer", RefKind::Consumer),
         ] {
             if let Some(r) = read_ref(&mut o, key, errs) {
-                let nested = match kind {
-                    RefKind::Service => scope.service.is_some(),
-                    RefKind::Route => scope.route.is_some(),
-                    _ => scope.consumer.is_some(),
+                let parent = match kind {
+                    RefKind::Service => &scope.service,
+                    RefKind::Route => &scope.route,
+                    _ => &scope.consumer,
                 };
-                if nested {
-                    errs.push(
-                        o.field_path(key),
-                        format!("a nested plugin cannot reference another {key}"),
-                    );
+                if let Some(parent) = parent {
+                    let slot = Slot::Parent {
+                        parent: parent.clone(),
+                        child: "plugin",
+                    };
+                    self.defer(kind, r, o.field_path(key), slot);
                     continue;
                 }
                 let slot = match kind {

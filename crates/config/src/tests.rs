@@ -506,3 +506,68 @@ consumers:
       - {name: app, client_id: id, client_secret: s, hash_secret: true, redirect_uris: ["https://a.example/cb"]}
 "#);
 }
+
+#[test]
+fn nested_entities_may_name_their_own_parent_as_kong_allows() {
+    // Kong's flatten_spec: "accepts as a nested entity by id / by username".
+    let c = ok(r#"
+_format_version: "3.0"
+services:
+  - name: svc
+    host: example.com
+    routes:
+      - name: r
+        paths: [/r]
+        service: svc
+        plugins:
+          - name: request-termination
+            route: r
+            service: {name: svc}
+upstreams:
+  - name: up
+    targets:
+      - target: 10.0.0.1:80
+        upstream: up
+consumers:
+  - username: kd1234
+    basicauth_credentials:
+      - consumer: kd1234
+        username: kd1234
+        password: "12341234"
+  - id: 5f0e6a52-3c3e-4c4d-9c1c-27a3c0e6f6a1
+    username: other
+    keyauth_credentials:
+      - consumer: {id: 5f0e6a52-3c3e-4c4d-9c1c-27a3c0e6f6a1}
+        key: k
+"#);
+    assert_eq!(
+        c.routes[0].service.as_deref(),
+        Some(c.services[0].id.as_str())
+    );
+    assert_eq!(c.credentials[0].consumer, c.consumers[0].id);
+    assert_eq!(c.credentials[1].consumer, c.consumers[1].id);
+    assert_eq!(c.targets[0].upstream, c.upstreams[0].id);
+    // Naming another entity is still refused, and so is naming one that does not exist.
+    let errs = errors(
+        r#"
+_format_version: "3.0"
+services:
+  - {name: a, host: example.com}
+  - name: b
+    host: example.com
+    routes: [{name: r, paths: [/r], service: a}]
+consumers:
+  - username: x
+  - username: y
+    keyauth_credentials: [{consumer: x, key: k}, {consumer: nobody, key: k2}]
+"#,
+    );
+    let want = [
+        "services[1].routes[0].service: a nested route cannot reference another service",
+        "consumers[1].keyauth_credentials[0].consumer: a nested credential cannot reference another consumer",
+        "consumers[1].keyauth_credentials[1].consumer: consumer 'nobody' not found",
+    ];
+    for w in want {
+        assert!(errs.iter().any(|e| e == w), "{w}: {errs:?}");
+    }
+}
