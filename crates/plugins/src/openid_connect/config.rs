@@ -127,6 +127,81 @@ pub struct Conf {
 }
 
 /// Kong fields this build does not implement: accepted when null, refused when set.
+/// Kong's defaults for the fields in [`UNSUPPORTED`] that have one (Kong 3.4 and 3.10
+/// schemas; a field whose default changed has both), as JSON: a decK dump writes them out,
+/// and a field at its default asks for nothing this plugin lacks.
+const KONG_DEFAULTS: &[(&str, &str)] = &[
+    ("cache_token_exchange", r#"true"#),
+    ("cache_user_info", r#"true"#),
+    ("client_arg", r#""client_id""#),
+    (
+        "cluster_cache_redis",
+        r#"{"cluster_max_redirections":5,"connect_timeout":2000,"connection_is_proxied":false,"database":0,"host":"127.0.0.1","keepalive_pool_size":256,"port":6379,"read_timeout":2000,"send_timeout":2000,"ssl":false,"ssl_verify":false}"#,
+    ),
+    ("cluster_cache_strategy", r#""off""#),
+    ("dpop_proof_lifetime", r#"300"#),
+    ("dpop_use_nonce", r#"false"#),
+    ("id_token_param_type", r#"["body","header","query"]"#),
+    ("introspection_accept", r#""application/json""#),
+    ("jwt_session_claim", r#""sid""#),
+    ("login_redirect_mode", r#""fragment""#),
+    ("login_tokens", r#"["id_token"]"#),
+    ("proof_of_possession_auth_methods_validation", r#"true"#),
+    ("proof_of_possession_dpop", r#""off""#),
+    ("proof_of_possession_mtls", r#""off""#),
+    (
+        "redis",
+        r#"{"cluster_max_redirections":5,"connect_timeout":2000,"connection_is_proxied":false,"database":0,"host":"127.0.0.1","keepalive_pool_size":256,"port":6379,"read_timeout":2000,"send_timeout":2000,"ssl":false,"ssl_verify":false}"#,
+    ),
+    ("refresh_token_param_type", r#"["body","header","query"]"#),
+    ("resolve_distributed_claims", r#"false"#),
+    ("search_user_info", r#"false"#),
+    ("session_audience", r#""default""#),
+    ("session_enforce_same_subject", r#"false"#),
+    ("session_hash_storage_key", r#"false"#),
+    ("session_hash_subject", r#"false"#),
+    ("session_idling_timeout", r#"900"#),
+    ("session_memcached_host", r#""127.0.0.1""#),
+    ("session_memcached_port", r#"11211"#),
+    ("session_redis_host", r#""127.0.0.1""#),
+    ("session_redis_port", r#"6379"#),
+    ("session_redis_ssl", r#"false"#),
+    ("session_redis_ssl_verify", r#"false"#),
+    ("session_remember", r#"false"#),
+    ("session_remember_absolute_timeout", r#"2592000"#),
+    ("session_remember_cookie_name", r#""remember""#),
+    ("session_remember_rolling_timeout", r#"604800"#),
+    ("session_store_metadata", r#"false"#),
+    ("tls_client_auth_ssl_verify", r#"true"#),
+    ("token_cache_key_include_scope", r#"false"#),
+    ("unauthorized_destroy_session", r#"true"#),
+    ("userinfo_accept", r#""application/json""#),
+    ("using_pseudo_issuer", r#"false"#),
+];
+
+/// Is `v` (not null) what Kong would have without the field: empty, or its default? Records
+/// compare field by field, a null field counting as its default.
+fn at_kong_default(key: &str, v: &Value) -> bool {
+    fn same(v: &Value, d: &Value) -> bool {
+        match (v, d) {
+            (Value::Null, _) => true,
+            (Value::Array(a), _) if a.is_empty() => d.is_null() || d == &Value::Array(Vec::new()),
+            (Value::Object(m), Value::Object(dm)) => m
+                .iter()
+                .all(|(k, x)| same(x, dm.get(k).unwrap_or(&Value::Null))),
+            (Value::Number(a), Value::Number(b)) => a.as_f64() == b.as_f64(),
+            _ => v == d,
+        }
+    }
+    match v {
+        Value::Array(a) if a.is_empty() => true,
+        Value::Object(m) if m.is_empty() => true,
+        _ => KONG_DEFAULTS
+            .iter()
+            .any(|(k, d)| *k == key && serde_json::from_str::<Value>(d).is_ok_and(|d| same(v, &d))),
+    }
+}
+
 const UNSUPPORTED: &[&str] = &[
     "audience",
     "authenticated_groups_claim",
@@ -767,10 +842,9 @@ impl Conf {
             }
         }
         for key in UNSUPPORTED {
-            if o.has(key) {
+            // Null, empty, or Kong's own default (as decK dumps write them): nothing asked.
+            if o.get(key).is_some_and(|v| !at_kong_default(key, v)) {
                 errs.push(o.field_path(key), "not supported by portcullis");
-            } else {
-                let _ = o.get(key);
             }
         }
         o.finish(errs);
@@ -950,6 +1024,34 @@ mod tests {
         ];
         for w in want {
             assert!(e.iter().any(|m| m.starts_with(w)), "missing {w}: {e:?}");
+        }
+        // Kong's own defaults, as a decK dump writes every field out, ask for nothing this
+        // plugin lacks; a value other than the default is still refused.
+        let (c, e) = read(json!({
+            "issuer": "https://idp.example.com",
+            "auth_methods": ["bearer"],
+            "client_arg": "client_id", "jwt_session_claim": "sid",
+            "session_idling_timeout": 900, "login_tokens": ["id_token"],
+            "id_token_param_type": ["body", "header", "query"],
+            "proof_of_possession_dpop": "off", "domains": [], "extra_jwks_uris": [],
+            "redis": {"host": "127.0.0.1", "port": 6379, "password": null, "ssl": false,
+                      "cluster_nodes": null, "cluster_max_redirections": 5},
+        }));
+        assert!(c.is_some(), "{e:?}");
+        let (_, e) = read(json!({
+            "issuer": "https://idp.example.com",
+            "auth_methods": ["bearer"],
+            "jwt_session_claim": "jti", "session_idling_timeout": 60,
+            "redis": {"host": "10.0.0.5"}, "login_tokens": ["id_token", "access_token"],
+        }));
+        for key in [
+            "jwt_session_claim",
+            "session_idling_timeout",
+            "redis",
+            "login_tokens",
+        ] {
+            let w = format!("p.config.{key}: not supported by portcullis");
+            assert!(e.contains(&w), "missing {w}: {e:?}");
         }
         // Methods that call the provider as the gateway need its client.
         let (_, e) =
