@@ -29,11 +29,22 @@ pub fn certified_key(cert_pem: &str, key_pem: &str) -> Result<Arc<CertifiedKey>,
     if chain.is_empty() {
         return Err("invalid certificate: none found".into());
     }
-    let key =
-        PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).map_err(|_| "invalid key".to_string())?;
-    let signer =
-        provider::sign::any_supported_type(&key).map_err(|_| "unsupported key type".to_string())?;
-    Ok(Arc::new(CertifiedKey::new(chain, signer)))
+    let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes())
+        .map_err(|_| "invalid key: no PEM private key found".to_string())?;
+    let signer = provider::sign::any_supported_type(&key).map_err(|_| {
+        "invalid key: not an RSA, ECDSA (P-256, P-384) or Ed25519 private key that can be loaded"
+            .to_string()
+    })?;
+    let certified = CertifiedKey::new(chain, signer);
+    // Kong's check: a key that is not the certificate's would fail every handshake. (Only a
+    // definite mismatch is refused: the comparison parses the certificate with webpki, which
+    // refuses some certificates Kong and TLS clients take, such as X.509 v1 ones.)
+    if let Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch)) =
+        certified.keys_match()
+    {
+        return Err("certificate does not match key".into());
+    }
+    Ok(Arc::new(certified))
 }
 
 /// A self-signed certificate for `localhost`, used when no default certificate is configured
@@ -322,5 +333,40 @@ impl rustls::server::danger::ClientCertVerifier for ClientCertRequest {
         crypto()
             .signature_verification_algorithms
             .supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod key_tests {
+    use super::*;
+
+    #[test]
+    fn a_key_must_be_the_certificates_own() {
+        let a = rcgen::generate_simple_self_signed(vec!["a.example".to_string()]).unwrap();
+        let b = rcgen::generate_simple_self_signed(vec!["b.example".to_string()]).unwrap();
+        assert!(certified_key(&a.cert.pem(), &a.signing_key.serialize_pem()).is_ok());
+        assert_eq!(
+            certified_key(&a.cert.pem(), &b.signing_key.serialize_pem())
+                .err()
+                .as_deref(),
+            Some("certificate does not match key")
+        );
+        let e = certified_key(
+            &a.cert.pem(),
+            "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
+        )
+        .err()
+        .unwrap();
+        assert!(e.starts_with("invalid key: "), "{e}");
+    }
+
+    /// An X.509 v1 certificate (made for this test with `openssl x509 -req`, no extensions):
+    /// webpki cannot parse it to compare keys, Kong and TLS clients take it, so it loads.
+    const V1_CERT: &str = "-----BEGIN CERTIFICATE-----\nMIIBJjCBzQIUUs7fm+Fr+gXYKYSLfMeFCcUdoKEwCgYIKoZIzj0EAwIwFTETMBEG\nA1UEAwwKdjEuZXhhbXBsZTAgFw0yNjEyMDYwNTM5NDRaGA8yMTI2MTExMjA1Mzk0\nNFowFTETMBEGA1UEAwwKdjEuZXhhbXBsZTBZMBMGByqGSM49AgEGCCqGSM49AwEH\nA0IABA3F6+WeE3uWiPdRic0aFOOsHNMdEZNWWZw3lmYJCWFeALoO2oFCJiX1UEPa\nfFs1PqBnKY407UgOJW9kP1AaA3swCgYIKoZIzj0EAwIDSAAwRQIgawsnI+rNjDYI\nVZB3yjcAW0OFBJrHTyfC8jFygTccNvICIQDgZM7PvaHcaj6Rffj5cSJk6IFK+WRO\ndvF4XF7Kl6jFYA==\n-----END CERTIFICATE-----";
+    const V1_KEY: &str = "-----BEGIN PRIVATE KEY-----\nMIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgb87Z332EA/kCEZGq\nzsWTiC84Fh+/+Mwwd9MKhLQ3epKhRANCAAQNxevlnhN7loj3UYnNGhTjrBzTHRGT\nVlmcN5ZmCQlhXgC6DtqBQiYl9VBD2nxbNT6gZymONO1IDiVvZD9QGgN7\n-----END PRIVATE KEY-----";
+
+    #[test]
+    fn version_1_certificates_load() {
+        assert!(certified_key(V1_CERT, V1_KEY).is_ok());
     }
 }
