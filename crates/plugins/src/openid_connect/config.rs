@@ -1,6 +1,7 @@
 //! Reading the `openid-connect` config: Kong Enterprise's field names and defaults, every error
 //! with its path, unknown fields refused, Kong fields this build does not implement accepted
-//! only when null (a decK dump carries every field) and refused with a reason otherwise.
+//! only when null, empty or at Kong's default (a decK dump carries every field) and refused
+//! with a reason otherwise.
 
 use std::net::IpAddr;
 
@@ -126,7 +127,6 @@ pub struct Conf {
     pub ca_certificates_pem: Vec<String>,
 }
 
-/// Kong fields this build does not implement: accepted when null, refused when set.
 /// Kong's defaults for the fields in [`UNSUPPORTED`] that have one (Kong 3.4 and 3.10
 /// schemas; a field whose default changed has both), as JSON: a decK dump writes them out,
 /// and a field at its default asks for nothing this plugin lacks.
@@ -160,7 +160,6 @@ const KONG_DEFAULTS: &[(&str, &str)] = &[
     ("session_enforce_same_subject", r#"false"#),
     ("session_hash_storage_key", r#"false"#),
     ("session_hash_subject", r#"false"#),
-    ("session_idling_timeout", r#"900"#),
     ("session_memcached_host", r#""127.0.0.1""#),
     ("session_memcached_port", r#"11211"#),
     ("session_redis_host", r#""127.0.0.1""#),
@@ -202,6 +201,8 @@ fn at_kong_default(key: &str, v: &Value) -> bool {
     }
 }
 
+/// Kong fields this build does not implement: accepted when null, empty or at Kong's default
+/// ([`KONG_DEFAULTS`]), refused otherwise.
 const UNSUPPORTED: &[&str] = &[
     "audience",
     "authenticated_groups_claim",
@@ -288,7 +289,6 @@ const UNSUPPORTED: &[&str] = &[
     "session_enforce_same_subject",
     "session_hash_storage_key",
     "session_hash_subject",
-    "session_idling_timeout",
     "session_memcached_host",
     "session_memcached_port",
     "session_memcached_prefix",
@@ -631,6 +631,15 @@ impl Conf {
         let session_cookie_secure = o.opt_bool("session_cookie_secure", errs);
         let session_rolling_timeout =
             o.int_or("session_rolling_timeout", 3600, 0, 31_536_000, errs);
+        // Kong ends a session left idle this long (default 15 minutes). Sessions here carry
+        // one renewal time, so the idle limit becomes the rolling limit when it is shorter: an
+        // idle session lapses after it, an active one is renewed at half of it.
+        let session_idling_timeout = o.int_or("session_idling_timeout", 900, 0, 31_536_000, errs);
+        let session_rolling_timeout = match (session_idling_timeout, session_rolling_timeout) {
+            (0, r) => r,
+            (i, 0) => i,
+            (i, r) => i.min(r),
+        };
         let session_absolute_timeout =
             o.int_or("session_absolute_timeout", 86400, 0, 31_536_000, errs);
         let authorization_cookie_name = o
@@ -1041,18 +1050,33 @@ mod tests {
         let (_, e) = read(json!({
             "issuer": "https://idp.example.com",
             "auth_methods": ["bearer"],
-            "jwt_session_claim": "jti", "session_idling_timeout": 60,
+            "jwt_session_claim": "jti",
             "redis": {"host": "10.0.0.5"}, "login_tokens": ["id_token", "access_token"],
         }));
-        for key in [
-            "jwt_session_claim",
-            "session_idling_timeout",
-            "redis",
-            "login_tokens",
-        ] {
+        for key in ["jwt_session_claim", "redis", "login_tokens"] {
             let w = format!("p.config.{key}: not supported by portcullis");
             assert!(e.contains(&w), "missing {w}: {e:?}");
         }
+        // Kong's idle limit (default 900 s) bounds the session's rolling limit.
+        let base = json!({"issuer": "https://idp.example.com", "auth_methods": ["bearer"]});
+        let rolling = |extra: serde_json::Value| {
+            let mut v = base.clone();
+            v.as_object_mut()
+                .unwrap()
+                .extend(extra.as_object().unwrap().clone());
+            read(v).0.unwrap().session_rolling_timeout
+        };
+        assert_eq!(rolling(json!({})), 900);
+        assert_eq!(rolling(json!({"session_idling_timeout": 60})), 60);
+        assert_eq!(rolling(json!({"session_idling_timeout": 0})), 3600);
+        assert_eq!(
+            rolling(json!({"session_idling_timeout": 7200, "session_rolling_timeout": 1800})),
+            1800
+        );
+        assert_eq!(
+            rolling(json!({"session_idling_timeout": 600, "session_rolling_timeout": 0})),
+            600
+        );
         // Methods that call the provider as the gateway need its client.
         let (_, e) =
             read(json!({"issuer": "https://idp.example.com", "auth_methods": ["password"]}));
