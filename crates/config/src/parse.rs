@@ -190,6 +190,25 @@ impl Parser {
                 None => errs.push(path, format!("consumer '{consumer}' not found")),
             }
         }
+        // A plugin scoped to a route and a service runs only where both match: if the route
+        // belongs to another service (or to none) it never runs, and an authentication plugin
+        // written that way would leave the route open. Kong loads it; it is refused here.
+        for plugin in &self.config.plugins {
+            let (Some(route), Some(service)) = (&plugin.route, &plugin.service) else {
+                continue;
+            };
+            if let Some(r) = self.config.routes.iter().find(|r| &r.id == route) {
+                if r.service.as_ref() != Some(service) {
+                    errs.push(
+                        format!("{}.service", plugin.path),
+                        format!(
+                            "the plugin's route '{}' does not belong to this service: a plugin scoped to both would never run",
+                            r.name.as_deref().unwrap_or(route.as_str())
+                        ),
+                    );
+                }
+            }
+        }
         // Plugin ids depend on their (now resolved) scope.
         for (plugin, key) in self.config.plugins.iter_mut().zip(&self.plugin_keys) {
             if key.is_none() {

@@ -562,6 +562,31 @@ consumers:
     keyauth_credentials: [{consumer: x, key: k}, {consumer: nobody, key: k2}]
 "#,
     );
+    // A plugin scoped to a route and to a service the route does not belong to would never run.
+    let errs2 = errors(
+        r#"
+_format_version: "3.0"
+services:
+  - {name: a, host: example.com}
+  - name: b
+    host: example.com
+    routes:
+      - name: rb
+        paths: [/rb]
+        plugins: [{name: key-auth, service: a}]
+plugins:
+  - {name: cors, route: rb, service: b}
+  - {name: acl, route: rb, service: a, config: {allow: [x]}}
+"#,
+    );
+    assert_eq!(
+        errs2,
+        vec![
+            "services[1].routes[0].plugins[0].service: the plugin's route 'rb' does not belong to this service: a plugin scoped to both would never run",
+            "plugins[1].service: the plugin's route 'rb' does not belong to this service: a plugin scoped to both would never run",
+        ],
+        "{errs2:?}"
+    );
     let want = [
         "services[1].routes[0].service: a nested route cannot reference another service",
         "consumers[1].keyauth_credentials[0].consumer: a nested credential cannot reference another consumer",
