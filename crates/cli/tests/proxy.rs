@@ -886,20 +886,10 @@ async fn gateway_headers_follow_kongs_headers_settings() {
 
 #[tokio::test]
 async fn bad_headers_setting_is_refused_at_start() {
-    let dir = temp_dir();
-    let cfg = dir.join("kong.yml");
-    write_file(&cfg, "_format_version: \"3.0\"\n");
-    let settings = dir.join("portcullis.toml");
-    write_file(&settings, "headers = \"latency_tokens, X-Powered-By\"\n");
-    let out = std::process::Command::new(bin())
-        .args(["start", "--config"])
-        .arg(&cfg)
-        .arg("--settings")
-        .arg(&settings)
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = refused_start(
+        "_format_version: \"3.0\"\n",
+        "headers = \"latency_tokens, X-Powered-By\"\n",
+    );
     assert!(
         err.contains("headers: invalid entry 'X-Powered-By'"),
         "{err}"

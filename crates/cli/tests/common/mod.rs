@@ -552,3 +552,41 @@ pub fn assert_error_body(r: &Reply, message: &str) {
         r.text()
     );
 }
+
+/// Runs `portcullis start` with `config` and `settings` (TOML), expecting it to refuse them:
+/// returns its stderr. Listens on free ports, and fails (instead of hanging) if it starts.
+pub fn refused_start(config: &str, settings: &str) -> String {
+    let dir = temp_dir();
+    let cfg = dir.join("kong.yml");
+    write_file(&cfg, config);
+    let settings_path = dir.join("portcullis.toml");
+    write_file(&settings_path, settings);
+    let mut child = Command::new(bin())
+        .args(["start", "--config"])
+        .arg(&cfg)
+        .arg("--settings")
+        .arg(&settings_path)
+        .args(["--proxy-listen", &format!("127.0.0.1:{}", free_port())])
+        .args(["--proxy-tls-listen", &format!("127.0.0.1:{}", free_port())])
+        .args(["--admin-listen", &format!("127.0.0.1:{}", free_port())])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the gateway started with settings it should refuse:\n{settings}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(!status.success());
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    err
+}
