@@ -92,6 +92,21 @@ access_log = "off"
 CONF
 }
 
+# The four-plugin chain measured by bench/plugins.sh (key-auth, rate-limiting, ip-restriction,
+# cors) as a route's `plugins:` list items, indented for a route nested in a service; the
+# profile-guided build trains on the same chain (bench/pgo.sh).
+four_plugins() {
+  cat <<'YAML'
+          - name: key-auth
+          - name: rate-limiting
+            config: {second: 100000000, policy: local, limit_by: consumer}
+          - name: ip-restriction
+            config: {allow: [127.0.0.1/32, "::1"]}
+          - name: cors
+            config: {origins: ["https://app.example.com"], credentials: true}
+YAML
+}
+
 # Stops everything started from OUT (nginx pid files) and Portcullis (PC_PID, PGO_PID, OFF_PID).
 cleanup() {
   for p in "$OUT"/*.pid; do [ -f "$p" ] && kill "$(cat "$p")" 2>/dev/null || true; done

@@ -70,13 +70,7 @@ services:
         paths: ["/secured"]
         strip_path: false
         plugins:
-          - name: key-auth
-          - name: rate-limiting
-            config: {second: 100000000, policy: local, limit_by: consumer}
-          - name: ip-restriction
-            config: {allow: [127.0.0.1/32, "::1"]}
-          - name: cors
-            config: {origins: ["https://app.example.com"], credentials: true}
+$(four_plugins)
       - name: transformed
         hosts: ["127.0.0.1"]
         paths: ["/transformed"]

@@ -57,13 +57,7 @@ services:
         paths: ["/four"]
         strip_path: false
         plugins:
-          - name: key-auth
-          - name: rate-limiting
-            config: {second: 100000000, policy: local, limit_by: consumer}
-          - name: ip-restriction
-            config: {allow: [127.0.0.1/32, "::1"]}
-          - name: cors
-            config: {origins: ["https://app.example.com"], credentials: true}
+$(four_plugins)
       - name: waf
         paths: ["/waf"]
         strip_path: false
