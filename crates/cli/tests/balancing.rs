@@ -362,28 +362,22 @@ async fn a_name_with_several_addresses_is_balanced_round_robin() {
 #[tokio::test]
 async fn upstream_host_is_the_target_name_unless_host_header_is_set() {
     let a = Origin::start("a").await;
-    // A target given by name: that name (and the target's port) is the Host.
-    let gw = Gw::start(&upstream_config(&format!(
-        "  - name: backend\n    targets:\n      - {{target: localhost:{}}}\n",
-        a.port()
-    )))
-    .await;
-    let r = gw.get("/").await;
-    assert_status(&r, 200);
-    assert_eq!(
-        r.upstream_header("host").unwrap(),
-        format!("localhost:{}", a.port())
-    );
-    // The upstream's host_header wins.
-    let gw = Gw::start(&upstream_config(&format!(
-        "  - name: backend\n    host_header: virt.example\n    targets:\n      - {{target: 127.0.0.1:{}}}\n",
-        a.port()
-    )))
-    .await;
-    let r = gw.get("/").await;
-    assert_status(&r, 200);
-    assert_eq!(
-        r.upstream_header("host").unwrap(),
-        format!("virt.example:{}", a.port())
-    );
+    let port = a.port();
+    for (upstream, host) in [
+        // A target given by name: that name (and the target's port) is the Host.
+        (
+            format!("  - name: backend\n    targets:\n      - {{target: localhost:{port}}}\n"),
+            format!("localhost:{port}"),
+        ),
+        // The upstream's host_header wins.
+        (
+            format!("  - name: backend\n    host_header: virt.example\n    targets:\n      - {{target: 127.0.0.1:{port}}}\n"),
+            format!("virt.example:{port}"),
+        ),
+    ] {
+        let gw = Gw::start(&upstream_config(&upstream)).await;
+        let r = gw.get("/").await;
+        assert_status(&r, 200);
+        assert_eq!(r.upstream_header("host").unwrap(), host);
+    }
 }
