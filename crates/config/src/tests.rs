@@ -18,6 +18,13 @@ fn errors(text: &str) -> Vec<String> {
     }
 }
 
+/// Every line of `want` is among `errs`.
+fn assert_has_all(errs: &[String], want: &[&str]) {
+    for w in want {
+        assert!(errs.iter().any(|e| e == w), "missing {w:?} in {errs:#?}");
+    }
+}
+
 #[test]
 fn minimal_service_with_defaults() {
     let c = ok(r#"
@@ -122,9 +129,7 @@ routes:
         "services[0].routes[2].methods[0]: invalid value: must be an uppercase HTTP method",
         "routes[0].service: service 'missing' not found",
     ];
-    for w in want {
-        assert!(e.iter().any(|x| x == w), "missing {w:?} in {e:#?}");
-    }
+    assert_has_all(&e, &want);
     assert!(e
         .iter()
         .any(|x| x.starts_with("services[0].routes[0].paths[2]: invalid regex")));
@@ -488,9 +493,7 @@ keyauth_credentials:
         "consumers[0].acls[0].group: expected a string, got a number",
         "keyauth_credentials[0].ttl: expected an integer",
     ];
-    for w in want {
-        assert!(errs.iter().any(|e| e == w), "{w}: {errs:?}");
-    }
+    assert_has_all(&errs, &want);
     assert_eq!(errs.len(), want.len(), "{errs:?}");
     // What Kong's exports carry loads, and so do the declarative format's `_comment` and
     // `_ignore` on any entity, nested or top-level.
@@ -592,7 +595,5 @@ plugins:
         "consumers[1].keyauth_credentials[0].consumer: a nested credential cannot reference another consumer",
         "consumers[1].keyauth_credentials[1].consumer: consumer 'nobody' not found",
     ];
-    for w in want {
-        assert!(errs.iter().any(|e| e == w), "{w}: {errs:?}");
-    }
+    assert_has_all(&errs, &want);
 }
