@@ -108,10 +108,16 @@ impl Gateway {
                 (headers.request_id, &request_id_header),
                 (
                     headers.upstream_latency,
-                    &crate::handler::LATENCY_HEADERS[0],
+                    &crate::handler::OWN_RESPONSE_HEADERS[0],
                 ),
-                (headers.proxy_latency, &crate::handler::LATENCY_HEADERS[1]),
-                (headers.upstream_status, &crate::handler::LATENCY_HEADERS[2]),
+                (
+                    headers.proxy_latency,
+                    &crate::handler::OWN_RESPONSE_HEADERS[1],
+                ),
+                (
+                    headers.upstream_status,
+                    &crate::handler::OWN_RESPONSE_HEADERS[2],
+                ),
             ];
             let mut drop: Vec<http::HeaderName> = ours
                 .into_iter()

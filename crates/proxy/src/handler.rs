@@ -125,14 +125,14 @@ static X_FORWARDED_PREFIX: HeaderName = HeaderName::from_static("x-forwarded-pre
 static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 /// The headers the gateway sets on proxied responses, replacing any upstream's (each when the
 /// `headers` setting names it): the latencies and the upstream's status.
-pub(crate) static LATENCY_HEADERS: [HeaderName; 3] = [
+pub(crate) static OWN_RESPONSE_HEADERS: [HeaderName; 3] = [
     HeaderName::from_static("x-kong-upstream-latency"),
     HeaderName::from_static("x-kong-proxy-latency"),
     HeaderName::from_static("x-kong-upstream-status"),
 ];
-static UPSTREAM_LATENCY: &HeaderName = &LATENCY_HEADERS[0];
-static PROXY_LATENCY: &HeaderName = &LATENCY_HEADERS[1];
-static UPSTREAM_STATUS: &HeaderName = &LATENCY_HEADERS[2];
+static UPSTREAM_LATENCY: &HeaderName = &OWN_RESPONSE_HEADERS[0];
+static PROXY_LATENCY: &HeaderName = &OWN_RESPONSE_HEADERS[1];
+static UPSTREAM_STATUS: &HeaderName = &OWN_RESPONSE_HEADERS[2];
 /// Kong's latency header on responses the gateway makes itself (no upstream answered).
 static RESPONSE_LATENCY: HeaderName = HeaderName::from_static("x-kong-response-latency");
 
@@ -696,12 +696,15 @@ pub async fn handle(
                     proxied = true;
                     let mut out = Response::from_parts(p, ProxyBody::Empty);
                     *out.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+                    let h = out.headers_mut();
                     proxied_headers(
                         gw,
-                        out.headers_mut(),
                         upstream_latency,
                         upstream_started.saturating_duration_since(started),
                         status,
+                        |name, n| {
+                            h.insert(name.clone(), number_value(n));
+                        },
                     );
                     break 'proxy out;
                 }
@@ -724,30 +727,14 @@ pub async fn handle(
                         remove_where(&mut head.headers, |n| rules.drops(n.as_bytes()));
                     }
                     let mut digits = itoa::Buffer::new();
-                    let on = gw.headers;
-                    if on.upstream_latency {
-                        let ms = upstream_latency.as_millis() as u64;
-                        w.push(
-                            UPSTREAM_LATENCY.as_str().as_bytes(),
-                            digits.format(ms).as_bytes(),
-                        );
-                    }
-                    if on.proxy_latency {
-                        let ms = upstream_started
-                            .saturating_duration_since(started)
-                            .as_millis() as u64;
-                        w.push(
-                            PROXY_LATENCY.as_str().as_bytes(),
-                            digits.format(ms).as_bytes(),
-                        );
-                    }
-                    if on.upstream_status {
-                        w.push(
-                            UPSTREAM_STATUS.as_str().as_bytes(),
-                            digits.format(status.as_u16()).as_bytes(),
-                        );
-                    }
-                    if on.request_id {
+                    proxied_headers(
+                        gw,
+                        upstream_latency,
+                        upstream_started.saturating_duration_since(started),
+                        status,
+                        |name, n| w.push(name.as_str().as_bytes(), digits.format(n).as_bytes()),
+                    );
+                    if gw.headers.request_id {
                         w.push(
                             gw.request_id_header.as_str().as_bytes(),
                             log.request_id.as_bytes(),
@@ -807,10 +794,12 @@ pub async fn handle(
             proxied = true;
             proxied_headers(
                 gw,
-                &mut head.headers,
                 upstream_latency,
                 upstream_started.saturating_duration_since(started),
                 status,
+                |name, n| {
+                    head.headers.insert(name.clone(), number_value(n));
+                },
             );
             if let Some(c) = set_cookie {
                 head.headers.append(header::SET_COOKIE, c);
@@ -1032,26 +1021,24 @@ fn note_consumer(log: &mut AccessLog, ctx: &Ctx) {
     }
 }
 
-/// The gateway's headers on a relayed response (in a header map; wire mode writes the same as
-/// lines), each as the `headers` setting asks.
+/// The gateway's headers on a relayed response, each as the `headers` setting asks, handed to
+/// `put` as a name and a number: a header map gets a value, wire mode a line.
 fn proxied_headers(
     gw: &Gateway,
-    h: &mut HeaderMap,
     upstream_latency: Duration,
     proxy_latency: Duration,
     status: StatusCode,
+    mut put: impl FnMut(&HeaderName, u64),
 ) {
-    if gw.headers.upstream_latency {
-        set_latency(h, UPSTREAM_LATENCY, upstream_latency);
+    let on = gw.headers;
+    if on.upstream_latency {
+        put(UPSTREAM_LATENCY, upstream_latency.as_millis() as u64);
     }
-    if gw.headers.proxy_latency {
-        set_latency(h, PROXY_LATENCY, proxy_latency);
+    if on.proxy_latency {
+        put(PROXY_LATENCY, proxy_latency.as_millis() as u64);
     }
-    if gw.headers.upstream_status {
-        h.insert(
-            UPSTREAM_STATUS.clone(),
-            number_value(status.as_u16().into()),
-        );
+    if on.upstream_status {
+        put(UPSTREAM_STATUS, status.as_u16().into());
     }
 }
 
