@@ -193,11 +193,12 @@ impl Parser {
         // A plugin scoped to a route and a service runs only where both match: if the route
         // belongs to another service (or to none) it never runs, and an authentication plugin
         // written that way would leave the route open. Kong loads it; it is refused here.
+        let routes: HashMap<&Id, &Route> = self.config.routes.iter().map(|r| (&r.id, r)).collect();
         for plugin in &self.config.plugins {
             let (Some(route), Some(service)) = (&plugin.route, &plugin.service) else {
                 continue;
             };
-            if let Some(r) = self.config.routes.iter().find(|r| &r.id == route) {
+            if let Some(r) = routes.get(route) {
                 if r.service.as_ref() != Some(service) {
                     errs.push(
                         format!("{}.service", plugin.path),

@@ -179,14 +179,7 @@ impl Settings {
 
     /// The headers the gateway adds, from `headers` and `headers_upstream`.
     pub fn gateway_headers(&self) -> Result<GatewayHeaders, String> {
-        let mut h = GatewayHeaders {
-            upstream_latency: false,
-            proxy_latency: false,
-            response_latency: false,
-            upstream_status: false,
-            request_id: false,
-            upstream_request_id: false,
-        };
+        let mut h = GatewayHeaders::default();
         // Every token is checked, as Kong does, even after a first `off`.
         let (downstream, on) = self.headers.tokens();
         for token in downstream {
@@ -256,7 +249,7 @@ impl TokenList {
 }
 
 /// Which of its own headers the gateway adds (settings `headers` and `headers_upstream`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct GatewayHeaders {
     /// `X-Kong-Upstream-Latency` on proxied responses.
     pub upstream_latency: bool,
@@ -309,17 +302,7 @@ mod tests {
     #[test]
     fn headers_take_kong_tokens_as_a_string_or_a_list() {
         let h = parse("headers = \"off\"\nheaders_upstream = \"off\"").unwrap();
-        assert_eq!(
-            h,
-            GatewayHeaders {
-                upstream_latency: false,
-                proxy_latency: false,
-                response_latency: false,
-                upstream_status: false,
-                request_id: false,
-                upstream_request_id: false,
-            }
-        );
+        assert_eq!(h, GatewayHeaders::default());
         let h = parse("headers = \"X-Kong-Upstream-Latency, x-kong-upstream-status\"").unwrap();
         assert!(h.upstream_latency && h.upstream_status);
         assert!(!h.proxy_latency && !h.request_id && !h.response_latency);
