@@ -645,8 +645,8 @@ impl Parser {
         let weight = o.int_or("weight", 100, 0, 65535, errs) as u32;
         let index_of = self.config.targets.len();
         let mut up = upstream.cloned().unwrap_or_default();
-        match read_ref(&mut o, "upstream", errs) {
-            Some(r) if upstream.is_none() => {
+        match (read_ref(&mut o, "upstream", errs), upstream) {
+            (Some(r), None) => {
                 let p = o.field_path("upstream");
                 self.defer(
                     RefKind::Upstream,
@@ -656,17 +656,15 @@ impl Parser {
                 );
                 up = r;
             }
-            Some(r) => {
+            (Some(r), Some(parent)) => {
                 let slot = Slot::Parent {
-                    parent: upstream.cloned().unwrap_or_default(),
+                    parent: parent.clone(),
                     child: "target",
                 };
                 self.defer(RefKind::Upstream, r, o.field_path("upstream"), slot);
             }
-            None if upstream.is_none() => {
-                errs.push(o.field_path("upstream"), "required field missing")
-            }
-            None => {}
+            (None, None) => errs.push(o.field_path("upstream"), "required field missing"),
+            (None, Some(_)) => {}
         }
         let key = format!("{up}|{host}:{port}");
         let id = read_id(&mut o, "target", &key, errs);
@@ -908,8 +906,8 @@ impl Parser {
         };
         let index_of = self.config.credentials.len();
         let mut owner = consumer.cloned().unwrap_or_default();
-        match read_ref(&mut o, "consumer", errs) {
-            Some(r) if consumer.is_none() => {
+        match (read_ref(&mut o, "consumer", errs), consumer) {
+            (Some(r), None) => {
                 let p = o.field_path("consumer");
                 self.defer(
                     RefKind::Consumer,
@@ -919,17 +917,15 @@ impl Parser {
                 );
                 owner = r;
             }
-            Some(r) => {
+            (Some(r), Some(parent)) => {
                 let slot = Slot::Parent {
-                    parent: consumer.cloned().unwrap_or_default(),
+                    parent: parent.clone(),
                     child: "credential",
                 };
                 self.defer(RefKind::Consumer, r, o.field_path("consumer"), slot);
             }
-            None if consumer.is_none() => {
-                errs.push(o.field_path("consumer"), "required field missing")
-            }
-            None => {}
+            (None, None) => errs.push(o.field_path("consumer"), "required field missing"),
+            (None, Some(_)) => {}
         }
         let natural = crate::parse::CREDENTIAL_KINDS
             .iter()
@@ -1302,7 +1298,7 @@ enum FieldType {
     Int,
     Bool,
     StrArray,
-    /// A reference to another entity (`{id: ...}` or its id).
+    /// A reference to another entity (its id or name, or `{id: ...}`).
     Ref,
 }
 
@@ -1345,9 +1341,7 @@ fn check_credential_fields(kind: &str, o: &mut Obj<'_>, errs: &mut Errors) {
                 let _ = o.req_str(field, errs);
             }
             FieldType::Int => {
-                if o.get(field).is_some_and(|v| !v.is_i64()) {
-                    errs.push(o.field_path(field), "expected an integer");
-                }
+                let _ = o.opt_int(field, 0, i64::MAX, errs);
             }
             FieldType::Bool => {
                 let _ = o.opt_bool(field, errs);
@@ -1356,14 +1350,7 @@ fn check_credential_fields(kind: &str, o: &mut Obj<'_>, errs: &mut Errors) {
                 let _ = o.str_array(field, errs);
             }
             FieldType::Ref => {
-                if o.get(field)
-                    .is_some_and(|v| !(v.is_string() || v.get("id").is_some_and(Value::is_string)))
-                {
-                    errs.push(
-                        o.field_path(field),
-                        "expected an entity reference ({id: ...})",
-                    );
-                }
+                let _ = read_ref(o, field, errs);
             }
         }
     }

@@ -491,7 +491,7 @@ keyauth_credentials:
         "consumers[0].basicauth_credentials[0].password: required field missing",
         "consumers[0].jwt_secrets[0].nope: unknown field",
         "consumers[0].acls[0].group: expected a string, got a number",
-        "keyauth_credentials[0].ttl: expected an integer",
+        "keyauth_credentials[0].ttl: expected an integer, got a string",
     ];
     assert_has_all(&errs, &want);
     assert_eq!(errs.len(), want.len(), "{errs:?}");
