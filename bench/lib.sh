@@ -107,10 +107,10 @@ four_plugins() {
 YAML
 }
 
-# Stops everything started from OUT (nginx pid files) and Portcullis (PC_PID, PGO_PID, OFF_PID).
+# Stops everything started from OUT (nginx pid files) and Portcullis (PIDS, or PC_PID in the other scripts).
 cleanup() {
   for p in "$OUT"/*.pid; do [ -f "$p" ] && kill "$(cat "$p")" 2>/dev/null || true; done
-  for p in ${PC_PID:-} ${PGO_PID:-} ${OFF_PID:-}; do kill "$p" 2>/dev/null || true; done
+  for p in ${PIDS:-} ${PC_PID:-}; do kill "$p" 2>/dev/null || true; done
 }
 
 # Starts the origin (load CPU) and the nginx proxy (proxy CPU) from OUT's configs.

@@ -11,7 +11,9 @@
 # ~10 more minutes the first time), and "pgo-hdrs-off", the profile-guided build with Kong's
 # `headers = off` and `headers_upstream = off` (no latency or request-id headers on responses,
 # no request id upstream: the closest Kong lets a node come to what plain nginx sends; the
-# X-Forwarded-* headers stay; OFF=1 adds this column). PGO=0 leaves the profile-guided columns
+# X-Forwarded-* headers stay; OFF=1 adds this column). A last column, "pgo-busy" (or "busy"
+# with PGO=0), runs the same binary with `busy_polling = true` (the worker polls instead of
+# sleeping while traffic flows; BUSY=0 leaves it out). PGO=0 leaves the profile-guided columns
 # out; BIN and PGO_BIN name ready binaries instead of building them.
 #
 # One worker each. On a 2-core machine the proxy under test is pinned to CPU 0, and the load
@@ -30,6 +32,7 @@ require_tools nginx wrk taskset curl
 BIN=${BIN:-./target/release/portcullis}
 PGO=${PGO:-1}
 OFF=${OFF:-0}
+BUSY=${BUSY:-1}
 [ "$PGO" = 1 ] || OFF=0
 if [ "$PGO" = 1 ] && [ -z "${PGO_BIN:-}" ]; then
   bench/pgo.sh
@@ -45,6 +48,7 @@ PC_PORT=18082
 NGINX_KONG_PORT=18083
 PGO_PORT=18084
 OFF_PORT=18085
+BUSY_PORT=18086
 
 write_configs "$OUT" "$ORIGIN_PORT" "$NGINX_PORT" "$NGINX_KONG_PORT"
 
@@ -60,38 +64,43 @@ CONF
 trap cleanup EXIT
 
 start_nginx
-taskset -c "$PROXY_CPU" "$BIN" start --config "$OUT/kong.yml" --settings "$OUT/portcullis.toml" \
-  --proxy-listen 127.0.0.1:$PC_PORT --proxy-tls-listen 127.0.0.1:18443 --admin-listen 127.0.0.1:18001 --workers 1 \
-  2> "$OUT/portcullis.log" &
-PC_PID=$!
-COLUMNS_PC="portcullis"
-if [ "$PGO" = 1 ]; then
-  taskset -c "$PROXY_CPU" "$PGO_BIN" start --config "$OUT/kong.yml" --settings "$OUT/portcullis.toml" \
-    --proxy-listen 127.0.0.1:$PGO_PORT --proxy-tls-listen 127.0.0.1:18444 --admin-listen 127.0.0.1:18002 --workers 1 \
-    2> "$OUT/portcullis-pgo.log" &
-  PGO_PID=$!
-  COLUMNS_PC="portcullis portcullis-pgo"
-  for _ in $(seq 1 100); do curl -sf -o /dev/null http://127.0.0.1:18002/status && break; sleep 0.1; done
-  curl -sf -o /dev/null "http://127.0.0.1:$PGO_PORT/" || { echo "portcullis (PGO) not answering" >&2; cat "$OUT/portcullis-pgo.log"; exit 1; }
-fi
+# start_pc column binary settings-file proxy-port admin-port: starts one Portcullis column on
+# the proxies' CPU and waits until it proxies.
+start_pc() {
+  taskset -c "$PROXY_CPU" "$2" start --config "$OUT/kong.yml" --settings "$3" \
+    --proxy-listen "127.0.0.1:$4" --proxy-tls-listen "127.0.0.1:$(($4 + 400))" --admin-listen "127.0.0.1:$5" --workers 1 \
+    2> "$OUT/$1.log" &
+  PIDS="$PIDS $!"
+  eval "PID_${1//-/_}=$!"
+  COLUMNS_PC="$COLUMNS_PC $1"
+  for _ in $(seq 1 100); do curl -sf -o /dev/null "http://127.0.0.1:$5/status" && break; sleep 0.1; done
+  curl -sf -o /dev/null "http://127.0.0.1:$4/" || { echo "$1 not answering" >&2; cat "$OUT/$1.log"; exit 1; }
+}
+PIDS=""
+COLUMNS_PC=""
+start_pc portcullis "$BIN" "$OUT/portcullis.toml" $PC_PORT 18001
+if [ "$PGO" = 1 ]; then start_pc portcullis-pgo "$PGO_BIN" "$OUT/portcullis.toml" $PGO_PORT 18002; fi
 if [ "$OFF" = 1 ]; then
   { cat "$OUT/portcullis.toml"; printf 'headers = "off"\nheaders_upstream = "off"\n'; } > "$OUT/portcullis-off.toml"
-  taskset -c "$PROXY_CPU" "$PGO_BIN" start --config "$OUT/kong.yml" --settings "$OUT/portcullis-off.toml" \
-    --proxy-listen 127.0.0.1:$OFF_PORT --proxy-tls-listen 127.0.0.1:18445 --admin-listen 127.0.0.1:18003 --workers 1 \
-    2> "$OUT/portcullis-off.log" &
-  OFF_PID=$!
-  COLUMNS_PC="$COLUMNS_PC pgo-hdrs-off"
-  for _ in $(seq 1 100); do curl -sf -o /dev/null http://127.0.0.1:18003/status && break; sleep 0.1; done
-  curl -sf -o /dev/null "http://127.0.0.1:$OFF_PORT/" || { echo "portcullis (PGO, headers off) not answering" >&2; cat "$OUT/portcullis-off.log"; exit 1; }
+  start_pc pgo-hdrs-off "$PGO_BIN" "$OUT/portcullis-off.toml" $OFF_PORT 18003
 fi
-for _ in $(seq 1 100); do curl -sf -o /dev/null http://127.0.0.1:18001/status && break; sleep 0.1; done
+if [ "$BUSY" = 1 ]; then
+  { cat "$OUT/portcullis.toml"; printf 'busy_polling = true\n'; } > "$OUT/portcullis-busy.toml"
+  if [ "$PGO" = 1 ]; then start_pc pgo-busy "$PGO_BIN" "$OUT/portcullis-busy.toml" $BUSY_PORT 18004
+  else start_pc busy "$BIN" "$OUT/portcullis-busy.toml" $BUSY_PORT 18004; fi
+fi
 curl -sf -o /dev/null "http://127.0.0.1:$NGINX_PORT/" || { echo "nginx proxy not answering" >&2; exit 1; }
 curl -sf -o /dev/null "http://127.0.0.1:$NGINX_KONG_PORT/" || { echo "nginx (Kong headers) not answering" >&2; exit 1; }
-curl -sf -o /dev/null "http://127.0.0.1:$PC_PORT/" || { echo "portcullis not answering" >&2; cat "$OUT/portcullis.log"; exit 1; }
 
 NGINX_WORKER=$(pgrep -P "$(cat "$OUT/nginx-proxy.pid")" | head -1)
 ORIGIN_WORKER=$(pgrep -P "$(cat "$OUT/origin.pid")" | head -1)
 
+port_of() { # column
+  case "$1" in
+    portcullis) echo $PC_PORT ;; portcullis-pgo) echo $PGO_PORT ;; pgo-hdrs-off) echo $OFF_PORT ;;
+    *) echo $BUSY_PORT ;;
+  esac
+}
 run() { # name port pid
   local out c0 c1 o0 o1
   c0=$(cpu_ticks "$3")
@@ -116,15 +125,11 @@ run() { # name port pid
 echo "warm-up..." >&2
 taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d2s "http://127.0.0.1:$NGINX_PORT/" >/dev/null
 taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d2s "http://127.0.0.1:$NGINX_KONG_PORT/" >/dev/null
-taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d2s "http://127.0.0.1:$PC_PORT/" >/dev/null
-if [ "$PGO" = 1 ]; then taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d2s "http://127.0.0.1:$PGO_PORT/" >/dev/null; fi
-if [ "$OFF" = 1 ]; then taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d2s "http://127.0.0.1:$OFF_PORT/" >/dev/null; fi
+for pc in $COLUMNS_PC; do taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d2s "http://127.0.0.1:$(port_of "$pc")/" >/dev/null; done
 for ROUND in $(seq 1 "$ROUNDS"); do
   run nginx $NGINX_PORT "$NGINX_WORKER"
   run nginx-kong $NGINX_KONG_PORT "$NGINX_WORKER"
-  run portcullis $PC_PORT "$PC_PID"
-  if [ "$PGO" = 1 ]; then run portcullis-pgo $PGO_PORT "$PGO_PID"; fi
-  if [ "$OFF" = 1 ]; then run pgo-hdrs-off $OFF_PORT "$OFF_PID"; fi
+  for pc in $COLUMNS_PC; do run "$pc" "$(port_of "$pc")" "$(eval echo "\$PID_${pc//-/_}")"; done
 done
 
 awk -v pcs="$COLUMNS_PC" '

@@ -283,3 +283,54 @@ async fn slowloris_is_cut_off_with_408() {
     assert_eq!(status_of(&out), 408, "{out}");
     assert!(started.elapsed() < Duration::from_secs(3));
 }
+
+/// User plus system CPU time of a process so far, in clock ticks.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = rest.split(' ').collect();
+    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+}
+
+/// `busy_polling = true`: requests are proxied as usual, and once traffic stops the workers'
+/// spinners park, so an idle node uses next to no CPU (two spinning workers would use two
+/// CPU-seconds per second).
+#[tokio::test]
+async fn busy_polling_proxies_then_idles_without_spinning() {
+    let origin = Origin::start("busy").await;
+    let gw = Gw::start_with(&config(&origin.url(), "/"), "busy_polling = true\n").await;
+    let mut tasks = Vec::new();
+    for c in 0..4 {
+        let addr = gw.proxy;
+        tasks.push(tokio::spawn(async move {
+            let mut ok = 0;
+            for i in 0..50 {
+                let r = get(addr, &format!("/c{c}/{i}"), &[]).await.unwrap();
+                assert_eq!(r.status, 200);
+                assert_eq!(r.json()["origin"], "busy");
+                assert_eq!(r.json()["uri"], format!("/c{c}/{i}"));
+                ok += 1;
+            }
+            ok
+        }));
+    }
+    let mut total = 0;
+    for t in tasks {
+        total += t.await.unwrap();
+    }
+    assert_eq!(total, 200);
+    assert_eq!(origin.hits(), 200);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let pid = gw.child.id();
+    let before = cpu_ticks(pid);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let used = cpu_ticks(pid) - before;
+    // 100 ticks per second on Linux: 15 ticks is 15% of one CPU, far from a spinning worker.
+    assert!(
+        used <= 15,
+        "idle node used {used} ticks of CPU in one second"
+    );
+    // Traffic after the idle spell wakes the workers and is served at once.
+    assert_status(&gw.get("/again").await, 200);
+}

@@ -254,6 +254,7 @@ pub async fn handle(
     mut req: Request<ClientBody>,
 ) -> Response<ProxyBody> {
     let started = Instant::now();
+    crate::busy::activity();
     gw.stats
         .requests_total
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);

@@ -7,6 +7,7 @@
 pub mod access_log;
 pub mod balancer;
 pub mod body;
+pub mod busy;
 pub mod errors;
 pub mod gateway;
 pub mod guard;

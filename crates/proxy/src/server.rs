@@ -76,6 +76,9 @@ pub async fn serve(
         body_timeout: gw.settings.header_timeout(),
         send_timeout: gw.settings.header_timeout(),
     });
+    if gw.settings.busy_polling {
+        crate::busy::start();
+    }
     gw.ready.store(true, Ordering::Release);
     loop {
         let accepted = tokio::select! {

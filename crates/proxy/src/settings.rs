@@ -21,6 +21,8 @@ pub struct Settings {
     pub status_listen: Option<SocketAddr>,
     /// Proxy worker threads (0 = number of cores).
     pub workers: usize,
+    /// Workers poll for events instead of sleeping while traffic flows (see `busy`).
+    pub busy_polling: bool,
     /// Peers whose X-Forwarded-* and X-Real-IP headers are believed.
     pub trusted_ips: Vec<IpNet>,
     /// Time allowed to receive a whole request head, seconds (nginx: client_header_timeout).
@@ -89,6 +91,7 @@ impl Default for Settings {
             admin_listen: SocketAddr::from(([127, 0, 0, 1], 8001)),
             status_listen: None,
             workers: 0,
+            busy_polling: false,
             trusted_ips: Vec::new(),
             client_header_timeout: 60.0,
             keepalive_timeout: 75.0,
