@@ -6,7 +6,7 @@
 #
 #   bench/run.sh [seconds-per-round] [rounds] [connections]
 #
-# Up to three Portcullis columns: "portcullis", the binary `cargo build --release` makes,
+# Up to four Portcullis columns: "portcullis", the binary `cargo build --release` makes,
 # "portcullis-pgo", the same source built profile-guided by bench/pgo.sh (the release build;
 # ~10 more minutes the first time), and "pgo-hdrs-off", the profile-guided build with Kong's
 # `headers = off` and `headers_upstream = off` (no latency or request-id headers on responses,
@@ -98,7 +98,8 @@ ORIGIN_WORKER=$(pgrep -P "$(cat "$OUT/origin.pid")" | head -1)
 port_of() { # column
   case "$1" in
     portcullis) echo $PC_PORT ;; portcullis-pgo) echo $PGO_PORT ;; pgo-hdrs-off) echo $OFF_PORT ;;
-    *) echo $BUSY_PORT ;;
+    busy|pgo-busy) echo $BUSY_PORT ;;
+    *) echo "unknown column $1" >&2; exit 1 ;;
   esac
 }
 run() { # name port pid

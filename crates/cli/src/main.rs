@@ -199,11 +199,7 @@ fn init_logging(s: &Settings) -> anyhow::Result<Arc<SecurityLayer>> {
 fn start(args: StartArgs) -> anyhow::Result<()> {
     let settings = load_settings(&args)?;
     let security = init_logging(&settings)?;
-    let workers = if settings.workers == 0 {
-        std::thread::available_parallelism().map_or(1, |n| n.get())
-    } else {
-        settings.workers
-    };
+    let workers = settings.worker_count();
     let (config, hash) = match &args.config {
         Some(path) => {
             let text = std::fs::read_to_string(path)

@@ -76,8 +76,9 @@ pub async fn serve(
         body_timeout: gw.settings.header_timeout(),
         send_timeout: gw.settings.header_timeout(),
     });
+    // Settings validation allows it with one worker only (the current-thread runtime).
     if gw.settings.busy_polling {
-        crate::busy::start();
+        crate::busy::start(secs(gw.settings.busy_polling_window));
     }
     gw.ready.store(true, Ordering::Release);
     loop {

@@ -23,6 +23,8 @@ pub struct Settings {
     pub workers: usize,
     /// Workers poll for events instead of sleeping while traffic flows (see `busy`).
     pub busy_polling: bool,
+    /// With busy polling, a worker parks after this many seconds without a request.
+    pub busy_polling_window: f64,
     /// Peers whose X-Forwarded-* and X-Real-IP headers are believed.
     pub trusted_ips: Vec<IpNet>,
     /// Time allowed to receive a whole request head, seconds (nginx: client_header_timeout).
@@ -92,6 +94,7 @@ impl Default for Settings {
             status_listen: None,
             workers: 0,
             busy_polling: false,
+            busy_polling_window: 0.0002,
             trusted_ips: Vec::new(),
             client_header_timeout: 60.0,
             keepalive_timeout: 75.0,
@@ -134,6 +137,15 @@ impl Settings {
         self.trusted_ips.iter().any(|n| n.contains(&ip))
     }
 
+    /// Proxy worker threads to run: `workers`, or the number of cores when it is 0.
+    pub fn worker_count(&self) -> usize {
+        if self.workers == 0 {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        } else {
+            self.workers
+        }
+    }
+
     /// `client_header_timeout` as a duration.
     pub fn header_timeout(&self) -> Duration {
         secs(self.client_header_timeout)
@@ -146,6 +158,18 @@ impl Settings {
 
     /// Checks values that serde cannot.
     pub fn validate(&self) -> Result<(), String> {
+        if !(self.busy_polling_window > 0.0 && self.busy_polling_window <= 1.0) {
+            return Err(
+                "busy_polling_window: must be greater than 0 and at most 1 (seconds)".into(),
+            );
+        }
+        if self.busy_polling && self.worker_count() != 1 {
+            return Err(format!(
+                "busy_polling: needs workers = 1 (this node would run {}); with several workers \
+                 the idle ones hold the event poller and the busy one would poll nothing",
+                self.worker_count()
+            ));
+        }
         if self.client_header_timeout <= 0.0 {
             return Err("client_header_timeout: must be greater than 0".into());
         }

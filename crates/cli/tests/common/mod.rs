@@ -292,6 +292,11 @@ impl Gw {
     }
 
     pub async fn start_with(config: &str, settings: &str) -> Gw {
+        Gw::start_workers(config, settings, 2).await
+    }
+
+    /// As `start_with`, with `workers` proxy worker threads.
+    pub async fn start_workers(config: &str, settings: &str, workers: usize) -> Gw {
         let dir = temp_dir();
         let cfg = dir.join("kong.yml");
         std::fs::write(&cfg, config).unwrap();
@@ -317,7 +322,7 @@ impl Gw {
                 .args(["--proxy-listen", &format!("127.0.0.1:{proxy}")])
                 .args(["--proxy-tls-listen", &format!("127.0.0.1:{tls}")])
                 .args(["--admin-listen", &format!("127.0.0.1:{admin}")])
-                .args(["--workers", "2"])
+                .args(["--workers", &workers.to_string()])
                 .stdout(Stdio::null())
                 .stderr(std::fs::File::create(&log).unwrap())
                 .spawn()
