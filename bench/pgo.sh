@@ -128,6 +128,20 @@ curl -s -o /dev/null "http://127.0.0.1:$ADMIN_PORT/services"
 kill -TERM "$PC_PID"
 wait "$PC_PID" || true
 PC_PID=""
+# A second, shorter run with `busy_polling = true`, so that the spinner and the scheduler's
+# zero-timeout polls are profiled too (the profiles of both runs are merged).
+{ cat "$OUT/portcullis.toml"; echo 'busy_polling = true'; } > "$OUT/portcullis-busy.toml"
+LLVM_PROFILE_FILE="$RAW/portcullis-%p-%m.profraw" "$GEN" start --config "$OUT/kong.yml" \
+  --settings "$OUT/portcullis-busy.toml" --workers 1 --proxy-listen 127.0.0.1:$PORT \
+  --proxy-tls-listen 127.0.0.1:$TLS_PORT --admin-listen 127.0.0.1:$ADMIN_PORT 2> "$OUT/train-busy.log" &
+PC_PID=$!
+for _ in $(seq 1 100); do curl -sf -o /dev/null "http://127.0.0.1:$ADMIN_PORT/status" && break; sleep 0.1; done
+curl -sf -o /dev/null "http://127.0.0.1:$PORT/" || { echo "FATAL: instrumented build (busy polling) not answering" >&2; cat "$OUT/train-busy.log" >&2; exit 1; }
+load 5 50 "http://127.0.0.1:$PORT/"
+load 3 50 "${B[@]}" "http://127.0.0.1:$PORT/api/v1/users/42?fields=name,email"
+kill -TERM "$PC_PID"
+wait "$PC_PID" || true
+PC_PID=""
 ls "$RAW"/*.profraw >/dev/null 2>&1 || { echo "FATAL: the instrumented build wrote no profile" >&2; exit 1; }
 
 # The profile's content in its path: cargo tracks RUSTFLAGS, not the file it names.
