@@ -322,9 +322,10 @@ async fn busy_polling_spins_under_traffic_then_idles() {
     }
     let busy = cpu_ticks(pid) - before;
     assert_eq!(origin.hits(), n);
-    // 100 ticks per second on Linux; a worker polling all second uses close to 100.
+    // 100 ticks per second on Linux; a worker polling all second uses close to 100, less
+    // on a machine loaded by other tests, but far above 13.
     assert!(
-        busy >= 40,
+        busy >= 25,
         "busy-polling worker used only {busy} ticks in one second of traffic"
     );
     tokio::time::sleep(Duration::from_millis(200)).await;
