@@ -69,17 +69,21 @@ pub(crate) struct Pending {
 
 /// Lookup tables from names and ids to ids.
 pub(crate) struct Refs {
-    by_kind: HashMap<&'static str, HashMap<String, Id>>,
+    /// Per kind: endpoint keys (names, usernames, custom ids) and ids, looked up in that
+    /// order, as Kong's `find_entity` does (a name that equals another entity's id means the
+    /// named entity).
+    by_kind: HashMap<&'static str, (HashMap<String, Id>, HashMap<String, Id>)>,
 }
 
 impl Refs {
     pub(crate) fn build(c: &Config) -> Refs {
-        let mut by_kind: HashMap<&'static str, HashMap<String, Id>> = HashMap::new();
+        let mut by_kind: HashMap<&'static str, (HashMap<String, Id>, HashMap<String, Id>)> =
+            HashMap::new();
         let mut add = |kind: RefKind, keys: Vec<Option<&String>>, id: &Id| {
-            let m = by_kind.entry(kind.noun()).or_default();
-            m.insert(id.clone(), id.clone());
+            let (names, ids) = by_kind.entry(kind.noun()).or_default();
+            ids.insert(id.clone(), id.clone());
             for k in keys.into_iter().flatten() {
-                m.entry(k.clone()).or_insert_with(|| id.clone());
+                names.entry(k.clone()).or_insert_with(|| id.clone());
             }
         };
         for s in &c.services {
@@ -108,9 +112,11 @@ impl Refs {
     }
 
     fn get(&self, kind: RefKind, reference: &str) -> Option<Id> {
-        let m = self.by_kind.get(kind.noun())?;
-        m.get(reference)
-            .or_else(|| m.get(&reference.to_ascii_lowercase()))
+        let (names, ids) = self.by_kind.get(kind.noun())?;
+        names
+            .get(reference)
+            .or_else(|| ids.get(reference))
+            .or_else(|| ids.get(&reference.to_ascii_lowercase()))
             .cloned()
     }
 

@@ -96,6 +96,27 @@ routes:
     assert_eq!(c.routes[1].service, Some(c.services[0].id.clone()));
 }
 
+/// Kong's `find_entity` looks a reference up by endpoint key (name) before by id: a service
+/// named with another service's id is the one meant.
+#[test]
+fn a_reference_matches_a_name_before_an_id() {
+    let c = ok(r#"
+_format_version: "3.0"
+services:
+  - {name: a, id: 11111111-1111-4111-8111-111111111111, host: a.example.com}
+  - {name: "11111111-1111-4111-8111-111111111111", host: b.example.com}
+routes:
+  - name: r
+    service: "11111111-1111-4111-8111-111111111111"
+    paths: [/x]
+  - name: r2
+    service: a
+    paths: [/y]
+"#);
+    assert_eq!(c.routes[0].service, Some(c.services[1].id.clone()));
+    assert_eq!(c.routes[1].service, Some(c.services[0].id.clone()));
+}
+
 #[test]
 fn every_error_is_reported_with_its_path() {
     let e = errors(
