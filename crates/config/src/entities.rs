@@ -68,17 +68,19 @@ pub(crate) struct Pending {
 }
 
 /// Lookup tables from names and ids to ids.
+/// Endpoint keys and ids of one kind of entity, each mapped to the entity's id.
+type KeysAndIds = (HashMap<String, Id>, HashMap<String, Id>);
+
 pub(crate) struct Refs {
     /// Per kind: endpoint keys (names, usernames, custom ids) and ids, looked up in that
     /// order, as Kong's `find_entity` does (a name that equals another entity's id means the
     /// named entity).
-    by_kind: HashMap<&'static str, (HashMap<String, Id>, HashMap<String, Id>)>,
+    by_kind: HashMap<&'static str, KeysAndIds>,
 }
 
 impl Refs {
     pub(crate) fn build(c: &Config) -> Refs {
-        let mut by_kind: HashMap<&'static str, (HashMap<String, Id>, HashMap<String, Id>)> =
-            HashMap::new();
+        let mut by_kind: HashMap<&'static str, KeysAndIds> = HashMap::new();
         let mut add = |kind: RefKind, keys: Vec<Option<&String>>, id: &Id| {
             let (names, ids) = by_kind.entry(kind.noun()).or_default();
             ids.insert(id.clone(), id.clone());
