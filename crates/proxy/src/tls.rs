@@ -198,16 +198,11 @@ pub fn client_config(
         builder.with_root_certificates(roots)
     };
     let mut cfg = match client_cert {
+        // Loaded as the server certificates are (`certified_key`): rustls's own
+        // `with_client_auth_cert` refuses certificates webpki cannot parse, such as X.509 v1.
         Some((cert, key)) => {
-            let chain: Vec<CertificateDer<'static>> =
-                CertificateDer::pem_slice_iter(cert.as_bytes())
-                    .collect::<Result<_, _>>()
-                    .map_err(|e| format!("invalid client certificate: {e}"))?;
-            let key = PrivateKeyDer::from_pem_slice(key.as_bytes())
-                .map_err(|_| "invalid client key".to_string())?;
-            builder
-                .with_client_auth_cert(chain, key)
-                .map_err(|e| format!("invalid client certificate: {e}"))?
+            let ck = certified_key(cert, key).map_err(|e| format!("client certificate: {e}"))?;
+            builder.with_client_cert_resolver(Arc::new(OneClientCert(ck)))
         }
         None => builder.with_no_client_auth(),
     };
@@ -217,6 +212,24 @@ pub fn client_config(
         vec![b"http/1.1".to_vec()]
     };
     Ok(cfg)
+}
+
+/// The one client certificate of an upstream TLS config, offered to every server that asks.
+#[derive(Debug)]
+struct OneClientCert(Arc<CertifiedKey>);
+
+impl rustls::client::ResolvesClientCert for OneClientCert {
+    fn resolve(
+        &self,
+        _root_hint_subjects: &[&[u8]],
+        _sigschemes: &[SignatureScheme],
+    ) -> Option<Arc<CertifiedKey>> {
+        Some(self.0.clone())
+    }
+
+    fn has_certs(&self) -> bool {
+        true
+    }
 }
 
 /// Accepts any server certificate: only for services with `tls_verify: false`.
@@ -368,5 +381,12 @@ mod key_tests {
     #[test]
     fn version_1_certificates_load() {
         assert!(certified_key(V1_CERT, V1_KEY).is_ok());
+        // Also as an upstream client certificate; a mismatched pair is still refused there.
+        assert!(client_config(&[], false, Some((V1_CERT, V1_KEY)), false).is_ok());
+        let a = rcgen::generate_simple_self_signed(vec!["a.example".to_string()]).unwrap();
+        let e = client_config(&[], false, Some((&a.cert.pem(), V1_KEY)), false)
+            .err()
+            .unwrap();
+        assert_eq!(e, "client certificate: certificate does not match key");
     }
 }
