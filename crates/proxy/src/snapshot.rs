@@ -555,10 +555,11 @@ pub fn upstream_path(
         _ => 0,
     };
     let rest = sanitize_postfix(&path[cut..]);
-    let ends_with_slash = path.len() > 1 && path.ends_with('/');
     if let Some(trimmed) = base.strip_suffix('/') {
         if rest.is_empty() {
-            if base == "/" || ends_with_slash {
+            // Kong tests the request's last byte here, so a request for `/` keeps the base's
+            // slash (`/base/`); the branch below needs a longer path.
+            if base == "/" || path.ends_with('/') {
                 base.to_string()
             } else {
                 trimmed.to_string()
@@ -569,7 +570,7 @@ pub fn upstream_path(
             join(&[base, rest])
         }
     } else if rest.is_empty() {
-        if ends_with_slash {
+        if path.len() > 1 && path.ends_with('/') {
             join(&[base, "/"])
         } else {
             base.to_string()
@@ -661,6 +662,10 @@ mod tests {
                 "/route/",
                 "/service/",
             ),
+            // fixture rows 82 and 111: a service path ending in /, a request for / on a
+            // stripping `/` route or a host-only one: the base keeps its slash
+            (Some("/service/"), Some("/"), true, "/", "/service/"),
+            (Some("/service/"), None, true, "/", "/service/"),
             // row 70: host-only route
             (Some("/service"), None, false, "/", "/service"),
             (Some("/service"), None, true, "/", "/service"),
