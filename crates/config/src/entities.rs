@@ -567,7 +567,20 @@ impl Parser {
             "latency" => Algorithm::Latency,
             _ => Algorithm::RoundRobin,
         };
-        let hash_on = read_hash(&mut o, "hash_on", errs);
+        let hash_given = o.has("hash_on");
+        let mut hash_on = read_hash(&mut o, "hash_on", errs);
+        // Kong's shorthand fields (upstreams.lua): least-connections and latency drop
+        // `hash_on`; otherwise a `hash_on` other than `none` means consistent hashing whatever
+        // `algorithm` says (configs rely on `hash_on` alone), and `none` means round-robin.
+        let algorithm = match algorithm {
+            Algorithm::LeastConnections | Algorithm::Latency => {
+                hash_on = HashOn::None;
+                algorithm
+            }
+            _ if !hash_given => algorithm,
+            _ if hash_on == HashOn::None => Algorithm::RoundRobin,
+            _ => Algorithm::ConsistentHashing,
+        };
         let hash_fallback = read_hash(&mut o, "hash_fallback", errs);
         if hash_on == HashOn::None && hash_fallback != HashOn::None {
             errs.push(

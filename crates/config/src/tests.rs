@@ -224,6 +224,41 @@ targets:
     assert_eq!(c.targets[1].upstream, u.id);
 }
 
+/// Kong's upstream shorthands: `hash_on` alone means consistent hashing, `hash_on: none`
+/// means round-robin, and least-connections drops `hash_on`.
+#[test]
+fn hash_on_sets_the_algorithm_as_in_kong() {
+    let c = ok(r#"
+_format_version: "3.0"
+upstreams:
+  - {name: a, hash_on: header, hash_on_header: X-User}
+  - {name: b, algorithm: round-robin, hash_on: ip}
+  - {name: c, algorithm: consistent-hashing, hash_on: none}
+  - {name: d, algorithm: least-connections, hash_on: ip}
+  - {name: e, algorithm: consistent-hashing}
+  - {name: f}
+"#);
+    let got: Vec<(&Algorithm, &HashOn)> = c
+        .upstreams
+        .iter()
+        .map(|u| (&u.algorithm, &u.hash_on))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (
+                &Algorithm::ConsistentHashing,
+                &HashOn::Header("x-user".into())
+            ),
+            (&Algorithm::ConsistentHashing, &HashOn::Ip),
+            (&Algorithm::RoundRobin, &HashOn::None),
+            (&Algorithm::LeastConnections, &HashOn::None),
+            (&Algorithm::ConsistentHashing, &HashOn::None),
+            (&Algorithm::RoundRobin, &HashOn::None),
+        ]
+    );
+}
+
 #[test]
 fn vault_references_resolve_from_env() {
     let env = |name: &str| (name == "UPSTREAM_HOST").then(|| "10.0.0.1".to_string());
