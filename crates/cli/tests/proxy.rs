@@ -438,6 +438,9 @@ plugins:
     assert_status(&gw.get("/open").await, 200);
     let r = get(gw.proxy, "/open", &[("x-stop", "1")]).await.unwrap();
     assert_status(&r, 418);
+    // No message configured and none of Kong's defaults for 418: no body, as in Kong.
+    assert_eq!(r.text(), "");
+    assert_eq!(r.header("content-type"), None);
     assert_eq!(
         origin.hits(),
         1,

@@ -27,12 +27,14 @@ impl RequestTermination {
         let before = errs.len();
         let mut o = Obj::open(config, path, errs)?;
         let code = o.int_or("status_code", 503, 100, 599, errs) as u16;
-        let message = o.opt_str("message", errs);
-        let body = o.opt_str("body", errs);
-        let content_type = o.opt_str("content_type", errs);
+        // Kong's `is_present`: an empty string counts as not set.
+        let present = |v: Option<String>| v.filter(|s| !s.is_empty());
+        let message = present(o.opt_str("message", errs));
+        let body = present(o.opt_str("body", errs));
+        let content_type = present(o.opt_str("content_type", errs));
         let trigger = o.opt_str("trigger", errs);
         let echo = o.bool_or("echo", false, errs);
-        if message.is_some() && body.is_some() {
+        if message.is_some() && (body.is_some() || content_type.is_some()) {
             errs.push(
                 o.path().to_string(),
                 "message cannot be used with content_type or body",
@@ -40,6 +42,25 @@ impl RequestTermination {
         }
         if content_type.is_some() && body.is_none() {
             errs.push(o.field_path("content_type"), "content_type requires a body");
+        }
+        if echo && (body.is_some() || content_type.is_some()) {
+            errs.push(
+                o.path().to_string(),
+                "echo cannot be used with content_type and body",
+            );
+        }
+        // Kong's `typedefs.header_name`.
+        if let Some(t) = &trigger {
+            if t.is_empty()
+                || !t
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            {
+                errs.push(
+                    o.field_path("trigger"),
+                    "bad header name, allowed characters are a-z, A-Z, 0-9, '_', and '-'",
+                );
+            }
         }
         let ct_value = content_type
             .as_deref()
@@ -66,10 +87,16 @@ impl RequestTermination {
                 }
                 r
             }
-            None => {
-                let default = default_message(status);
-                Response::message(status, message.as_deref().unwrap_or(&default))
-            }
+            // Kong sends `{"message": ...}` with the configured message or its default for
+            // the status, and no body at all for a status it has no default for.
+            None => match message.as_deref().or(default_message(code)) {
+                Some(m) => Response::message(status, m),
+                None => {
+                    let mut r = Response::json(status, Bytes::new());
+                    r.headers.remove(http::header::CONTENT_TYPE);
+                    r
+                }
+            },
         };
         Some(RequestTermination {
             status,
@@ -104,15 +131,36 @@ impl RequestTermination {
                 (k.as_str().to_string(), Value::String(val))
             })
             .collect();
+        let port = ctx
+            .headers
+            .get(http::header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .and_then(|h| h.rsplit_once(':'))
+            .and_then(|(_, p)| p.parse::<u16>().ok())
+            .unwrap_or(if ctx.scheme == "https" { 443 } else { 80 });
+        // Kong's `kong.request.get_uri_captures()`: every group by position, named ones by name.
+        let unnamed: Vec<&str> = ctx.uri_captures.iter().map(|(_, v)| v.as_str()).collect();
+        let named: serde_json::Map<String, Value> = ctx
+            .uri_captures
+            .iter()
+            .filter_map(|(n, v)| Some((n.clone()?, Value::String(v.clone()))))
+            .collect();
         let body = json!({
             "message": self.response_message(),
+            "kong": {
+                "node_id": crate::prometheus::node_id(),
+                "worker_pid": std::process::id(),
+                "hostname": crate::syslog::hostname(),
+            },
             "request": {
                 "method": ctx.method.as_str(),
                 "path": ctx.path,
-                "query": ctx.query,
+                "query": query_table(ctx.query.as_deref()),
                 "host": ctx.host,
+                "port": port,
                 "scheme": ctx.scheme,
                 "headers": headers,
+                "uri_captures": { "named": named, "unnamed": unnamed },
             },
             "matched_route": { "id": ctx.route_id.as_deref(), "name": ctx.route_name.as_deref() },
             "matched_service": { "id": ctx.service_id.as_deref(), "name": ctx.service_name.as_deref() },
@@ -128,12 +176,42 @@ impl RequestTermination {
     }
 }
 
-/// Kong's default messages per status.
-fn default_message(status: StatusCode) -> String {
-    match status.as_u16() {
-        503 => "Service unavailable".into(),
-        _ => status.canonical_reason().unwrap_or("Unknown").to_string(),
+/// Kong's default messages (`DEFAULT_RESPONSE` in its handler); other statuses have none.
+fn default_message(code: u16) -> Option<&'static str> {
+    Some(match code {
+        401 => "Unauthorized",
+        404 => "Not found",
+        405 => "Method not allowed",
+        500 => "An unexpected error occurred",
+        502 => "Bad Gateway",
+        503 => "Service unavailable",
+        _ => return None,
+    })
+}
+
+/// The query string as Kong's `kong.request.get_query()` gives it: decoded names and values,
+/// `true` for a name without `=`, an array for a repeated name.
+fn query_table(query: Option<&str>) -> serde_json::Map<String, Value> {
+    let mut out = serde_json::Map::new();
+    let decode = |s: &str| {
+        percent_encoding::percent_decode_str(&s.replace('+', " "))
+            .decode_utf8_lossy()
+            .into_owned()
+    };
+    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = match pair.split_once('=') {
+            Some((k, v)) => (decode(k), Value::String(decode(v))),
+            None => (decode(pair), Value::Bool(true)),
+        };
+        match out.get_mut(&k) {
+            Some(Value::Array(a)) => a.push(v),
+            Some(prev) => *prev = Value::Array(vec![prev.take(), v]),
+            None => {
+                out.insert(k, v);
+            }
+        }
     }
+    out
 }
 
 impl Plugin for RequestTermination {
@@ -238,5 +316,82 @@ mod tests {
         assert!(msgs.contains(
             &"plugins[0].config: message cannot be used with content_type or body".to_string()
         ));
+    }
+
+    /// Kong's `DEFAULT_RESPONSE`: a message for 401/404/405/500/502/503 only; any other
+    /// status without a message or body is sent with no body.
+    #[test]
+    fn default_messages_are_kongs() {
+        let answer = |code: u16| {
+            let mut e = Errors::default();
+            let p =
+                RequestTermination::build(&json!({ "status_code": code }), "c", &mut e).unwrap();
+            run(&p, &mut ctx(None)).unwrap()
+        };
+        assert_eq!(&answer(404).body[..], br#"{"message":"Not found"}"#);
+        assert_eq!(
+            &answer(405).body[..],
+            br#"{"message":"Method not allowed"}"#
+        );
+        assert_eq!(
+            &answer(500).body[..],
+            br#"{"message":"An unexpected error occurred"}"#
+        );
+        for code in [200, 204, 403, 418, 429] {
+            let r = answer(code);
+            assert_eq!(r.status, code);
+            assert!(r.body.is_empty(), "{code}: {:?}", r.body);
+            assert!(r.headers.get(http::header::CONTENT_TYPE).is_none());
+        }
+    }
+
+    /// Kong's schema checks: empty strings count as unset; echo excludes body and
+    /// content_type; message excludes content_type; trigger is a header name.
+    #[test]
+    fn kong_schema_rules() {
+        let errors = |config: Value| {
+            let mut e = Errors::default();
+            let ok = RequestTermination::build(&config, "c", &mut e).is_some();
+            let msgs: Vec<String> = e.into_vec().iter().map(ToString::to_string).collect();
+            (ok, msgs)
+        };
+        assert!(errors(json!({"message": "", "body": "x"})).0);
+        assert_eq!(
+            errors(json!({"echo": true, "body": "x"})).1,
+            vec!["c: echo cannot be used with content_type and body"]
+        );
+        assert_eq!(
+            errors(json!({"message": "m", "content_type": "text/plain"})).1,
+            vec![
+                "c: message cannot be used with content_type or body",
+                "c.content_type: content_type requires a body"
+            ]
+        );
+        let (ok, msgs) = errors(json!({"trigger": "bad header"}));
+        assert!(!ok);
+        assert!(
+            msgs[0].starts_with("c.trigger: bad header name"),
+            "{msgs:?}"
+        );
+        assert!(errors(json!({"trigger": "X-Debug_1"})).0);
+    }
+
+    /// `echo`: the request as Kong describes it, with the query as a table.
+    #[test]
+    fn echo_describes_the_request() {
+        let mut e = Errors::default();
+        let p = RequestTermination::build(&json!({"echo": true, "status_code": 200}), "c", &mut e)
+            .unwrap();
+        let r = run(&p, &mut ctx(Some("a=1&a=2&b&c=x%20y"))).unwrap();
+        assert_eq!(r.status, 200);
+        let v: Value = serde_json::from_slice(&r.body).unwrap();
+        assert_eq!(v["message"], Value::Null);
+        assert_eq!(
+            v["request"]["query"],
+            json!({"a": ["1", "2"], "b": true, "c": "x y"})
+        );
+        assert_eq!(v["request"]["method"], "GET");
+        assert_eq!(v["request"]["path"], "/x");
+        assert_eq!(v["kong"]["worker_pid"], std::process::id());
     }
 }

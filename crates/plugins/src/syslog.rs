@@ -109,7 +109,7 @@ fn severity(o: &mut Obj<'_>, key: &str, errs: &mut Errors) -> u8 {
 }
 
 /// This machine's host name (for remote servers), without spaces.
-fn hostname() -> &'static str {
+pub(crate) fn hostname() -> &'static str {
     static H: OnceLock<String> = OnceLock::new();
     H.get_or_init(|| {
         std::fs::read_to_string("/proc/sys/kernel/hostname")
