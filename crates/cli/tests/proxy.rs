@@ -785,6 +785,41 @@ async fn characters_kong_escapes_in_the_upstream_path_are_percent_encoded() {
     assert_eq!(echo["uri"], "/p%7Cq%7Bx%7D%5E%22y?k=a|b");
 }
 
+/// Kong routes by the decoded path: escapes of non-reserved characters (UTF-8 text, space,
+/// braces) are decoded before matching, so a route written `/café` takes `/caf%C3%A9`; the
+/// upstream gets them encoded again, reserved escapes untouched. Raw non-ASCII bytes in the
+/// request line are refused (400), as RFC 9112 allows; nginx would take them.
+#[tokio::test]
+async fn non_ascii_route_paths_match_encoded_and_raw_requests() {
+    let origin = Origin::start("a").await;
+    let gw = Gw::start(&one_service(
+        &origin.url(),
+        "      - name: r\n        paths: [\"/café\"]\n        strip_path: false\n      - name: rx\n        paths: [\"~/ünï$\"]\n      - name: sp\n        paths: [\"/with space\"]\n",
+    ))
+    .await;
+    for (target, upstream) in [
+        ("/caf%C3%A9/a%20b%7b%2F", "/caf%C3%A9/a%20b%7B%2F"),
+        ("/caf%c3%a9", "/caf%C3%A9"),
+    ] {
+        let req = format!("GET {target} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+        let (out, _) = raw(gw.proxy, req.as_bytes()).await;
+        assert_eq!(status_of(&out), 200, "{target}: {out}");
+        let body = &out[out.find("\r\n\r\n").unwrap() + 4..];
+        let echo: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!(echo["uri"], upstream, "{target}");
+    }
+    assert_status(&gw.get("/%C3%BCn%C3%AF").await, 200);
+    assert_status(&gw.get("/with%20space/x").await, 200);
+    let (out, _) = raw(
+        gw.proxy,
+        "GET /café HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n".as_bytes(),
+    )
+    .await;
+    assert_eq!(status_of(&out), 400, "{out}");
+    // An escape that is not UTF-8 stays escaped: it is not `/café`.
+    assert_status(&gw.get("/caf%E9").await, 404);
+}
+
 fn headers_config(origin: &Origin) -> String {
     format!(
         r#"_format_version: "3.0"

@@ -426,13 +426,11 @@ impl Parser {
                 errs.push(fp, "must start with \"/\" or \"~\"");
             } else if p.contains("//") {
                 errs.push(fp, "must not have empty segments");
-            } else if p
-                .chars()
-                .any(|c| c.is_control() || c == ' ' || c == '?' || c == '#')
-            {
+            } else if p.chars().any(|c| c.is_control() || c == '?' || c == '#') {
                 // Kong 3.x would take such a path as a literal prefix no request can match
                 // (and a route that never matches leaves its traffic to broader routes and
-                // their plugins), so it is refused; a regex is the usual intent.
+                // their plugins), so it is refused; a regex is the usual intent. (A space can
+                // match: request paths are routed with `%20` decoded.)
                 let hint = if p.chars().any(|c| "()[]^$*+?{}|\\".contains(c)) {
                     "; it looks like a regex: since _format_version 3.0 regex paths start with '~'"
                 } else {
@@ -440,7 +438,7 @@ impl Parser {
                 };
                 errs.push(
                     fp,
-                    format!("invalid path: contains a space, control character, '?' or '#'{hint}"),
+                    format!("invalid path: contains a control character, '?' or '#'{hint}"),
                 );
             } else if let Err(e) = text::check_route_prefix(p) {
                 errs.push(fp, e);

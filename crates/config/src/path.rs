@@ -1,7 +1,11 @@
 //! Request path normalisation: one path for routing, plugins and the upstream.
 //!
-//! Following RFC 3986 and Kong's `normalize`: percent-encoded unreserved characters are decoded
-//! once, other escapes are kept with upper-case hex, dot segments are removed. Unlike Kong we
+//! Following RFC 3986 and Kong's `normalize`: percent-encoded characters are decoded once,
+//! except reserved ones (`!*'();:@&=+$,/?%#[]`), whose escapes are kept with upper-case hex;
+//! dot segments are removed. Unlike Kong, escapes of control characters and of `\` stay
+//! encoded too (a raw one is refused), and so does an escaped byte sequence that is not UTF-8;
+//! the forwarded path encodes again what is not safe raw (so `/caf%C3%A9` routes as `/café`
+//! and reaches the upstream as `/caf%C3%A9`). Unlike Kong we
 //! also merge repeated slashes, so `//admin` cannot slip past a `/admin` route onto a catch-all
 //! route whose upstream would read it as `/admin`. Encoded NUL, malformed escapes and raw
 //! control characters are refused.
@@ -15,6 +19,8 @@ pub enum PathError {
     Forbidden,
     /// Not an origin-form path.
     NotAbsolute,
+    /// Decoded escapes are not UTF-8 (internal: [`normalise`] then keeps them escaped).
+    NotUtf8,
 }
 
 fn hex(b: u8) -> Option<u8> {
@@ -26,18 +32,31 @@ fn hex(b: u8) -> Option<u8> {
     }
 }
 
-fn is_unreserved(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
+/// Is an escaped byte decoded? Unreserved characters and Kong's "others" (not reserved) are,
+/// except control characters and `\`; `non_ascii` says whether bytes from 0x80 are.
+fn decodes(v: u8, non_ascii: bool) -> bool {
+    if v >= 0x80 {
+        return non_ascii;
+    }
+    !(v < 0x20 || v == 0x7f || v == b'\\' || b"!*'();:@&=+$,/?%#[]".contains(&v))
 }
 
 /// Returns the normalised path. Fast path: a path with no `%`, no dot segment and no `//` is
 /// returned unchanged without allocation by the caller checking [`needs_normalising`].
 pub fn normalise(path: &str) -> Result<String, PathError> {
+    match normalise_with(path, true) {
+        // Escapes of bytes from 0x80 that do not decode to UTF-8 stay escaped.
+        Err(PathError::NotUtf8) => normalise_with(path, false),
+        r => r,
+    }
+}
+
+fn normalise_with(path: &str, non_ascii: bool) -> Result<String, PathError> {
     let bytes = path.as_bytes();
     if bytes.first() != Some(&b'/') {
         return Err(PathError::NotAbsolute);
     }
-    // 1. Decode unreserved escapes, upper-case the others.
+    // 1. Decode escapes but the reserved ones, upper-case those.
     let mut decoded = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
@@ -58,7 +77,7 @@ pub fn normalise(path: &str) -> Result<String, PathError> {
             if v == 0 {
                 return Err(PathError::Forbidden);
             }
-            if is_unreserved(v) {
+            if decodes(v, non_ascii) {
                 decoded.push(v);
             } else {
                 decoded.push(b'%');
@@ -98,8 +117,8 @@ pub fn normalise(path: &str) -> Result<String, PathError> {
     if result.is_empty() || (trailing_slash && !out.is_empty()) {
         result.push(b'/');
     }
-    // Only ASCII bytes were added or decoded (unreserved are ASCII); the rest came from a str.
-    String::from_utf8(result).map_err(|_| PathError::Forbidden)
+    // Bytes from 0x80 came from the str or from decoded escapes, which may not be UTF-8.
+    String::from_utf8(result).map_err(|_| PathError::NotUtf8)
 }
 
 /// True when `path` might change under [`normalise`].
@@ -188,6 +207,16 @@ mod tests {
         assert_eq!(n("/%2E"), "/");
         assert_eq!(n("/"), "/");
         assert_eq!(n("/a/"), "/a/");
+        // Kong's "others" are decoded too: non-ASCII text, space, braces, quotes.
+        assert_eq!(n("/caf%C3%A9/x"), "/café/x");
+        assert_eq!(n("/café/x"), "/café/x");
+        assert_eq!(n("/a%20b/%7B%7d%22"), "/a b/{}\"");
+        // Reserved characters stay escaped (upper-cased); so do, unlike Kong, control
+        // characters, backslashes and escapes that are not UTF-8.
+        assert_eq!(n("/a%3fb%2a%25"), "/a%3Fb%2A%25");
+        assert_eq!(n("/a%5cb/%01/%7F"), "/a%5Cb/%01/%7F");
+        assert_eq!(n("/%ff/caf%C3%A9"), "/%FF/caf%C3%A9");
+        assert_eq!(n("/%C3"), "/%C3");
     }
 
     #[test]
