@@ -33,7 +33,7 @@ fn ca_entity(id: &str, ca: &TestCa) -> String {
 /// A gateway with certificates for `a.test` and `*.wild.test` and one catch-all route.
 async fn sni_gateway(origin: &Origin, a: &Leaf, wild: &Leaf) -> Gw {
     Gw::start(&format!(
-        "_format_version: \"3.0\"\ncertificates:\n{}{}services:\n  - name: svc\n    url: {}\n    routes:\n      - name: all\n        paths: [/]\n      - name: secure\n        paths: [/secure]\n        protocols: [https]\n",
+        "_format_version: \"3.0\"\ncertificates:\n{}{}services:\n  - name: svc\n    url: {}\n    routes:\n      - name: all\n        paths: [/]\n      - name: secure\n        paths: [/secure]\n        protocols: [https]\n      - name: plain-only\n        paths: [/plain-only]\n        protocols: [http]\n",
         cert_entity(CERT_A, a, &["a.test"]),
         cert_entity(CERT_WILD, wild, &["*.wild.test"]),
         origin.url()
@@ -74,6 +74,17 @@ async fn sni_selects_the_certificate_and_requests_are_proxied_over_tls() {
         gw.tls.port().to_string()
     );
     assert!(r.header("x-hop").is_none());
+    // A route for http only is proxied over https too, as in Kong 3.x (its default router
+    // matches without the protocol; only https-only routes refuse the other scheme).
+    let s = tls_connect(gw.tls, "a.test", trusted.clone())
+        .await
+        .unwrap();
+    let r = send_h1(s, "GET", "/plain-only/x", &[("host", "a.test")], b"")
+        .await
+        .unwrap();
+    assert_status(&r, 200);
+    assert_eq!(r.json()["uri"], "/x");
+    assert_eq!(r.upstream_header("x-forwarded-proto").unwrap(), "https");
 
     // Wildcard SNI: the *.wild.test certificate.
     let s = tls_connect(gw.tls, "x.wild.test", trusted.clone())
@@ -116,7 +127,7 @@ async fn sni_selects_the_certificate_and_requests_are_proxied_over_tls() {
     assert!(tls_connect(gw.tls, "unknown.test", trusted).await.is_err());
     // (The self-signed check discriminates: our CA-issued leaf fails it.)
     assert!(!is_self_signed_for(&a.der, "localhost"));
-    assert_eq!(origin.hits(), 4);
+    assert_eq!(origin.hits(), 5);
 }
 
 #[tokio::test]

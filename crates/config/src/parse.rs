@@ -300,15 +300,40 @@ fn check_uniqueness(c: &Config, errs: &mut Errors) {
         let mut reported = HashSet::new();
         for v in values {
             if !seen.insert(v) && reported.insert(v) {
-                errs.push(kind, format!("duplicate {what} '{v}'"));
+                errs.push(kind, uniqueness(kind, what, v));
             }
         }
     }
-    dup(
+    // Ids, skipping a collision between entities of the same name: their ids were derived
+    // from that name, and the name's duplicate is the error to report.
+    fn dup_ids<'a>(
+        errs: &mut Errors,
+        kind: &str,
+        values: impl Iterator<Item = (&'a str, Option<&'a str>)>,
+    ) {
+        let mut seen: HashMap<&str, Option<&str>> = HashMap::new();
+        let mut reported = HashSet::new();
+        for (id, name) in values {
+            match seen.get(id) {
+                Some(first) if name.is_some() && *first == name => {}
+                Some(_) if reported.insert(id) => errs.push(kind, uniqueness(kind, "id", id)),
+                Some(_) => {}
+                None => {
+                    seen.insert(id, name);
+                }
+            }
+        }
+    }
+    // Kong's words (declarative_config.lua).
+    fn uniqueness(kind: &str, what: &str, v: &str) -> String {
+        format!("uniqueness violation: '{kind}' entity with {what} set to '{v}' already declared")
+    }
+    dup_ids(
         errs,
         "services",
-        "id",
-        c.services.iter().map(|s| s.id.as_str()),
+        c.services
+            .iter()
+            .map(|s| (s.id.as_str(), s.name.as_deref())),
     );
     dup(
         errs,
@@ -316,18 +341,23 @@ fn check_uniqueness(c: &Config, errs: &mut Errors) {
         "name",
         c.services.iter().filter_map(|s| s.name.as_deref()),
     );
-    dup(errs, "routes", "id", c.routes.iter().map(|r| r.id.as_str()));
+    dup_ids(
+        errs,
+        "routes",
+        c.routes.iter().map(|r| (r.id.as_str(), r.name.as_deref())),
+    );
     dup(
         errs,
         "routes",
         "name",
         c.routes.iter().filter_map(|r| r.name.as_deref()),
     );
-    dup(
+    dup_ids(
         errs,
         "upstreams",
-        "id",
-        c.upstreams.iter().map(|u| u.id.as_str()),
+        c.upstreams
+            .iter()
+            .map(|u| (u.id.as_str(), Some(u.name.as_str()))),
     );
     dup(
         errs,
@@ -335,11 +365,12 @@ fn check_uniqueness(c: &Config, errs: &mut Errors) {
         "name",
         c.upstreams.iter().map(|u| u.name.as_str()),
     );
-    dup(
+    dup_ids(
         errs,
         "consumers",
-        "id",
-        c.consumers.iter().map(|u| u.id.as_str()),
+        c.consumers
+            .iter()
+            .map(|u| (u.id.as_str(), u.username.as_deref())),
     );
     dup(
         errs,

@@ -1289,13 +1289,9 @@ fn protocol_mismatch(
         }
         return Some(r);
     }
-    if conn.tls && !route.allows_https && route.allows_http {
-        // An http-only route reached over TLS: Kong treats it as no match.
-        return Some(kong_error(
-            StatusCode::NOT_FOUND,
-            "no Route matched with those values",
-        ));
-    }
+    // An http-only route reached over TLS is proxied, as in Kong 3.x: its default router
+    // (traditional_compatible) does not match on the protocol, and the runloop refuses only
+    // https-only routes reached over http.
     None
 }
 
