@@ -208,7 +208,7 @@ fn start(args: StartArgs) -> anyhow::Result<()> {
                 Ok(c) => (c, config_hash(&text)),
                 Err(errors) => {
                     for e in &errors {
-                        tracing::error!(path = %e.path, message = %e.message, "invalid config");
+                        tracing::error!(path = %e.path, error = %e.message, "invalid config");
                     }
                     anyhow::bail!("{}: {} error(s) in config", path.display(), errors.len());
                 }
@@ -245,7 +245,7 @@ async fn run(
         Ok(gw) => gw,
         Err(ReloadError::Invalid(errors)) => {
             for e in &errors {
-                tracing::error!(path = %e.path, message = %e.message, "invalid config");
+                tracing::error!(path = %e.path, error = %e.message, "invalid config");
             }
             anyhow::bail!("{} error(s) in config", errors.len());
         }
@@ -305,7 +305,7 @@ async fn signals(gw: Arc<Gateway>, stop: watch::Sender<bool>) {
                 Ok(summary) => tracing::info!(config = %summary, "config reloaded"),
                 Err(ReloadError::Invalid(errors)) => {
                     for e in &errors {
-                        tracing::error!(path = %e.path, message = %e.message, "invalid config");
+                        tracing::error!(path = %e.path, error = %e.message, "invalid config");
                     }
                     tracing::error!(errors = errors.len(), "config reload refused; the running config keeps serving");
                 }

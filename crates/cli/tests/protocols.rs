@@ -57,6 +57,9 @@ async fn websocket_upgrade_is_tunnelled_both_ways() {
     let lower = head.to_ascii_lowercase();
     assert!(lower.contains("\r\nupgrade: websocket\r\n"), "{head}");
     assert!(lower.contains("\r\nconnection: upgrade\r\n"), "{head}");
+    // The upstream's hop-by-hop headers stay on its hop.
+    assert!(!lower.contains("x-up-hop"), "{head}");
+    assert!(!lower.contains("keep-alive"), "{head}");
     // A relayed response like any other: Kong's latency headers and the request id.
     assert!(lower.contains("\r\nx-kong-upstream-latency: "), "{head}");
     assert!(lower.contains("\r\nx-kong-proxy-latency: "), "{head}");

@@ -130,6 +130,35 @@ async fn sni_selects_the_certificate_and_requests_are_proxied_over_tls() {
     assert_eq!(origin.hits(), 5);
 }
 
+/// Kong's catch-all SNI `*` (its way to set a default certificate in a DB-less file): served
+/// to a client naming a server no other SNI matches, including a name two labels under a
+/// wildcard; a client naming no server gets the node's default certificate, as in Kong.
+#[tokio::test]
+async fn the_catch_all_sni_serves_unmatched_names() {
+    let ca = TestCa::new("portcullis test CA");
+    let wild = ca.issue(&["*.wild.test"]);
+    let any = ca.issue(&["fallback.test"]);
+    let origin = Origin::start("tls").await;
+    let gw = Gw::start(&format!(
+        "_format_version: \"3.0\"\ncertificates:\n{}{}services:\n  - name: svc\n    url: {}\n    routes:\n      - name: all\n        paths: [/]\n",
+        cert_entity(CERT_WILD, &wild, &["*.wild.test"]),
+        cert_entity(CERT_A, &any, &["*"]),
+        origin.url()
+    ))
+    .await;
+    let cfg = client_config(None, &["http/1.1"], all_versions());
+    for (name, want) in [
+        ("x.wild.test", &wild.der),
+        ("a.b.wild.test", &any.der),
+        ("unknown.test", &any.der),
+    ] {
+        let s = tls_connect(gw.tls, name, cfg.clone()).await.unwrap();
+        assert_eq!(&peer_leaf(&s), want, "{name}");
+    }
+    let s = tls_connect(gw.tls, "127.0.0.1", cfg.clone()).await.unwrap();
+    assert!(is_self_signed_for(&peer_leaf(&s), "localhost"));
+}
+
 #[tokio::test]
 async fn https_only_route_is_served_over_tls_and_refused_over_http() {
     let ca = TestCa::new("portcullis test CA");

@@ -742,7 +742,8 @@ impl Parser {
             }
         });
         for (i, s) in snis.iter().enumerate() {
-            if text::check_route_host(s).is_err() || s.contains(':') {
+            // `*` is Kong's catch-all SNI (its default certificate in DB-less files).
+            if s != "*" && (text::check_route_host(s).is_err() || s.contains(':')) {
                 errs.push(index(&o.field_path("snis"), i), "invalid SNI name");
             }
         }
@@ -766,7 +767,10 @@ impl Parser {
             .req_str("name", errs)
             .unwrap_or_default()
             .to_ascii_lowercase();
-        if !name.is_empty() && (text::check_route_host(&name).is_err() || name.contains(':')) {
+        if !name.is_empty()
+            && name != "*"
+            && (text::check_route_host(&name).is_err() || name.contains(':'))
+        {
             errs.push(o.field_path("name"), "invalid SNI name");
         }
         o.accept(&["id"]);

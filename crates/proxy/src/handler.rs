@@ -698,6 +698,14 @@ pub async fn handle(
                     let mut out = Response::from_parts(p, ProxyBody::Empty);
                     *out.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
                     let h = out.headers_mut();
+                    // The upstream's hop-by-hop headers (and those its Connection names) stay
+                    // on its hop; the client's hop gets the upgrade it asked for.
+                    let upgrade = h.get(header::UPGRADE).cloned();
+                    strip_hop_by_hop(h);
+                    if let Some(u) = upgrade {
+                        h.insert(header::UPGRADE, u);
+                        h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+                    }
                     proxied_headers(
                         gw,
                         upstream_latency,

@@ -84,12 +84,17 @@ pub struct CertTable {
     suffix: Vec<(String, CertPair)>,
     /// `example.*` stored as `example.`.
     prefix: Vec<(String, CertPair)>,
+    /// SNI `*`: Kong's catch-all, for a client naming a server no other SNI matches (a client
+    /// that names none gets the node's default certificate, as in Kong).
+    any: Option<CertPair>,
 }
 
 impl CertTable {
     /// Adds a certificate for an SNI pattern.
     pub fn insert(&mut self, sni: &str, key: CertPair) {
-        if let Some(rest) = sni.strip_prefix('*') {
+        if sni == "*" {
+            self.any = Some(key);
+        } else if let Some(rest) = sni.strip_prefix('*') {
             self.suffix.push((rest.to_string(), key));
         } else if let Some(rest) = sni.strip_suffix('*') {
             self.prefix.push((rest.to_string(), key));
@@ -109,15 +114,22 @@ impl CertTable {
         if let Some(k) = self.exact.get(&name) {
             return Some(k.clone());
         }
+        // A wildcard stands for one label, as in Kong (`*.example.com` does not cover
+        // `a.b.example.com`) and in RFC 6125 certificate matching.
         self.suffix
             .iter()
-            .find(|(s, _)| name.ends_with(s.as_str()) && name.len() > s.len())
+            .find(|(s, _)| {
+                name.strip_suffix(s.as_str())
+                    .is_some_and(|label| !label.is_empty() && !label.contains('.'))
+            })
             .or_else(|| {
-                self.prefix
-                    .iter()
-                    .find(|(p, _)| name.starts_with(p.as_str()) && name.len() > p.len())
+                self.prefix.iter().find(|(p, _)| {
+                    name.strip_prefix(p.as_str())
+                        .is_some_and(|label| !label.is_empty() && !label.contains('.'))
+                })
             })
             .map(|(_, k)| k.clone())
+            .or_else(|| self.any.clone())
     }
 }
 
@@ -377,6 +389,45 @@ mod key_tests {
     /// webpki cannot parse it to compare keys, Kong and TLS clients take it, so it loads.
     const V1_CERT: &str = "-----BEGIN CERTIFICATE-----\nMIIBJjCBzQIUUs7fm+Fr+gXYKYSLfMeFCcUdoKEwCgYIKoZIzj0EAwIwFTETMBEG\nA1UEAwwKdjEuZXhhbXBsZTAgFw0yNjEyMDYwNTM5NDRaGA8yMTI2MTExMjA1Mzk0\nNFowFTETMBEGA1UEAwwKdjEuZXhhbXBsZTBZMBMGByqGSM49AgEGCCqGSM49AwEH\nA0IABA3F6+WeE3uWiPdRic0aFOOsHNMdEZNWWZw3lmYJCWFeALoO2oFCJiX1UEPa\nfFs1PqBnKY407UgOJW9kP1AaA3swCgYIKoZIzj0EAwIDSAAwRQIgawsnI+rNjDYI\nVZB3yjcAW0OFBJrHTyfC8jFygTccNvICIQDgZM7PvaHcaj6Rffj5cSJk6IFK+WRO\ndvF4XF7Kl6jFYA==\n-----END CERTIFICATE-----";
     const V1_KEY: &str = "-----BEGIN PRIVATE KEY-----\nMIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgb87Z332EA/kCEZGq\nzsWTiC84Fh+/+Mwwd9MKhLQ3epKhRANCAAQNxevlnhN7loj3UYnNGhTjrBzTHRGT\nVlmcN5ZmCQlhXgC6DtqBQiYl9VBD2nxbNT6gZymONO1IDiVvZD9QGgN7\n-----END PRIVATE KEY-----";
+
+    /// Kong's SNI lookup: exact, then a wildcard standing for one label (left or right),
+    /// then the catch-all `*`; nothing at all without a `*`.
+    #[test]
+    fn sni_lookup_order() {
+        let pair = |name: &str| {
+            let c = rcgen::generate_simple_self_signed(vec![name.to_string()]).unwrap();
+            CertPair {
+                primary: certified_key(&c.cert.pem(), &c.signing_key.serialize_pem()).unwrap(),
+                alt: None,
+            }
+        };
+        let (exact, left, right, any) = (pair("a"), pair("b"), pair("c"), pair("d"));
+        let mut t = CertTable::default();
+        t.insert("www.example.com", exact.clone());
+        t.insert("*.example.com", left.clone());
+        t.insert("example.*", right.clone());
+        t.finish();
+        let got = |t: &CertTable, n: &str| t.lookup(n).map(|p| p.primary.clone());
+        let is = |t: &CertTable, n: &str, want: &CertPair| {
+            got(t, n).is_some_and(|k| Arc::ptr_eq(&k, &want.primary))
+        };
+        assert!(is(&t, "WWW.example.com", &exact));
+        assert!(is(&t, "api.example.com", &left));
+        assert!(is(&t, "example.org", &right));
+        for n in [
+            "a.b.example.com",
+            "example.co.uk",
+            "example.com.",
+            "other.test",
+        ] {
+            assert!(got(&t, n).is_none(), "{n}");
+        }
+        t.insert("*", any.clone());
+        t.finish();
+        assert!(is(&t, "a.b.example.com", &any));
+        assert!(is(&t, "other.test", &any));
+        assert!(is(&t, "api.example.com", &left));
+    }
 
     #[test]
     fn version_1_certificates_load() {

@@ -180,10 +180,14 @@ async fn echo(
                 }
             }
         });
+        // With hop-by-hop extras the gateway must not relay: a header its Connection names,
+        // and Keep-Alive.
         return Ok(Response::builder()
             .status(101)
-            .header("connection", "upgrade")
+            .header("connection", "upgrade, x-up-hop")
             .header("upgrade", "websocket")
+            .header("x-up-hop", "1")
+            .header("keep-alive", "timeout=5")
             .body(Full::new(Bytes::new()))
             .unwrap());
     }
