@@ -204,7 +204,12 @@ fn start(args: StartArgs) -> anyhow::Result<()> {
         Some(path) => {
             let text = std::fs::read_to_string(path)
                 .with_context(|| format!("cannot read config {}", path.display()))?;
-            match portcullis_config::parse_str(&text, &|n| std::env::var(n).ok()) {
+            // Plugin schemas checked in the same pass, so the errors are those of `validate`.
+            match portcullis_config::parse_str_with(
+                &text,
+                &|n| std::env::var(n).ok(),
+                &portcullis_plugins::validate,
+            ) {
                 Ok(c) => (c, config_hash(&text)),
                 Err(errors) => {
                     for e in &errors {

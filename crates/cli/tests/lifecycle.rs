@@ -284,6 +284,28 @@ async fn slowloris_is_cut_off_with_408() {
     assert!(started.elapsed() < Duration::from_secs(3));
 }
 
+/// A refused reload logs the same errors `config validate` prints: plugin-schema errors
+/// together with the entity ones.
+#[tokio::test]
+async fn a_refused_reload_logs_plugin_errors_too() {
+    let origin = Origin::start("a").await;
+    let gw = Gw::start(&config(&origin.url(), "/v1")).await;
+    let bad = format!(
+        "{}        plugins:\n          - name: request-termination\n            config: {{status_code: 403, bogus_field: 1}}\n      - name: r2\n        paths: [no-slash]\n",
+        config(&origin.url(), "/v2")
+    );
+    let hash = gw.config_hash().await;
+    gw.reload(&bad).await;
+    assert_eq!(gw.config_hash().await, hash);
+    assert_status(&gw.get("/v1").await, 200);
+    let logs = gw.logs();
+    assert!(
+        logs.contains("services[0].routes[0].plugins[0].config.bogus_field"),
+        "{logs}"
+    );
+    assert!(logs.contains("services[0].routes[1].paths[0]"), "{logs}");
+}
+
 /// User plus system CPU time of a process so far, in clock ticks.
 fn cpu_ticks(pid: u32) -> u64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();

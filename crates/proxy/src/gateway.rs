@@ -211,8 +211,14 @@ impl Gateway {
             .await
             .map_err(|e| ReloadError::Io(format!("cannot read {}: {e}", path.display())))?;
         let hash = config_hash(&text);
-        let config = portcullis_config::parse_str(&text, &|n| std::env::var(n).ok())
-            .map_err(ReloadError::Invalid)?;
+        // Plugin schemas checked in the same pass, so a refused reload logs every error that
+        // `portcullis config validate` prints, not only the entity ones.
+        let config = portcullis_config::parse_str_with(
+            &text,
+            &|n| std::env::var(n).ok(),
+            &portcullis_plugins::validate,
+        )
+        .map_err(ReloadError::Invalid)?;
         let summary = config.summary();
         self.apply(config, hash).await?;
         Ok(summary)
