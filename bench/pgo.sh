@@ -95,12 +95,22 @@ LUA
 PC_PID=""
 trap cleanup EXIT
 taskset -c "$LOAD_CPU" nginx -c "$ROOT/$OUT/origin.conf" -p "$ROOT/$OUT"
-LLVM_PROFILE_FILE="$RAW/portcullis-%p-%m.profraw" "$GEN" start --config "$OUT/kong.yml" \
-  --settings "$OUT/portcullis.toml" --workers 1 --proxy-listen 127.0.0.1:$PORT \
-  --proxy-tls-listen 127.0.0.1:$TLS_PORT --admin-listen 127.0.0.1:$ADMIN_PORT 2> "$OUT/train.log" &
-PC_PID=$!
-for _ in $(seq 1 100); do curl -sf -o /dev/null "http://127.0.0.1:$ADMIN_PORT/status" && break; sleep 0.1; done
-curl -sf -o /dev/null "http://127.0.0.1:$PORT/" || { echo "FATAL: instrumented build not answering" >&2; cat "$OUT/train.log" >&2; exit 1; }
+# train SETTINGS-FILE LOG: starts the instrumented build and waits until it proxies.
+train() {
+  LLVM_PROFILE_FILE="$RAW/portcullis-%p-%m.profraw" "$GEN" start --config "$OUT/kong.yml" \
+    --settings "$1" --workers 1 --proxy-listen 127.0.0.1:$PORT \
+    --proxy-tls-listen 127.0.0.1:$TLS_PORT --admin-listen 127.0.0.1:$ADMIN_PORT 2> "$2" &
+  PC_PID=$!
+  for _ in $(seq 1 100); do curl -sf -o /dev/null "http://127.0.0.1:$ADMIN_PORT/status" && break; sleep 0.1; done
+  curl -sf -o /dev/null "http://127.0.0.1:$PORT/" || { echo "FATAL: instrumented build not answering" >&2; cat "$2" >&2; exit 1; }
+}
+# Stops it with SIGTERM, so that it writes its profile.
+stop_training() {
+  kill -TERM "$PC_PID"
+  wait "$PC_PID" || true
+  PC_PID=""
+}
+train "$OUT/portcullis.toml" "$OUT/train.log"
 
 B=(-H "User-Agent: Mozilla/5.0 (X11; Linux x86_64) trainer" -H "Accept: application/json, */*"
    -H "Accept-Encoding: gzip, br" -H "Accept-Language: en-GB,en;q=0.9" -H "Cookie: session=abc123")
@@ -125,23 +135,14 @@ for _ in $(seq 1 200); do
   curl -s -o /dev/null "http://127.0.0.1:$ADMIN_PORT/status"
 done
 curl -s -o /dev/null "http://127.0.0.1:$ADMIN_PORT/services"
-kill -TERM "$PC_PID"
-wait "$PC_PID" || true
-PC_PID=""
+stop_training
 # A second, shorter run with `busy_polling = true`, so that the spinner and the scheduler's
 # zero-timeout polls are profiled too (the profiles of both runs are merged).
 { cat "$OUT/portcullis.toml"; echo 'busy_polling = true'; } > "$OUT/portcullis-busy.toml"
-LLVM_PROFILE_FILE="$RAW/portcullis-%p-%m.profraw" "$GEN" start --config "$OUT/kong.yml" \
-  --settings "$OUT/portcullis-busy.toml" --workers 1 --proxy-listen 127.0.0.1:$PORT \
-  --proxy-tls-listen 127.0.0.1:$TLS_PORT --admin-listen 127.0.0.1:$ADMIN_PORT 2> "$OUT/train-busy.log" &
-PC_PID=$!
-for _ in $(seq 1 100); do curl -sf -o /dev/null "http://127.0.0.1:$ADMIN_PORT/status" && break; sleep 0.1; done
-curl -sf -o /dev/null "http://127.0.0.1:$PORT/" || { echo "FATAL: instrumented build (busy polling) not answering" >&2; cat "$OUT/train-busy.log" >&2; exit 1; }
+train "$OUT/portcullis-busy.toml" "$OUT/train-busy.log"
 load 5 50 "http://127.0.0.1:$PORT/"
 load 3 50 "${B[@]}" "http://127.0.0.1:$PORT/api/v1/users/42?fields=name,email"
-kill -TERM "$PC_PID"
-wait "$PC_PID" || true
-PC_PID=""
+stop_training
 ls "$RAW"/*.profraw >/dev/null 2>&1 || { echo "FATAL: the instrumented build wrote no profile" >&2; exit 1; }
 
 # The profile's content in its path: cargo tracks RUSTFLAGS, not the file it names.

@@ -71,13 +71,15 @@ start_pc() {
     --proxy-listen "127.0.0.1:$4" --proxy-tls-listen "127.0.0.1:$(($4 + 400))" --admin-listen "127.0.0.1:$5" --workers 1 \
     2> "$OUT/$1.log" &
   PIDS="$PIDS $!"
-  eval "PID_${1//-/_}=$!"
+  PID[$1]=$!
+  PORT[$1]=$4
   COLUMNS_PC="$COLUMNS_PC $1"
   for _ in $(seq 1 100); do curl -sf -o /dev/null "http://127.0.0.1:$5/status" && break; sleep 0.1; done
   curl -sf -o /dev/null "http://127.0.0.1:$4/" || { echo "$1 not answering" >&2; cat "$OUT/$1.log"; exit 1; }
 }
 PIDS=""
 COLUMNS_PC=""
+declare -A PID PORT # by column
 start_pc portcullis "$BIN" "$OUT/portcullis.toml" $PC_PORT 18001
 if [ "$PGO" = 1 ]; then start_pc portcullis-pgo "$PGO_BIN" "$OUT/portcullis.toml" $PGO_PORT 18002; fi
 if [ "$OFF" = 1 ]; then
@@ -95,13 +97,6 @@ curl -sf -o /dev/null "http://127.0.0.1:$NGINX_KONG_PORT/" || { echo "nginx (Kon
 NGINX_WORKER=$(pgrep -P "$(cat "$OUT/nginx-proxy.pid")" | head -1)
 ORIGIN_WORKER=$(pgrep -P "$(cat "$OUT/origin.pid")" | head -1)
 
-port_of() { # column
-  case "$1" in
-    portcullis) echo $PC_PORT ;; portcullis-pgo) echo $PGO_PORT ;; pgo-hdrs-off) echo $OFF_PORT ;;
-    busy|pgo-busy) echo $BUSY_PORT ;;
-    *) echo "unknown column $1" >&2; exit 1 ;;
-  esac
-}
 run() { # name port pid
   local out c0 c1 o0 o1
   c0=$(cpu_ticks "$3")
@@ -126,11 +121,11 @@ run() { # name port pid
 echo "warm-up..." >&2
 taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d2s "http://127.0.0.1:$NGINX_PORT/" >/dev/null
 taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d2s "http://127.0.0.1:$NGINX_KONG_PORT/" >/dev/null
-for pc in $COLUMNS_PC; do taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d2s "http://127.0.0.1:$(port_of "$pc")/" >/dev/null; done
+for pc in $COLUMNS_PC; do taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d2s "http://127.0.0.1:${PORT[$pc]}/" >/dev/null; done
 for ROUND in $(seq 1 "$ROUNDS"); do
   run nginx $NGINX_PORT "$NGINX_WORKER"
   run nginx-kong $NGINX_KONG_PORT "$NGINX_WORKER"
-  for pc in $COLUMNS_PC; do run "$pc" "$(port_of "$pc")" "$(eval echo "\$PID_${pc//-/_}")"; done
+  for pc in $COLUMNS_PC; do run "$pc" "${PORT[$pc]}" "${PID[$pc]}"; done
 done
 
 awk -v pcs="$COLUMNS_PC" '
