@@ -297,6 +297,7 @@ impl Parser {
             o.array("plugins", errs, |v, p, _| Some((p, v.clone())));
         o.finish(errs);
 
+        self.paths.services.push(path.to_string());
         self.config.services.push(Service {
             id: id.clone(),
             name,
@@ -497,6 +498,7 @@ impl Parser {
             o.array("plugins", errs, |v, p, _| Some((p, v.clone())));
         o.finish(errs);
 
+        self.paths.routes.push(path.to_string());
         self.config.routes.push(Route {
             id: id.clone(),
             name,
@@ -621,6 +623,7 @@ impl Parser {
         let targets: Vec<(String, Value)> =
             o.array("targets", errs, |v, p, _| Some((p, v.clone())));
         o.finish(errs);
+        self.paths.upstreams.push(path.to_string());
         self.config.upstreams.push(Upstream {
             id: id.clone(),
             name,
@@ -689,6 +692,7 @@ impl Parser {
         let id = read_id(&mut o, "target", &key, errs);
         let tags = common(&mut o, errs);
         o.finish(errs);
+        self.paths.targets.push(path.to_string());
         self.config.targets.push(Target {
             id,
             upstream: up,
@@ -748,6 +752,12 @@ impl Parser {
             }
         }
         o.finish(errs);
+        self.paths.certificates.push(path.to_string());
+        for (i, s) in snis.iter().enumerate() {
+            self.paths
+                .snis
+                .push((s.clone(), index(&format!("{path}.snis"), i)));
+        }
         self.config.certificates.push(Certificate {
             id,
             cert,
@@ -775,6 +785,9 @@ impl Parser {
         }
         o.accept(&["id"]);
         common(&mut o, errs);
+        if !name.is_empty() {
+            self.paths.snis.push((name.clone(), path.to_string()));
+        }
         match read_ref(&mut o, "certificate", errs) {
             Some(c) => {
                 let p = o.field_path("certificate");
@@ -849,6 +862,7 @@ impl Parser {
         let plugins: Vec<(String, Value)> =
             o.array("plugins", errs, |v, p, _| Some((p, v.clone())));
         o.finish(errs);
+        self.paths.consumers.push(path.to_string());
         self.config.consumers.push(Consumer {
             id: id.clone(),
             username,
@@ -965,6 +979,7 @@ impl Parser {
         check_credential_fields(kind, &mut o, errs);
         o.finish(errs);
         let fields = fields_without(map, &["consumer", "id"]);
+        self.paths.credentials.push(path.to_string());
         self.config.credentials.push(Credential {
             id,
             kind: kind.to_string(),

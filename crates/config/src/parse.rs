@@ -170,6 +170,22 @@ pub(crate) struct Parser {
     pub(crate) route_counter: usize,
     /// `_format_version` 1.1 or 2.1: route paths are migrated as Kong migrates them.
     pub(crate) legacy_paths: bool,
+    /// Where each entity was read, for errors found after reading (uniqueness).
+    pub(crate) paths: Paths,
+}
+
+/// The file path of each entity, in the order of the config's vectors.
+#[derive(Default)]
+pub(crate) struct Paths {
+    pub(crate) services: Vec<String>,
+    pub(crate) routes: Vec<String>,
+    pub(crate) upstreams: Vec<String>,
+    pub(crate) targets: Vec<String>,
+    pub(crate) certificates: Vec<String>,
+    pub(crate) consumers: Vec<String>,
+    pub(crate) credentials: Vec<String>,
+    /// SNI names with where they were declared (nested in a certificate or top-level).
+    pub(crate) snis: Vec<(String, String)>,
 }
 
 impl Parser {
@@ -227,7 +243,7 @@ impl Parser {
                 ),
             );
         }
-        check_uniqueness(&self.config, errs);
+        check_uniqueness(&self.config, &self.paths, errs);
         self.config
     }
 }
@@ -293,14 +309,22 @@ pub(crate) fn read_ref(o: &mut Obj<'_>, key: &str, errs: &mut Errors) -> Option<
     }
 }
 
-/// Every name and id must be unique within its entity kind.
-fn check_uniqueness(c: &Config, errs: &mut Errors) {
-    fn dup<'a>(errs: &mut Errors, kind: &str, what: &str, values: impl Iterator<Item = &'a str>) {
+/// Every name and id must be unique within its entity kind. As in Kong, the error is put on
+/// the later entry (`services[1]`, `services[0].routes[2]`), naming the first's value.
+fn check_uniqueness(c: &Config, paths: &Paths, errs: &mut Errors) {
+    fn at(paths: &[String], i: usize) -> &str {
+        paths.get(i).map_or("", String::as_str)
+    }
+    fn dup<'a>(
+        errs: &mut Errors,
+        kind: &str,
+        what: &str,
+        values: impl Iterator<Item = (&'a str, &'a str)>,
+    ) {
         let mut seen = HashSet::new();
-        let mut reported = HashSet::new();
-        for v in values {
-            if !seen.insert(v) && reported.insert(v) {
-                errs.push(kind, uniqueness(kind, what, v));
+        for (v, path) in values {
+            if !seen.insert(v) {
+                errs.push(path, uniqueness(kind, what, v));
             }
         }
     }
@@ -309,15 +333,13 @@ fn check_uniqueness(c: &Config, errs: &mut Errors) {
     fn dup_ids<'a>(
         errs: &mut Errors,
         kind: &str,
-        values: impl Iterator<Item = (&'a str, Option<&'a str>)>,
+        values: impl Iterator<Item = (&'a str, Option<&'a str>, &'a str)>,
     ) {
         let mut seen: HashMap<&str, Option<&str>> = HashMap::new();
-        let mut reported = HashSet::new();
-        for (id, name) in values {
+        for (id, name, path) in values {
             match seen.get(id) {
                 Some(first) if name.is_some() && *first == name => {}
-                Some(_) if reported.insert(id) => errs.push(kind, uniqueness(kind, "id", id)),
-                Some(_) => {}
+                Some(_) => errs.push(path, uniqueness(kind, "primary key", id)),
                 None => {
                     seen.insert(id, name);
                 }
@@ -328,87 +350,109 @@ fn check_uniqueness(c: &Config, errs: &mut Errors) {
     fn uniqueness(kind: &str, what: &str, v: &str) -> String {
         format!("uniqueness violation: '{kind}' entity with {what} set to '{v}' already declared")
     }
-    dup_ids(
-        errs,
-        "services",
+    let services = || {
         c.services
             .iter()
-            .map(|s| (s.id.as_str(), s.name.as_deref())),
+            .enumerate()
+            .map(|(i, s)| (s, at(&paths.services, i)))
+    };
+    dup_ids(
+        errs,
+        "services",
+        services().map(|(s, p)| (s.id.as_str(), s.name.as_deref(), p)),
     );
     dup(
         errs,
         "services",
         "name",
-        c.services.iter().filter_map(|s| s.name.as_deref()),
+        services().filter_map(|(s, p)| Some((s.name.as_deref()?, p))),
     );
+    let routes = || {
+        c.routes
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (r, at(&paths.routes, i)))
+    };
     dup_ids(
         errs,
         "routes",
-        c.routes.iter().map(|r| (r.id.as_str(), r.name.as_deref())),
+        routes().map(|(r, p)| (r.id.as_str(), r.name.as_deref(), p)),
     );
     dup(
         errs,
         "routes",
         "name",
-        c.routes.iter().filter_map(|r| r.name.as_deref()),
+        routes().filter_map(|(r, p)| Some((r.name.as_deref()?, p))),
     );
-    dup_ids(
-        errs,
-        "upstreams",
+    let upstreams = || {
         c.upstreams
             .iter()
-            .map(|u| (u.id.as_str(), Some(u.name.as_str()))),
+            .enumerate()
+            .map(|(i, u)| (u, at(&paths.upstreams, i)))
+    };
+    dup_ids(
+        errs,
+        "upstreams",
+        upstreams().map(|(u, p)| (u.id.as_str(), Some(u.name.as_str()), p)),
     );
     dup(
         errs,
         "upstreams",
         "name",
-        c.upstreams.iter().map(|u| u.name.as_str()),
+        upstreams().map(|(u, p)| (u.name.as_str(), p)),
     );
+    let consumers = || {
+        c.consumers
+            .iter()
+            .enumerate()
+            .map(|(i, u)| (u, at(&paths.consumers, i)))
+    };
     dup_ids(
         errs,
         "consumers",
-        c.consumers
-            .iter()
-            .map(|u| (u.id.as_str(), u.username.as_deref())),
+        consumers().map(|(u, p)| (u.id.as_str(), u.username.as_deref(), p)),
     );
     dup(
         errs,
         "consumers",
         "username",
-        c.consumers.iter().filter_map(|u| u.username.as_deref()),
+        consumers().filter_map(|(u, p)| Some((u.username.as_deref()?, p))),
     );
     dup(
         errs,
         "consumers",
         "custom_id",
-        c.consumers.iter().filter_map(|u| u.custom_id.as_deref()),
+        consumers().filter_map(|(u, p)| Some((u.custom_id.as_deref()?, p))),
     );
     dup(
         errs,
         "certificates",
-        "id",
-        c.certificates.iter().map(|u| u.id.as_str()),
+        "primary key",
+        c.certificates
+            .iter()
+            .enumerate()
+            .map(|(i, u)| (u.id.as_str(), at(&paths.certificates, i))),
     );
     dup(
         errs,
         "snis",
         "name",
-        c.certificates
-            .iter()
-            .flat_map(|u| u.snis.iter().map(String::as_str)),
+        paths.snis.iter().map(|(n, p)| (n.as_str(), p.as_str())),
     );
     dup(
         errs,
         "targets",
-        "target",
-        c.targets.iter().map(|t| t.id.as_str()),
+        "primary key",
+        c.targets
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.id.as_str(), at(&paths.targets, i))),
     );
     dup(
         errs,
         "plugins",
-        "id",
-        c.plugins.iter().map(|p| p.id.as_str()),
+        "primary key",
+        c.plugins.iter().map(|p| (p.id.as_str(), p.path.as_str())),
     );
     let mut scopes: HashMap<(&str, &str, &str, &str, &str), &str> = HashMap::new();
     for p in &c.plugins {
@@ -430,7 +474,7 @@ fn check_uniqueness(c: &Config, errs: &mut Errors) {
         }
     }
     let mut cred_keys: BTreeMap<(&str, String), ()> = BTreeMap::new();
-    for cred in &c.credentials {
+    for (i, cred) in c.credentials.iter().enumerate() {
         let natural = CREDENTIAL_KINDS
             .iter()
             .find(|(k, _)| *k == cred.kind)
@@ -446,7 +490,7 @@ fn check_uniqueness(c: &Config, errs: &mut Errors) {
             {
                 // Never echo a secret (a key) back in an error.
                 errs.push(
-                    cred.kind.as_str(),
+                    at(&paths.credentials, i),
                     format!(
                         "duplicate credential {} in {}",
                         natural.unwrap_or("key"),

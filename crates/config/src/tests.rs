@@ -185,8 +185,8 @@ consumers:
     assert_eq!(
         e,
         vec![
-            "services: uniqueness violation: 'services' entity with name set to 's' already declared",
-            "consumers: uniqueness violation: 'consumers' entity with username set to 'alice' already declared",
+            "services[1]: uniqueness violation: 'services' entity with name set to 's' already declared",
+            "consumers[1]: uniqueness violation: 'consumers' entity with username set to 'alice' already declared",
         ],
         "{e:?}"
     );
@@ -653,4 +653,90 @@ plugins:
         "consumers[1].keyauth_credentials[1].consumer: consumer 'nobody' not found",
     ];
     assert_has_all(&errs, &want);
+}
+
+#[test]
+fn duplicates_name_the_later_entry_path() {
+    // Kong puts the error on the later entry, nested ones under their parent's path.
+    let e = errors(
+        r#"
+_format_version: "3.0"
+services:
+  - name: a
+    host: h
+    routes:
+      - {name: r1, paths: [/a]}
+      - {name: r2, paths: [/b]}
+  - name: b
+    host: h
+    routes:
+      - {name: r1, paths: [/c]}
+routes:
+  - {name: r2, service: a, paths: [/d]}
+upstreams:
+  - name: u
+    targets:
+      - target: 10.0.0.1:80
+      - target: 10.0.0.1:80
+consumers:
+  - username: x
+    custom_id: c1
+  - username: y
+    custom_id: c1
+keyauth_credentials:
+  - {consumer: x, key: k-1}
+  - {consumer: y, key: k-1}
+"#,
+    );
+    assert_has_all(
+        &e,
+        &[
+            "services[1].routes[0]: uniqueness violation: 'routes' entity with name set to 'r1' already declared",
+            "routes[0]: uniqueness violation: 'routes' entity with name set to 'r2' already declared",
+            "consumers[1]: uniqueness violation: 'consumers' entity with custom_id set to 'c1' already declared",
+            "keyauth_credentials[1]: duplicate credential key in keyauth_credentials",
+        ],
+    );
+    let target = e
+        .iter()
+        .find(|x| x.starts_with("upstreams[0].targets[1]: "))
+        .unwrap_or_else(|| panic!("{e:#?}"));
+    assert!(
+        target.contains("'targets' entity with primary key set to '"),
+        "{target}"
+    );
+    assert!(e.iter().all(|x| !x.contains("k-1")), "{e:#?}");
+    assert_eq!(e.len(), 5, "{e:#?}");
+
+    // Explicit ids, and SNIs declared nested and at the top level.
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["t.example".to_string()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap()
+        .pem();
+    let id = "6a4e2f0c-6f35-4b9c-9a57-0c7e0d0f3b11";
+    let text = serde_json::json!({
+        "_format_version": "3.0",
+        "services": [{"id": id, "name": "s1", "host": "h"}, {"id": id, "name": "s2", "host": "h"}],
+        "certificates": [
+            {"cert": cert, "key": key.serialize_pem(), "snis": ["a.example", "b.example"]},
+            {"cert": cert, "key": key.serialize_pem(), "snis": [{"name": "a.example"}]}
+        ],
+        "snis": [{"name": "b.example", "certificate": {"id": "00000000-0000-4000-8000-000000000000"}}]
+    })
+    .to_string();
+    let e = errors(&text);
+    assert_has_all(
+        &e,
+        &[
+            &format!("services[1]: uniqueness violation: 'services' entity with primary key set to '{id}' already declared"),
+            "certificates[1].snis[0]: uniqueness violation: 'snis' entity with name set to 'a.example' already declared",
+            "snis[0]: uniqueness violation: 'snis' entity with name set to 'b.example' already declared",
+        ],
+    );
+    assert!(
+        e.iter().any(|x| x.starts_with("certificates[1]: uniqueness violation: 'certificates' entity with primary key set to '")),
+        "{e:#?}"
+    );
 }
