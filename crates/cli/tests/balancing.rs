@@ -134,6 +134,38 @@ async fn a_dead_target_causes_no_client_error_and_is_marked_down() {
 }
 
 #[tokio::test]
+async fn targets_marked_down_by_the_failures_of_a_request_answer_503() {
+    // Kong's balancer phase: a retry that finds no healthy target left exits 503 with the
+    // error handler's default body; the next request, finding none at the start, gets the
+    // ring-balancer message. Without passive checks the same failures end in 502.
+    let dead = [free_port(), free_port()];
+    let targets = format!(
+        "    targets:\n      - target: 127.0.0.1:{}\n      - target: 127.0.0.1:{}\n",
+        dead[0], dead[1]
+    );
+    let gw = Gw::start(&upstream_config(&format!(
+        "  - name: backend\n    healthchecks:\n      passive:\n        unhealthy: {{tcp_failures: 1}}\n{targets}"
+    )))
+    .await;
+    let r = gw.get("/").await;
+    assert_status(&r, 503);
+    assert_error_body(&r, "The upstream server is currently unavailable");
+    let r = gw.get("/").await;
+    assert_status(&r, 503);
+    assert_error_body(&r, "failure to get a peer from the ring-balancer");
+
+    let gw = Gw::start(&upstream_config(&format!("  - name: backend\n{targets}"))).await;
+    for _ in 0..2 {
+        let r = gw.get("/").await;
+        assert_status(&r, 502);
+        assert_error_body(
+            &r,
+            "An invalid response was received from the upstream server",
+        );
+    }
+}
+
+#[tokio::test]
 async fn chunked_request_bodies_are_retried_on_another_target() {
     // A chunked body (no Content-Length) is read whole before the first attempt, like
     // nginx's request buffering, so a target that takes the request and hangs up costs a

@@ -424,6 +424,11 @@ services:
             config: {{status_code: 403, message: "go away"}}
       - name: open
         paths: [/open]
+      - name: echo
+        paths: [/echo]
+        plugins:
+          - name: request-termination
+            config: {{status_code: 200, echo: true}}
 plugins:
   - name: request-termination
     config: {{status_code: 418, trigger: x-stop}}
@@ -441,6 +446,28 @@ plugins:
     // No message configured and none of Kong's defaults for 418: no body, as in Kong.
     assert_eq!(r.text(), "");
     assert_eq!(r.header("content-type"), None);
+    // echo: the request as Kong's plugin describes it, body included.
+    let r = request(
+        gw.proxy,
+        "POST",
+        "/echo/x?a=1",
+        &[
+            ("content-type", "application/json"),
+            ("authorization", "Basic c2VjcmV0"),
+        ],
+        r#"{"k":[1,"v"]}"#,
+    )
+    .await
+    .unwrap();
+    assert_status(&r, 200);
+    let v = r.json();
+    assert_eq!(v["request"]["method"], "POST");
+    assert_eq!(v["request"]["path"], "/echo/x");
+    assert_eq!(v["request"]["query"], serde_json::json!({"a": "1"}));
+    assert_eq!(v["request"]["raw_body"], r#"{"k":[1,"v"]}"#);
+    assert_eq!(v["request"]["body"], serde_json::json!({"k": [1, "v"]}));
+    assert_eq!(v["matched_route"]["name"], "echo");
+    assert_eq!(v["request"]["headers"]["authorization"], "REDACTED");
     assert_eq!(
         origin.hits(),
         1,

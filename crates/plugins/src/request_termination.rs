@@ -161,10 +161,16 @@ impl RequestTermination {
                 "scheme": ctx.scheme,
                 "headers": headers,
                 "uri_captures": { "named": named, "unnamed": unnamed },
+                "raw_body": String::from_utf8_lossy(ctx.body.as_deref().unwrap_or_default()),
             },
             "matched_route": { "id": ctx.route_id.as_deref(), "name": ctx.route_name.as_deref() },
             "matched_service": { "id": ctx.service_id.as_deref(), "name": ctx.service_name.as_deref() },
         });
+        // Absent, as a nil in Kong's table, when the body is not JSON or a form.
+        let mut body = body;
+        if let (Some(req), Some(parsed)) = (body.get_mut("request"), parsed_body(ctx)) {
+            req["body"] = parsed;
+        }
         Response::json(self.status, Bytes::from(body.to_string()))
     }
 
@@ -187,6 +193,19 @@ fn default_message(code: u16) -> Option<&'static str> {
         503 => "Service unavailable",
         _ => return None,
     })
+}
+
+/// The body as Kong's `kong.request.get_body()` gives it: a JSON body decoded, a form body as a
+/// table like the query's; none for other types and bodies that do not parse.
+fn parsed_body(ctx: &Ctx) -> Option<Value> {
+    let body = ctx.body.as_deref()?;
+    match ctx.media_type()?.as_str() {
+        "application/json" => serde_json::from_slice(body).ok(),
+        "application/x-www-form-urlencoded" => Some(Value::Object(query_table(Some(
+            &String::from_utf8_lossy(body),
+        )))),
+        _ => None,
+    }
 }
 
 /// The query string as Kong's `kong.request.get_query()` gives it: decoded names and values,
@@ -222,6 +241,11 @@ impl Plugin for RequestTermination {
 
     fn name(&self) -> &'static str {
         "request-termination"
+    }
+
+    /// The echo returns the request body, as Kong's does.
+    fn reads_body(&self) -> bool {
+        self.echo
     }
 
     fn access<'a>(&'a self, ctx: &'a mut Ctx) -> Access<'a> {
@@ -393,5 +417,36 @@ mod tests {
         assert_eq!(v["request"]["method"], "GET");
         assert_eq!(v["request"]["path"], "/x");
         assert_eq!(v["kong"]["worker_pid"], std::process::id());
+        assert_eq!(v["request"]["raw_body"], "");
+        assert!(v["request"].get("body").is_none(), "{v}");
+        assert!(p.reads_body());
+    }
+
+    /// The echoed body: raw, and decoded when JSON or a form (Kong's `get_body`).
+    #[test]
+    fn echo_returns_the_body() {
+        let mut e = Errors::default();
+        let p = RequestTermination::build(&json!({"echo": true}), "c", &mut e).unwrap();
+        let with = |ct: &str, body: &'static [u8]| {
+            let mut c = ctx(None);
+            c.headers
+                .insert(http::header::CONTENT_TYPE, ct.parse().unwrap());
+            c.body = Some(Bytes::from_static(body));
+            let r = run(&p, &mut c).unwrap();
+            assert_eq!(r.status, 503);
+            serde_json::from_slice::<Value>(&r.body).unwrap()["request"].clone()
+        };
+        let v = with("application/json; charset=utf-8", br#"{"a":[1,2]}"#);
+        assert_eq!(v["raw_body"], r#"{"a":[1,2]}"#);
+        assert_eq!(v["body"], json!({"a": [1, 2]}));
+        let v = with("application/x-www-form-urlencoded", b"x=1&x=2&y=a+b");
+        assert_eq!(v["body"], json!({"x": ["1", "2"], "y": "a b"}));
+        let v = with("text/plain", b"hello");
+        assert_eq!(v["raw_body"], "hello");
+        assert!(v.get("body").is_none(), "{v}");
+        let v = with("application/json", b"{not json");
+        assert!(v.get("body").is_none(), "{v}");
+        let plain = RequestTermination::build(&json!({}), "c", &mut e).unwrap();
+        assert!(!plain.reads_body());
     }
 }

@@ -41,8 +41,10 @@ pub fn with_request_id(body: &[u8], request_id: &str) -> Option<String> {
 /// Why proxying to the upstream failed after all tries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UpstreamFailure {
-    /// No healthy target left.
+    /// No healthy target to start with.
     NoPeer,
+    /// No healthy target left for a retry: the targets tried were marked down meanwhile.
+    Unavailable,
     /// Connection refused or broken, or an invalid response.
     Failed,
     /// Connect or read timeout.
@@ -57,6 +59,12 @@ pub fn upstream_failure(f: UpstreamFailure) -> Response<ProxyBody> {
         UpstreamFailure::NoPeer => kong_error(
             StatusCode::SERVICE_UNAVAILABLE,
             "failure to get a peer from the ring-balancer",
+        ),
+        // Kong's balancer phase exits 503 when a retry finds no peer; its error handler
+        // gives the default body.
+        UpstreamFailure::Unavailable => kong_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "The upstream server is currently unavailable",
         ),
         UpstreamFailure::Failed => kong_error(
             StatusCode::BAD_GATEWAY,

@@ -1880,6 +1880,11 @@ async fn send_with_retries(
     while tries < max_tries {
         tries += 1;
         let Some(ti) = balancer.select(hash_key, &tried) else {
+            // Targets were healthy when the first try started; a retry finding none means
+            // the failures so far marked them down (Kong answers 503 here, not 502).
+            if !tried.is_empty() {
+                last_error = errors::UpstreamFailure::Unavailable;
+            }
             break;
         };
         let target = &balancer.targets()[ti];
