@@ -204,6 +204,9 @@ async fn malformed_requests_get_400_and_close_never_reaching_the_upstream() {
         b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
         b"get / HTTP/1.1\r\nHost: t\r\n\r\n",
         b"GET / HTTP/1.1\nHost: t\n\n",
+        // Bare CRs: refused at once, not left waiting for a line end (the client keeps the
+        // connection open).
+        b"GET / HTTP/1.1\rHost: t\r\r",
         b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n",
         // Refused as nginx does: an empty Host, and Content-Length twice even when equal.
         b"GET / HTTP/1.1\r\nHost:\r\n\r\n",

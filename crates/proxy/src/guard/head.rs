@@ -155,6 +155,12 @@ fn check(
             if buf.len() > limits.max_header_bytes {
                 return Err(HeadError(431));
             }
+            // A CR that is not followed by LF can never end the request line (RFC 9112 §2.2:
+            // a bare CR is invalid): refused now, as nginx does, rather than waiting for a
+            // line end that will not come.
+            if memchr::memchr(b'\r', buf).is_some_and(|i| i + 1 < buf.len()) {
+                return Err(HeadError(400));
+            }
             return Ok(None);
         }
         Some(_) => {}
