@@ -133,3 +133,18 @@ async fn continuation_floods_are_cut_off() {
     assert_eq!(origin.hits(), 0);
     assert_status(&gw.get("/").await, 200);
 }
+
+#[tokio::test]
+async fn http2_methods_follow_the_http1_rule() {
+    // nginx refuses a lower-case method on HTTP/2 as on HTTP/1; so does the gateway, before
+    // routing, and the upstream never sees it.
+    let origin = Origin::start("a").await;
+    let gw = Gw::start(&config(&origin.url())).await;
+    let uri = format!("http://localhost:{}/", gw.proxy.port());
+    for (method, want) in [("get", 400), ("Get", 400), ("GET", 200), ("M-SEARCH", 200)] {
+        let io = TcpStream::connect(gw.proxy).await.unwrap();
+        let r = tls::send_h2(io, method, &uri, &[], b"").await.unwrap();
+        assert_eq!(r.reply.status, want, "{method}: {}", r.reply.text());
+    }
+    assert_eq!(origin.hits(), 2);
+}

@@ -296,6 +296,17 @@ pub async fn handle(
             let Some((host, port)) = request_host(&parts, conn) else {
                 break 'proxy bad_request_and_close();
             };
+            // HTTP/1 methods are checked by the guard; an HTTP/2 `:method` gets the same rule
+            // (upper-case letters, `-`, `_`), as nginx's HTTP/2 parser applies.
+            if !h1_client
+                && !parts
+                    .method
+                    .as_str()
+                    .bytes()
+                    .all(|b| b.is_ascii_uppercase() || b == b'-' || b == b'_')
+            {
+                break 'proxy bad_request_and_close();
+            }
             let raw_path = parts.uri.path();
             let norm = if path::needs_normalising(raw_path) {
                 match path::normalise(raw_path) {
