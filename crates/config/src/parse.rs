@@ -545,7 +545,9 @@ pub(crate) fn header_matchers(o: &mut Obj<'_>, errs: &mut Errors) -> Vec<(String
         };
         for (i, val) in vals.iter().enumerate() {
             if let Some(re) = val.strip_prefix("~*") {
-                if let Err(e) = regex::Regex::new(&format!("(?i){re}")) {
+                // Compiled as the router compiles it: Kong lower-cases the regex source
+                // (ASCII only, `kong/router/transform.lua` `get_expression`).
+                if let Err(e) = regex::Regex::new(&format!("(?i){}", re.to_ascii_lowercase())) {
                     errs.push(index(&hpath, i), format!("invalid regex: {e}"));
                 }
             }

@@ -219,6 +219,13 @@ mod tests {
         assert_eq!(n("/%C3"), "/%C3");
     }
 
+    /// Kong's router spec it("returns uri_captures normalized, fix #7913"): the path is
+    /// normalised before routing, so regex captures see decoded text.
+    #[test]
+    fn kong_spec_uri_captures_normalized() {
+        assert_eq!(n("/users/%6aohn%20doe/profile"), "/users/john doe/profile");
+    }
+
     #[test]
     fn bypass_attempts() {
         assert_eq!(n("/public/../admin"), "/admin");

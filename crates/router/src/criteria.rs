@@ -6,12 +6,17 @@ use regex::{Regex, RegexBuilder};
 use crate::host::{HostName, HostPattern};
 use crate::{RequestInfo, RouteSpec, RouterError};
 
-/// One accepted value of a header criterion.
+/// One accepted value of a header criterion. As in Kong (`kong/router/transform.lua`
+/// `get_expression`), the configured value is lower-cased ASCII-only (Lua's
+/// `string.lower`) and compared with the request value lower-cased (atc-router's
+/// `lower()`, Unicode).
 #[derive(Debug)]
 enum HeaderValue {
-    /// Case-insensitive equality; stored lower-cased.
+    /// Equality with the lower-cased request value; stored ASCII-lower-cased (so a
+    /// value with a non-ASCII capital never matches, as in Kong).
     Exact(Box<str>),
-    /// `~*regex`: case-insensitive, unanchored unless the regex anchors itself.
+    /// `~*regex`: the regex source ASCII-lower-cased (so `\D` reads `\d`, as in Kong),
+    /// matched case-insensitively; unanchored unless the regex anchors itself.
     Regex(Regex),
 }
 
@@ -38,16 +43,43 @@ fn eq_lowercase(value: &str, lowered: &str) -> bool {
         .eq(lowered.chars())
 }
 
-fn lowercase(value: &str) -> String {
-    value.chars().flat_map(char::to_lowercase).collect()
-}
-
 /// A header criterion: the named header must have one of `values`
 /// (any value at all when `values` is empty).
+///
+/// Kong names the field after the header with dashes turned into underscores
+/// (`http.headers.x_api_version`) and reads it from `ngx.req.get_headers()`, whose
+/// lookup takes a header spelled exactly that way (`x_api_version`) and otherwise
+/// the one with underscores turned back into dashes (`x-api-version`). So
+/// `x-api-version` and `x_api_version` name the same criterion, and a request
+/// header spelled with underscores hides the dashed one.
 #[derive(Debug)]
 struct HeaderMatcher {
+    /// Lower-cased, dashes replaced by underscores: looked up first.
     name: Box<str>,
+    /// Lower-cased, underscores replaced by dashes, when that differs from `name`:
+    /// looked up when no header is spelled `name`.
+    dashed: Option<Box<str>>,
     values: Box<[HeaderValue]>,
+}
+
+impl HeaderMatcher {
+    /// The request header name this criterion reads in `headers`.
+    #[inline]
+    fn lookup_name(&self, headers: &dyn crate::Headers) -> &str {
+        match &self.dashed {
+            Some(dashed) if !headers.any_value(&self.name, &mut |_| true) => dashed,
+            _ => &self.name,
+        }
+    }
+
+    #[inline]
+    fn matches(&self, headers: &dyn crate::Headers) -> bool {
+        let name = self.lookup_name(headers);
+        if self.values.is_empty() {
+            return headers.any_value(name, &mut |_| true);
+        }
+        headers.any_value(name, &mut |v| self.values.iter().any(|hv| hv.matches(v)))
+    }
 }
 
 /// [`Criteria::checks`] bit: the route has methods.
@@ -86,7 +118,12 @@ impl Criteria {
             .snis
             .iter()
             .map(|s| {
-                HostName::parse(s).map_err(|m| RouterError::InvalidSni {
+                // Kong's `sni_val_transform`: a trailing dot is not used for routing.
+                let name = match s.strip_suffix('.') {
+                    Some(name) if !name.is_empty() => name,
+                    _ => s,
+                };
+                HostName::parse(name).map_err(|m| RouterError::InvalidSni {
                     route: id,
                     sni: s.clone(),
                     message: m.to_owned(),
@@ -129,14 +166,7 @@ impl Criteria {
                 Some(sni) if need & SNIS != 0 => self.snis.iter().any(|s| s.matches(sni)),
                 _ => true,
             }
-            && (need & HEADERS == 0
-                || self.headers.iter().all(|h| {
-                    if h.values.is_empty() {
-                        return req.headers.any_value(&h.name, &mut |_| true);
-                    }
-                    req.headers
-                        .any_value(&h.name, &mut |v| h.values.iter().any(|hv| hv.matches(v)))
-                }))
+            && (need & HEADERS == 0 || self.headers.iter().all(|h| h.matches(req.headers)))
     }
 }
 
@@ -144,7 +174,7 @@ fn compile_header(id: usize, name: &str, values: &[String]) -> Result<HeaderMatc
     let values = values
         .iter()
         .map(|v| match v.strip_prefix("~*") {
-            Some(re) => RegexBuilder::new(re)
+            Some(re) => RegexBuilder::new(&re.to_ascii_lowercase())
                 .case_insensitive(true)
                 .build()
                 .map(HeaderValue::Regex)
@@ -154,11 +184,15 @@ fn compile_header(id: usize, name: &str, values: &[String]) -> Result<HeaderMatc
                     value: v.clone(),
                     message: e.to_string(),
                 }),
-            None => Ok(HeaderValue::Exact(lowercase(v).into())),
+            None => Ok(HeaderValue::Exact(v.to_ascii_lowercase().into())),
         })
         .collect::<Result<_, _>>()?;
+    let lower = name.to_ascii_lowercase();
+    let underscored = lower.replace('-', "_");
+    let dashed = underscored.replace('_', "-");
     Ok(HeaderMatcher {
-        name: name.to_ascii_lowercase().into(),
+        dashed: (dashed != underscored).then(|| dashed.into()),
+        name: underscored.into(),
         values,
     })
 }

@@ -20,9 +20,14 @@
 //! * **headers**: values of one header are OR'ed, different headers AND'ed;
 //!   values compare case-insensitively, and a value starting with `~*` is a
 //!   case-insensitive regex (unanchored unless it anchors itself). A header
-//!   listed with no values only has to be present.
-//! * **snis**: exact or wildcard names as for hosts (no port), checked only
-//!   for TLS requests ([`RequestInfo::sni`] is `Some`); ignored for plain text.
+//!   listed with no values only has to be present. As Kong's expressions do,
+//!   the configured value (or regex source) is lower-cased ASCII-only, so a
+//!   value with a non-ASCII capital never matches and `~*\D` means `\d`; and
+//!   `-` and `_` in a header name are the same (a request header spelled with
+//!   `_` is read first, the one spelled with `-` otherwise).
+//! * **snis**: exact or wildcard names as for hosts (no port; a trailing dot is
+//!   ignored), checked only for TLS requests ([`RequestInfo::sni`] is `Some`);
+//!   ignored for plain text.
 //!
 //! # Priority
 //!
@@ -33,12 +38,14 @@
 //! 1. match weight: number of non-empty criteria among methods, hosts,
 //!    headers, paths and snis (snis count even for plain-text requests);
 //! 2. the route has hosts and none is a wildcard;
-//! 3. number of header criteria;
+//! 3. number of header criteria (counted up to 255);
 //! 4. the candidate's path is a regex (beats a prefix);
 //! 5. `regex_priority` (regex candidates only; prefix candidates use 0);
 //! 6. prefix length in bytes (longer wins);
 //!
 //! and on a full tie the lower route index wins, then the route's first path.
+//! (Kong leaves ties undefined: its atc-router tries equal priorities by
+//! descending route id.)
 //!
 //! # Performance
 //!
@@ -157,7 +164,8 @@ pub struct RequestInfo<'a> {
     pub port: u16,
     /// Normalised path without query string.
     pub path: &'a str,
-    /// SNI, `Some` only for TLS connections.
+    /// SNI, `Some` only for TLS connections: `Some("")` for a TLS connection
+    /// whose client sent no SNI, which (as in Kong) matches no route with snis.
     pub sni: Option<&'a str>,
     /// Request headers.
     pub headers: &'a dyn Headers,

@@ -21,16 +21,28 @@ impl<'a> PathSpec<'a> {
     }
 }
 
+/// Kong caps the header count at this when ranking (`get_priority`, `MAX_HEADER_COUNT`).
+pub(crate) const MAX_HEADER_COUNT: usize = 255;
+
 /// Priority of one (route, path) candidate. Field order is significance
-/// order, so the derived `Ord` compares exactly like Kong's packed integer
-/// (greater wins). Ties are broken outside this type by declaration order.
+/// order, so the derived `Ord` compares like the 64-bit layout Kong's
+/// `get_priority` describes (greater wins). Ties are broken outside this type by
+/// declaration order.
+///
+/// Known deviation, not reproduced: Kong's `lshift_uint64` rebinds its cdata to
+/// the Lua number it is given, so weight, header count and `regex_priority` are
+/// shifted with LuaJIT's 32-bit `bit.lshift` (count masked to 5 bits) and the
+/// result sign-extended. In Kong itself the plain-host and regex bits therefore
+/// outrank the match weight; routes with 4+ criteria, and regex candidates whose
+/// `regex_priority` modulo 8192 is 4096 or more (-1, 4096, ...), outrank
+/// everything; and `regex_priority` bits overlap the weight and header count.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) struct Priority {
     /// Number of non-empty criteria among methods, hosts, headers, paths, snis.
     pub(crate) weight: u8,
     /// The route has hosts and none of them is a wildcard.
     pub(crate) plain_host_only: bool,
-    /// Number of header criteria.
+    /// Number of header criteria, at most [`MAX_HEADER_COUNT`].
     pub(crate) header_count: usize,
     /// The candidate's path is a regex.
     pub(crate) regex_url: bool,
@@ -64,7 +76,7 @@ impl Priority {
             // At most 5 criteria, so this never truncates.
             weight: weight as u8,
             plain_host_only,
-            header_count: route.headers.len(),
+            header_count: route.headers.len().min(MAX_HEADER_COUNT),
             regex_url,
             regex_priority,
             prefix_len,

@@ -3,6 +3,7 @@
 use crate::{Match, RequestInfo, RouteSpec, Router};
 
 mod criteria;
+mod kong_spec;
 
 fn s(v: &[&str]) -> Vec<String> {
     v.iter().map(|x| x.to_string()).collect()

@@ -46,15 +46,39 @@ fn name_matches(pattern: &str, name: &str) -> bool {
     }
 }
 
+/// Kong lowers the configured value or regex source with Lua's ASCII-only
+/// `string.lower` and the request value with atc-router's Unicode `lower()`.
 fn header_value_matches(spec: &str, value: &str) -> bool {
     match spec.strip_prefix("~*") {
-        Some(re) => RegexBuilder::new(re)
+        Some(re) => RegexBuilder::new(&re.to_ascii_lowercase())
             .case_insensitive(true)
             .build()
             .unwrap()
             .is_match(value),
-        None => spec.to_lowercase() == value.to_lowercase(),
+        None => spec.to_ascii_lowercase() == value.to_lowercase(),
     }
+}
+
+/// The request header name Kong reads for a route header `name`: spelled with
+/// underscores if the request has it, else with dashes.
+fn header_name(name: &str, q: &Req) -> String {
+    let under = name.to_ascii_lowercase().replace('-', "_");
+    if q.headers
+        .iter()
+        .any(|(n, _)| n.eq_ignore_ascii_case(&under))
+    {
+        under
+    } else {
+        under.replace('_', "-")
+    }
+}
+
+fn sni_matches(pattern: &str, sni: &str) -> bool {
+    let pattern = match pattern.strip_suffix('.') {
+        Some(p) if !p.is_empty() => p,
+        _ => pattern,
+    };
+    name_matches(pattern, sni)
 }
 
 fn non_path_matches(r: &RouteSpec, q: &Req) -> bool {
@@ -63,10 +87,11 @@ fn non_path_matches(r: &RouteSpec, q: &Req) -> bool {
         && (r.snis.is_empty()
             || q.sni
                 .as_ref()
-                .is_none_or(|s| r.snis.iter().any(|p| name_matches(p, s))))
+                .is_none_or(|s| r.snis.iter().any(|p| sni_matches(p, s))))
         && r.headers.iter().all(|(name, values)| {
+            let name = header_name(name, q);
             q.headers.iter().any(|(n, v)| {
-                n == name
+                n.eq_ignore_ascii_case(&name)
                     && (values.is_empty()
                         || values.iter().any(|spec| header_value_matches(spec, v)))
             })
@@ -131,7 +156,7 @@ pub fn reference(routes: &[RouteSpec], q: &Req) -> Option<Match> {
             let key = (
                 weight,
                 plain,
-                r.headers.len(),
+                r.headers.len().min(255),
                 is_regex,
                 if is_regex { r.regex_priority } else { 0 },
                 prefix_len,
