@@ -484,3 +484,35 @@ services:
     assert!(tls_origin.hits() >= before + 6);
     assert_eq!(plain.hits(), 0);
 }
+
+/// A route's `snis` (Kong's traditional_compatible: `net.protocol != "https" || tls.sni ...`):
+/// over TLS the client's SNI must match, and a TLS client naming no server matches no route
+/// with snis; plain-text requests ignore them.
+#[tokio::test]
+async fn route_snis_match_the_tls_server_name() {
+    let ca = TestCa::new("portcullis test CA");
+    let a = ca.issue(&["a.test"]);
+    let origin = Origin::start("tls").await;
+    let gw = Gw::start(&format!(
+        "_format_version: \"3.0\"\ncertificates:\n{}services:\n  - name: svc\n    url: {}\n    routes:\n      - name: by-sni\n        paths: [/s]\n        snis: [a.test]\n",
+        cert_entity(CERT_A, &a, &["a.test"]),
+        origin.url()
+    ))
+    .await;
+    let any = client_config(None, &["http/1.1"], all_versions());
+    let s = tls_connect(gw.tls, "a.test", any.clone()).await.unwrap();
+    let r = send_h1(s, "GET", "/s", &[("host", "a.test")], b"")
+        .await
+        .unwrap();
+    assert_status(&r, 200);
+    // Another name, and no name at all ("127.0.0.1": rustls sends no SNI for an address).
+    for name in ["b.test", "127.0.0.1"] {
+        let s = tls_connect(gw.tls, name, any.clone()).await.unwrap();
+        let r = send_h1(s, "GET", "/s", &[("host", "a.test")], b"")
+            .await
+            .unwrap();
+        assert_status(&r, 404);
+    }
+    assert_status(&gw.get("/s").await, 200);
+    assert_eq!(origin.hits(), 2);
+}

@@ -325,7 +325,9 @@ pub async fn handle(
                 host: &host,
                 port,
                 path: &norm,
-                sni: conn.sni.as_deref(),
+                // A TLS request without SNI matches no route with snis, as in Kong (its
+                // `tls.sni` field is then unset); plain text ignores snis.
+                sni: conn.tls.then(|| conn.sni.as_deref().unwrap_or("")),
                 headers: &HeaderView(&parts.headers),
             });
             let Some(found) = found else {
