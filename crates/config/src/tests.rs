@@ -740,3 +740,35 @@ keyauth_credentials:
         "{e:#?}"
     );
 }
+
+/// Kong validates a `~*` header regex as its router compiles it, lower-cased
+/// (`kong/router/transform.lua` `get_expression`, checked by the routes schema's
+/// `validate_route`): `\Z` is not a Rust regex escape but `\z` is.
+#[test]
+fn header_regex_validated_lower_cased_as_kong_compiles_it() {
+    let c = ok(r#"
+_format_version: "3.0"
+routes:
+  - name: r1
+    headers:
+      x-id: ["~*^A\\d+\\Z"]
+"#);
+    assert_eq!(
+        c.routes[0].headers,
+        vec![("x-id".to_string(), vec![r"~*^A\d+\Z".to_string()])]
+    );
+    let e = errors(
+        r#"
+_format_version: "3.0"
+routes:
+  - name: r1
+    headers:
+      x-id: ["~*(unclosed"]
+"#,
+    );
+    assert!(
+        e.iter()
+            .any(|x| x.starts_with("routes[0].headers.x-id[0]: invalid regex")),
+        "{e:#?}"
+    );
+}
