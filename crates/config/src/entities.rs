@@ -13,6 +13,20 @@ use crate::reader::{index, Errors, Obj};
 use crate::text;
 use crate::tls;
 
+/// Plugins whose schema has Kong's `consumer = typedefs.no_consumer` (Kong's own, and the
+/// Enterprise authentication plugins bundled here).
+const NO_CONSUMER: &[&str] = &[
+    "acl",
+    "basic-auth",
+    "bot-detection",
+    "cors",
+    "hmac-auth",
+    "jwt",
+    "key-auth",
+    "mtls-auth",
+    "openid-connect",
+];
+
 /// Which entity a reference points at.
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum RefKind {
@@ -1010,6 +1024,12 @@ impl Parser {
         let protocols = read_protocols(&mut o, &["grpc", "grpcs", "http", "https"], errs);
         let enabled = o.bool_or("enabled", true, errs);
         let index_of = self.config.plugins.len();
+        // Kong's `typedefs.no_consumer`: these plugins cannot be scoped to a consumer (an
+        // authentication plugin that only runs once its consumer is known would never run).
+        let consumer_given = matches!(o.get("consumer"), Some(v) if !v.is_null());
+        if NO_CONSUMER.contains(&name.as_str()) && (scope.consumer.is_some() || consumer_given) {
+            errs.push(o.field_path("consumer"), "value must be null");
+        }
         for (key, kind) in [
             ("service", RefKind::Service),
             ("route", RefKind::Route),
@@ -1215,7 +1235,7 @@ pub fn default_healthchecks() -> Healthchecks {
 
 fn read_healthchecks(mut o: Obj<'_>, errs: &mut Errors) -> Healthchecks {
     let mut h = default_healthchecks();
-    if let Some(t) = o.opt_f64("threshold", errs) {
+    if let Some(t) = o.opt_f64_between("threshold", 0.0, 100.0, errs) {
         h.threshold = t;
     }
     if let Some(mut a) = o.record("active", errs) {
@@ -1226,7 +1246,7 @@ fn read_healthchecks(mut o: Obj<'_>, errs: &mut Errors) -> Healthchecks {
             &["tcp", "http", "https", "grpc", "grpcs"],
             errs,
         );
-        if let Some(t) = a.opt_f64("timeout", errs) {
+        if let Some(t) = a.opt_f64_between("timeout", 0.0, 65535.0, errs) {
             act.timeout = t;
         }
         act.concurrency = a.int_or("concurrency", 10, 1, 2_147_483_648, errs) as u32;
@@ -1254,7 +1274,7 @@ fn read_healthchecks(mut o: Obj<'_>, errs: &mut Errors) -> Healthchecks {
             }
         }
         if let Some(mut hy) = a.record("healthy", errs) {
-            if let Some(i) = hy.opt_f64("interval", errs) {
+            if let Some(i) = hy.opt_f64_between("interval", 0.0, 65535.0, errs) {
                 act.healthy_interval = i;
             }
             if hy.has("http_statuses") {
@@ -1268,7 +1288,7 @@ fn read_healthchecks(mut o: Obj<'_>, errs: &mut Errors) -> Healthchecks {
             hy.finish(errs);
         }
         if let Some(mut un) = a.record("unhealthy", errs) {
-            if let Some(i) = un.opt_f64("interval", errs) {
+            if let Some(i) = un.opt_f64_between("interval", 0.0, 65535.0, errs) {
                 act.unhealthy_interval = i;
             }
             if un.has("http_statuses") {

@@ -256,6 +256,25 @@ impl<'a> Obj<'a> {
         }
     }
 
+    /// An optional number within `min..=max`.
+    pub fn opt_f64_between(
+        &mut self,
+        key: &str,
+        min: f64,
+        max: f64,
+        errs: &mut Errors,
+    ) -> Option<f64> {
+        let v = self.opt_f64(key, errs)?;
+        if !(min..=max).contains(&v) {
+            errs.push(
+                self.field_path(key),
+                format!("value should be between {min} and {max}"),
+            );
+            return None;
+        }
+        Some(v)
+    }
+
     /// A string that must be one of `allowed`, with a default.
     pub fn one_of(
         &mut self,

@@ -772,3 +772,70 @@ routes:
         "{e:#?}"
     );
 }
+
+/// Kong's upstream schema bounds: `seconds` (0..65535) for probe timeouts and intervals,
+/// 0..100 for the health threshold. Out of range was accepted, and a negative timeout
+/// failed every probe (marking every target down) while a threshold over 100 refused all
+/// traffic.
+#[test]
+fn healthcheck_numbers_are_bounded_as_in_kong() {
+    let e = errors(
+        r#"
+_format_version: "3.0"
+upstreams:
+  - name: u
+    healthchecks:
+      threshold: 101
+      active:
+        timeout: -1
+        healthy: {interval: -5}
+        unhealthy: {interval: 70000}
+"#,
+    );
+    assert_eq!(
+        e,
+        vec![
+            "upstreams[0].healthchecks.threshold: value should be between 0 and 100",
+            "upstreams[0].healthchecks.active.timeout: value should be between 0 and 65535",
+            "upstreams[0].healthchecks.active.healthy.interval: value should be between 0 and 65535",
+            "upstreams[0].healthchecks.active.unhealthy.interval: value should be between 0 and 65535",
+        ],
+        "{e:#?}"
+    );
+    ok(r#"
+_format_version: "3.0"
+upstreams:
+  - name: u
+    healthchecks:
+      threshold: 50.5
+      active: {timeout: 0.5, healthy: {interval: 0}, unhealthy: {interval: 2.5}}
+"#);
+}
+
+/// Kong's `typedefs.no_consumer`: authentication plugins (and acl, cors, bot-detection)
+/// cannot be scoped to a consumer, nested or by reference.
+#[test]
+fn auth_plugins_cannot_be_scoped_to_a_consumer() {
+    let e = errors(
+        r#"
+_format_version: "3.0"
+consumers:
+  - username: u
+    plugins:
+      - name: key-auth
+      - name: rate-limiting
+        config: {minute: 5}
+plugins:
+  - name: cors
+    consumer: u
+"#,
+    );
+    assert_eq!(
+        e,
+        vec![
+            "consumers[0].plugins[0].consumer: value must be null",
+            "plugins[0].consumer: value must be null",
+        ],
+        "{e:#?}"
+    );
+}
