@@ -1,7 +1,9 @@
 //! The Admin API (axum), bound to localhost by default.
 //!
 //! Endpoints so far: `GET /` (node info), `GET /status` (readiness, connections, config hash),
-//! `GET /status/ready`, `GET /metrics` (Prometheus text format).
+//! `GET /status/ready`, `GET /metrics` (Prometheus text format), and Kong's read-only
+//! `GET /upstreams/{name or id}/health` (targets with their health; `?balancer_health=1` for
+//! the upstream's own).
 //!
 //! The status listener (`status_listen`, off by default) serves `GET /status`,
 //! `GET /status/ready` and `GET /metrics` only: safe to expose to a Prometheus server.
@@ -9,7 +11,7 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use axum::extract::State;
+use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -26,6 +28,7 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         .route("/status", get(status))
         .route("/status/ready", get(ready))
         .route("/metrics", get(metrics))
+        .route("/upstreams/{upstream}/health", get(upstream_health))
         .fallback(not_found)
         .with_state(gw)
 }
@@ -136,4 +139,117 @@ async fn ready(State(gw): State<Arc<Gateway>>) -> Response {
         )
             .into_response()
     }
+}
+
+/// Kong's `GET /upstreams/{upstream}/health`: the upstream's targets with the health the
+/// balancer holds for them (`HEALTHY`, `UNHEALTHY`, or `HEALTHCHECKS_OFF` when the upstream
+/// has no active or passive checks, or the target's weight is 0); with `?balancer_health=1`,
+/// the upstream's own health (below its `threshold` or not).
+async fn upstream_health(
+    State(gw): State<Arc<Gateway>>,
+    Path(upstream): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let snap = gw.snapshot();
+    let Some(u) = snap
+        .config
+        .upstreams
+        .iter()
+        .find(|u| u.name == upstream || u.id.eq_ignore_ascii_case(&upstream))
+    else {
+        return not_found().await;
+    };
+    let Some(balancer) = snap.balancers.iter().find(|b| b.name == u.name) else {
+        return not_found().await;
+    };
+    let checked = balancer.health_checked();
+    let label = |healthy: bool| if healthy { "HEALTHY" } else { "UNHEALTHY" };
+    let entries = balancer.targets();
+    // One status per target, in the shape of Kong's `getTargetStatus` (the address is the
+    // target's host as configured: names are resolved per connection, not held here).
+    let status = |t: &portcullis_proxy::balancer::TargetEntry| {
+        let healthy = t.health.is_healthy();
+        let unavailable = if healthy { 0 } else { t.weight };
+        let health = if checked && t.weight > 0 {
+            label(healthy)
+        } else {
+            "HEALTHCHECKS_OFF"
+        };
+        (
+            health,
+            json!({
+                "host": &*t.host,
+                "port": t.port,
+                "nodeWeight": t.weight,
+                "weight": {
+                    "total": t.weight,
+                    "unavailable": unavailable,
+                    "available": t.weight - unavailable,
+                },
+                "addresses": [{
+                    "ip": &*t.host,
+                    "port": t.port,
+                    "weight": t.weight,
+                    "health": health,
+                }],
+            }),
+        )
+    };
+    let node_id = portcullis_plugins::prometheus::node_id();
+    let balancer_health = query
+        .as_deref()
+        .unwrap_or("")
+        .split('&')
+        .any(|kv| kv == "balancer_health=1");
+    if balancer_health {
+        let total: u32 = entries.iter().map(|t| t.weight).sum();
+        let unavailable: u32 = entries
+            .iter()
+            .filter(|t| !t.health.is_healthy())
+            .map(|t| t.weight)
+            .sum();
+        let healthy = balancer.above_threshold();
+        let hosts: Vec<serde_json::Value> = entries.iter().map(|t| status(t).1).collect();
+        return Json(json!({
+            "data": {
+                "health": if checked { label(healthy) } else { "HEALTHCHECKS_OFF" },
+                "balancer_health": label(healthy),
+                "id": u.id,
+                "details": {
+                    "healthy": healthy,
+                    "weight": {
+                        "total": total,
+                        "unavailable": unavailable,
+                        "available": total - unavailable,
+                    },
+                    "hosts": hosts,
+                },
+            },
+            "next": null,
+            "node_id": node_id,
+        }))
+        .into_response();
+    }
+    let targets = snap.config.targets.iter().filter(|t| t.upstream == u.id);
+    let data: Vec<serde_json::Value> = targets
+        .zip(entries)
+        .map(|(t, entry)| {
+            let (health, data) = status(entry);
+            json!({
+                "id": t.id,
+                "target": format!("{}:{}", entry.host, entry.port),
+                "weight": t.weight,
+                "upstream": { "id": u.id },
+                "tags": if t.tags.is_empty() { serde_json::Value::Null } else { json!(t.tags) },
+                "health": health,
+                "data": data,
+            })
+        })
+        .collect();
+    Json(json!({
+        "data": data,
+        "next": null,
+        "node_id": node_id,
+    }))
+    .into_response()
 }

@@ -166,6 +166,80 @@ async fn targets_marked_down_by_the_failures_of_a_request_answer_503() {
 }
 
 #[tokio::test]
+async fn admin_api_reports_target_health_as_kong_does() {
+    // Kong's GET /upstreams/{upstream}/health: each target with HEALTHY / UNHEALTHY (or
+    // HEALTHCHECKS_OFF without checks), and ?balancer_health=1 for the upstream itself.
+    let a = Origin::start("a").await;
+    let dead = free_port();
+    let gw = Gw::start(&upstream_config(&format!(
+        "  - name: backend\n    healthchecks:\n      passive:\n        unhealthy: {{tcp_failures: 1}}\n    targets:\n      - target: 127.0.0.1:{}\n      - target: 127.0.0.1:{dead}\n        tags: [spare]\n  - name: plain\n    targets:\n      - target: 127.0.0.1:{}\n",
+        a.port(),
+        a.port()
+    )))
+    .await;
+    let health = |body: &serde_json::Value| -> HashMap<String, String> {
+        body["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| {
+                (
+                    t["target"].as_str().unwrap().to_string(),
+                    t["health"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect()
+    };
+    let live = format!("127.0.0.1:{}", a.port());
+    let down = format!("127.0.0.1:{dead}");
+    let r = get(gw.admin, "/upstreams/backend/health", &[])
+        .await
+        .unwrap();
+    assert_status(&r, 200);
+    let before = r.json();
+    assert_eq!(health(&before)[&down], "HEALTHY", "{before}");
+    assert_eq!(before["data"][1]["tags"], serde_json::json!(["spare"]));
+    assert_eq!(before["data"][0]["weight"], 100);
+    assert!(before["node_id"].is_string());
+    // Requests until one has been sent to the dead target and marked it down.
+    for _ in 0..4 {
+        assert_status(&gw.get("/").await, 200);
+    }
+    let r = get(gw.admin, "/upstreams/backend/health", &[])
+        .await
+        .unwrap();
+    let after = r.json();
+    assert_eq!(health(&after)[&live], "HEALTHY", "{after}");
+    assert_eq!(health(&after)[&down], "UNHEALTHY", "{after}");
+    let addr = &after["data"][1]["data"]["addresses"][0];
+    assert_eq!(addr["health"], "UNHEALTHY", "{after}");
+    assert_eq!(after["data"][1]["data"]["weight"]["available"], 0);
+    // By id too, and the balancer's own health (threshold 0: healthy).
+    let id = after["data"][0]["upstream"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let r = get(
+        gw.admin,
+        &format!("/upstreams/{id}/health?balancer_health=1"),
+        &[],
+    )
+    .await
+    .unwrap();
+    assert_status(&r, 200);
+    let b = r.json();
+    assert_eq!(b["data"]["health"], "HEALTHY", "{b}");
+    assert_eq!(b["data"]["id"], id.as_str());
+    assert_eq!(b["data"]["details"]["weight"]["unavailable"], 100, "{b}");
+    // No checks configured: Kong's HEALTHCHECKS_OFF.
+    let r = get(gw.admin, "/upstreams/plain/health", &[]).await.unwrap();
+    assert_eq!(health(&r.json())[&live], "HEALTHCHECKS_OFF");
+    let r = get(gw.admin, "/upstreams/nope/health", &[]).await.unwrap();
+    assert_status(&r, 404);
+    assert_eq!(r.json(), serde_json::json!({"message": "Not found"}));
+}
+
+#[tokio::test]
 async fn chunked_request_bodies_are_retried_on_another_target() {
     // A chunked body (no Content-Length) is read whole before the first attempt, like
     // nginx's request buffering, so a target that takes the request and hangs up costs a

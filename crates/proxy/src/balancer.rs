@@ -281,6 +281,12 @@ impl Balancer {
         t.weight > 0 && t.health.is_healthy() && !exclude.contains(&i)
     }
 
+    /// Kong's balancer health: healthy capacity at or above the upstream's `threshold`
+    /// percentage (always, with the default threshold 0).
+    pub fn above_threshold(&self) -> bool {
+        !self.below_threshold()
+    }
+
     /// True when healthy capacity is below the upstream's threshold percentage.
     fn below_threshold(&self) -> bool {
         if self.threshold <= 0.0 {
