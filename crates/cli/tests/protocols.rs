@@ -254,3 +254,86 @@ async fn a_stalled_http2_upstream_body_is_cut_at_the_read_timeout() {
     assert_status(&r.reply, 200);
     assert_eq!(r.trailers.unwrap().get("grpc-status").unwrap(), "0");
 }
+
+/// The gateway's own answers to a gRPC client are sent as Kong's `kong.response.error` and
+/// `exit` send them: the HTTP status kept, `grpc-status` and `grpc-message` headers, no body.
+#[tokio::test]
+async fn gateway_answers_to_grpc_clients_carry_grpc_status() {
+    let origin = GrpcOrigin::start().await;
+    let dead = free_port();
+    let gw = Gw::start(&format!(
+        r#"_format_version: "3.0"
+services:
+  - name: grpc
+    url: {}
+    routes:
+      - name: locked
+        protocols: [grpc]
+        paths: [/pkg.Locked]
+        strip_path: false
+        plugins: [{{name: key-auth}}]
+      - name: closed
+        protocols: [grpc]
+        paths: [/pkg.Closed]
+        strip_path: false
+        plugins: [{{name: request-termination, config: {{status_code: 403, message: "closed for now"}}}}]
+  - name: down
+    url: http://127.0.0.1:{dead}
+    retries: 0
+    routes:
+      - name: down
+        protocols: [grpc]
+        paths: [/pkg.Down]
+        strip_path: false
+"#,
+        origin.url()
+    ))
+    .await;
+    let call = |path: &'static str| {
+        let addr = gw.proxy;
+        async move {
+            let tcp = TcpStream::connect(addr).await.unwrap();
+            send_h2(
+                tcp,
+                "POST",
+                &format!("http://localhost{path}"),
+                &[("content-type", "application/grpc"), ("te", "trailers")],
+                &grpc_frame(b"\x0a\x01x"),
+            )
+            .await
+            .unwrap()
+            .reply
+        }
+    };
+    // kong.response.error (key-auth, no route): the status name, typed application/grpc.
+    for (path, status, code, name) in [
+        ("/pkg.Locked/M", 401, "16", "Unauthenticated"),
+        ("/other.Svc/M", 404, "5", "NotFound"),
+    ] {
+        let r = call(path).await;
+        assert_status(&r, status);
+        assert_eq!(r.header("grpc-status").as_deref(), Some(code), "{path}");
+        assert_eq!(r.header("grpc-message").as_deref(), Some(name), "{path}");
+        assert_eq!(
+            r.header("content-type").as_deref(),
+            Some("application/grpc"),
+            "{path}"
+        );
+        assert!(r.body.is_empty(), "{path}: {:?}", r.body);
+    }
+    // kong.response.exit with a message (request-termination), and an upstream failure
+    // (Kong's error page): the message itself.
+    let r = call("/pkg.Closed/M").await;
+    assert_status(&r, 403);
+    assert_eq!(r.header("grpc-status").as_deref(), Some("7"));
+    assert_eq!(r.header("grpc-message").as_deref(), Some("closed for now"));
+    assert!(r.body.is_empty());
+    let r = call("/pkg.Down/M").await;
+    assert_status(&r, 502);
+    assert_eq!(r.header("grpc-status").as_deref(), Some("13"));
+    assert_eq!(
+        r.header("grpc-message").as_deref(),
+        Some("An invalid response was received from the upstream server")
+    );
+    assert!(origin.seen().is_empty());
+}

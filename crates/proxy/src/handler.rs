@@ -282,6 +282,12 @@ pub async fn handle(
             .and_then(|v| v.parse().ok());
     }
     let h1_client = req.version() != Version::HTTP_2;
+    // Kong's `is_grpc_request`: its own responses to such a request are sent the gRPC way.
+    let grpc_client = !h1_client
+        && req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
     // Set when the response's header lines are relayed in wire mode (see below).
     let mut wired = false;
     // An upstream answered (its response is relayed): no X-Kong-Response-Latency.
@@ -865,6 +871,9 @@ pub async fn handle(
     };
     // A wired response has its request id and hardening in its lines already.
     if !wired {
+        if grpc_client && !proxied {
+            errors::for_grpc_client(&mut resp);
+        }
         if resp.extensions().get::<errors::ErrorBody>().is_some() {
             if let ProxyBody::Full(Some(b)) = resp.body() {
                 if let Some(body) = errors::with_request_id(b, log.request_id.as_str()) {
