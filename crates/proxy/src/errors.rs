@@ -72,16 +72,14 @@ pub fn upstream_failure(f: UpstreamFailure) -> Response<ProxyBody> {
 
 /// Kong's `HTTP_TO_GRPC_STATUS` (`kong/pdk/response.lua`): the gRPC status for an HTTP one.
 fn grpc_status(status: u16) -> u8 {
+    // The exact entries first, then Kong's fallbacks by class.
     match status {
-        200 => 0,
-        400 => 3,
         401 => 16,
         403 => 7,
         404 => 5,
         409 => 6,
         429 => 8,
         499 => 1,
-        500 => 13,
         501 => 12,
         503 => 14,
         504 => 4,
