@@ -205,6 +205,9 @@ impl Parser {
             }
         }
         let key = name.clone().unwrap_or_else(|| path.to_string());
+        if o.has("id") {
+            self.paths.explicit.insert(path.to_string());
+        }
         let id = read_id(&mut o, "service", &key, errs);
         let tags = common(&mut o, errs);
 
@@ -363,6 +366,9 @@ impl Parser {
             }
         }
         let key = name.clone().unwrap_or_else(|| path.to_string());
+        if o.has("id") {
+            self.paths.explicit.insert(path.to_string());
+        }
         let id = read_id(&mut o, "route", &key, errs);
         let tags = common(&mut o, errs);
         let index_of = self.config.routes.len();
@@ -560,6 +566,9 @@ impl Parser {
                 "invalid value: must be a hostname, not an IP address or host:port",
             );
         }
+        if o.has("id") {
+            self.paths.explicit.insert(path.to_string());
+        }
         let id = read_id(&mut o, "upstream", &name, errs);
         let tags = common(&mut o, errs);
         let algorithm = match o
@@ -743,12 +752,15 @@ impl Parser {
                 "'cert_alt' and 'key_alt' must be set together",
             );
         }
+        let explicit_id = o.has("id");
         let id = read_id(&mut o, "certificate", &tls::digest(&cert), errs);
         let tags = common(&mut o, errs);
-        let snis = o.array("snis", errs, |v, p, errs| match v {
-            Value::String(s) => Some(s.to_ascii_lowercase()),
+        // Each name with its own path: entries that are not names are dropped, and the
+        // paths of the rest must not shift.
+        let named: Vec<(String, String)> = o.array("snis", errs, |v, p, errs| match v {
+            Value::String(s) => Some((s.to_ascii_lowercase(), p)),
             Value::Object(m) => match m.get("name").and_then(Value::as_str) {
-                Some(s) => Some(s.to_ascii_lowercase()),
+                Some(s) => Some((s.to_ascii_lowercase(), p)),
                 None => {
                     errs.push(p, "expected an SNI name");
                     None
@@ -759,18 +771,21 @@ impl Parser {
                 None
             }
         });
-        for (i, s) in snis.iter().enumerate() {
+        for (s, p) in &named {
             // `*` is Kong's catch-all SNI (its default certificate in DB-less files).
             if s != "*" && (text::check_route_host(s).is_err() || s.contains(':')) {
-                errs.push(index(&o.field_path("snis"), i), "invalid SNI name");
+                errs.push(p.clone(), "invalid SNI name");
             }
         }
         o.finish(errs);
         self.paths.certificates.push(path.to_string());
-        for (i, s) in snis.iter().enumerate() {
-            self.paths
-                .snis
-                .push((s.clone(), index(&format!("{path}.snis"), i)));
+        if explicit_id {
+            self.paths.explicit.insert(path.to_string());
+        }
+        let mut snis = Vec::with_capacity(named.len());
+        for (s, p) in named {
+            self.paths.snis.push((s.clone(), p));
+            snis.push(s);
         }
         self.config.certificates.push(Certificate {
             id,
@@ -850,6 +865,9 @@ impl Parser {
             .map(|u| format!("u:{u}"))
             .or_else(|| custom_id.clone().map(|c| format!("c:{c}")))
             .unwrap_or_else(|| path.to_string());
+        if o.has("id") {
+            self.paths.explicit.insert(path.to_string());
+        }
         let id = read_id(&mut o, "consumer", &key, errs);
         let tags = common(&mut o, errs);
         let mut nested = Vec::new();

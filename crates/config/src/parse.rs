@@ -186,6 +186,10 @@ pub(crate) struct Paths {
     pub(crate) credentials: Vec<String>,
     /// SNI names with where they were declared (nested in a certificate or top-level).
     pub(crate) snis: Vec<(String, String)>,
+    /// Paths of the services, routes, upstreams, consumers and certificates whose `id` the
+    /// file gives. Only those can collide as Kong sees it: where it would make a random id,
+    /// an id derived here must not be reported as a duplicate primary key.
+    pub(crate) explicit: HashSet<String>,
 }
 
 impl Parser {
@@ -332,6 +336,7 @@ fn check_uniqueness(c: &Config, paths: &Paths, errs: &mut Errors) {
     // from that name, and the name's duplicate is the error to report.
     fn dup_ids<'a>(
         errs: &mut Errors,
+        explicit: &HashSet<String>,
         kind: &str,
         values: impl Iterator<Item = (&'a str, Option<&'a str>, &'a str)>,
     ) {
@@ -339,6 +344,7 @@ fn check_uniqueness(c: &Config, paths: &Paths, errs: &mut Errors) {
         for (id, name, path) in values {
             match seen.get(id) {
                 Some(first) if name.is_some() && *first == name => {}
+                Some(_) if !explicit.contains(path) => {}
                 Some(_) => errs.push(path, uniqueness(kind, "primary key", id)),
                 None => {
                     seen.insert(id, name);
@@ -358,6 +364,7 @@ fn check_uniqueness(c: &Config, paths: &Paths, errs: &mut Errors) {
     };
     dup_ids(
         errs,
+        &paths.explicit,
         "services",
         services().map(|(s, p)| (s.id.as_str(), s.name.as_deref(), p)),
     );
@@ -375,6 +382,7 @@ fn check_uniqueness(c: &Config, paths: &Paths, errs: &mut Errors) {
     };
     dup_ids(
         errs,
+        &paths.explicit,
         "routes",
         routes().map(|(r, p)| (r.id.as_str(), r.name.as_deref(), p)),
     );
@@ -392,6 +400,7 @@ fn check_uniqueness(c: &Config, paths: &Paths, errs: &mut Errors) {
     };
     dup_ids(
         errs,
+        &paths.explicit,
         "upstreams",
         upstreams().map(|(u, p)| (u.id.as_str(), Some(u.name.as_str()), p)),
     );
@@ -409,6 +418,7 @@ fn check_uniqueness(c: &Config, paths: &Paths, errs: &mut Errors) {
     };
     dup_ids(
         errs,
+        &paths.explicit,
         "consumers",
         consumers().map(|(u, p)| (u.id.as_str(), u.username.as_deref(), p)),
     );
@@ -424,6 +434,7 @@ fn check_uniqueness(c: &Config, paths: &Paths, errs: &mut Errors) {
         "custom_id",
         consumers().filter_map(|(u, p)| Some((u.custom_id.as_deref()?, p))),
     );
+    // Kong gives a certificate without an id a random one: only given ids can collide.
     dup(
         errs,
         "certificates",
@@ -431,7 +442,8 @@ fn check_uniqueness(c: &Config, paths: &Paths, errs: &mut Errors) {
         c.certificates
             .iter()
             .enumerate()
-            .map(|(i, u)| (u.id.as_str(), at(&paths.certificates, i))),
+            .map(|(i, u)| (u.id.as_str(), at(&paths.certificates, i)))
+            .filter(|(_, p)| paths.explicit.contains(*p)),
     );
     dup(
         errs,

@@ -720,8 +720,10 @@ keyauth_credentials:
         "_format_version": "3.0",
         "services": [{"id": id, "name": "s1", "host": "h"}, {"id": id, "name": "s2", "host": "h"}],
         "certificates": [
-            {"cert": cert, "key": key.serialize_pem(), "snis": ["a.example", "b.example"]},
-            {"cert": cert, "key": key.serialize_pem(), "snis": [{"name": "a.example"}]}
+            {"id": id, "cert": cert, "key": key.serialize_pem(), "snis": ["a.example", "b.example"]},
+            {"id": id, "cert": cert, "key": key.serialize_pem(), "snis": [{}, {"name": "a.example"}]},
+            {"cert": cert, "key": key.serialize_pem()},
+            {"cert": cert, "key": key.serialize_pem()}
         ],
         "snis": [{"name": "b.example", "certificate": {"id": "00000000-0000-4000-8000-000000000000"}}]
     })
@@ -731,13 +733,35 @@ keyauth_credentials:
         &e,
         &[
             &format!("services[1]: uniqueness violation: 'services' entity with primary key set to '{id}' already declared"),
-            "certificates[1].snis[0]: uniqueness violation: 'snis' entity with name set to 'a.example' already declared",
+            "certificates[1].snis[1]: uniqueness violation: 'snis' entity with name set to 'a.example' already declared",
+            "certificates[1].snis[0]: expected an SNI name",
             "snis[0]: uniqueness violation: 'snis' entity with name set to 'b.example' already declared",
         ],
     );
+    // A given id repeated is a duplicate; identical certificates without ids are not (Kong
+    // gives each a random id).
     assert!(
-        e.iter().any(|x| x.starts_with("certificates[1]: uniqueness violation: 'certificates' entity with primary key set to '")),
+        e.iter().any(|x| x == &format!("certificates[1]: uniqueness violation: 'certificates' entity with primary key set to '{id}' already declared")),
         "{e:#?}"
+    );
+    assert!(
+        !e.iter().any(|x| x.starts_with("certificates[3]")),
+        "{e:#?}"
+    );
+    // (The sixth: the top-level SNI's certificate does not exist.)
+    assert_eq!(e.len(), 6, "{e:#?}");
+    // Consumers known only by custom_id: the custom_id is the duplicate, not a derived id.
+    let e = errors(
+        r#"
+_format_version: "3.0"
+consumers:
+  - custom_id: c1
+  - custom_id: c1
+"#,
+    );
+    assert_eq!(
+        e,
+        vec!["consumers[1]: uniqueness violation: 'consumers' entity with custom_id set to 'c1' already declared"],
     );
 }
 

@@ -161,15 +161,21 @@ impl RequestTermination {
                 "scheme": ctx.scheme,
                 "headers": headers,
                 "uri_captures": { "named": named, "unnamed": unnamed },
-                "raw_body": String::from_utf8_lossy(ctx.body.as_deref().unwrap_or_default()),
             },
             "matched_route": { "id": ctx.route_id.as_deref(), "name": ctx.route_name.as_deref() },
             "matched_service": { "id": ctx.service_id.as_deref(), "name": ctx.service_name.as_deref() },
         });
         // Absent, as a nil in Kong's table, when the body is not JSON or a form.
         let mut body = body;
-        if let (Some(req), Some(parsed)) = (body.get_mut("request"), parsed_body(ctx)) {
-            req["body"] = parsed;
+        if let Some(req) = body.get_mut("request") {
+            // Not read when a trigger is set (see `reads_body`): left out, not shown empty.
+            if self.reads_body() {
+                req["raw_body"] =
+                    String::from_utf8_lossy(ctx.body.as_deref().unwrap_or_default()).into();
+            }
+            if let Some(parsed) = parsed_body(ctx) {
+                req["body"] = parsed;
+            }
         }
         Response::json(self.status, Bytes::from(body.to_string()))
     }
@@ -200,7 +206,10 @@ fn default_message(code: u16) -> Option<&'static str> {
 fn parsed_body(ctx: &Ctx) -> Option<Value> {
     let body = ctx.body.as_deref()?;
     match ctx.media_type()?.as_str() {
-        "application/json" => serde_json::from_slice(body).ok(),
+        // Kong's `get_body` gives only a table (object or array) for JSON.
+        "application/json" => serde_json::from_slice(body)
+            .ok()
+            .filter(|v: &Value| v.is_object() || v.is_array()),
         "application/x-www-form-urlencoded" => Some(Value::Object(query_table(Some(
             &String::from_utf8_lossy(body),
         )))),
@@ -243,9 +252,11 @@ impl Plugin for RequestTermination {
         "request-termination"
     }
 
-    /// The echo returns the request body, as Kong's does.
+    /// The echo returns the request body, as Kong's does. With a `trigger` the body is not
+    /// read: the requests that do not trigger it must stream to the upstream untouched (and
+    /// never get 413 for a body this plugin will not use), so a triggered echo leaves it out.
     fn reads_body(&self) -> bool {
-        self.echo
+        self.echo && self.trigger.is_none()
     }
 
     fn access<'a>(&'a self, ctx: &'a mut Ctx) -> Access<'a> {
@@ -446,6 +457,14 @@ mod tests {
         assert!(v.get("body").is_none(), "{v}");
         let v = with("application/json", b"{not json");
         assert!(v.get("body").is_none(), "{v}");
+        let v = with("application/json", b"5");
+        assert!(v.get("body").is_none(), "{v}");
+        assert_eq!(with("application/json", b"[1]")["body"], json!([1]));
+        // With a trigger the body is not read, so the echo leaves it out.
+        let triggered =
+            RequestTermination::build(&json!({"echo": true, "trigger": "x-echo"}), "c", &mut e)
+                .unwrap();
+        assert!(!triggered.reads_body());
         let plain = RequestTermination::build(&json!({}), "c", &mut e).unwrap();
         assert!(!plain.reads_body());
     }
