@@ -3,18 +3,20 @@
 //! Endpoints so far: `GET /` (node info), `GET /status` (readiness, connections, config hash),
 //! `GET /status/ready`, `GET /metrics` (Prometheus text format), and Kong's read-only
 //! `GET /upstreams/{name or id}/health` (targets with their health; `?balancer_health=1` for
-//! the upstream's own).
+//! the upstream's own) and `POST /upstreams/{u}/targets/{id or host:port}/healthy|unhealthy`
+//! (sets a target's health, as the health checks would: the checks may change it again).
 //!
 //! The status listener (`status_listen`, off by default) serves `GET /status`,
 //! `GET /status/ready` and `GET /metrics` only: safe to expose to a Prometheus server.
 
+use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{ConnectInfo, Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use portcullis_proxy::Gateway;
 use serde_json::json;
@@ -29,6 +31,14 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         .route("/status/ready", get(ready))
         .route("/metrics", get(metrics))
         .route("/upstreams/{upstream}/health", get(upstream_health))
+        .route(
+            "/upstreams/{upstream}/targets/{target}/healthy",
+            post(target_healthy),
+        )
+        .route(
+            "/upstreams/{upstream}/targets/{target}/unhealthy",
+            post(target_unhealthy),
+        )
         .fallback(not_found)
         .with_state(gw)
 }
@@ -74,11 +84,15 @@ pub async fn serve(
     listener: TcpListener,
     mut shutdown: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(gw))
-        .with_graceful_shutdown(async move {
-            let _ = shutdown.wait_for(|s| *s).await;
-        })
-        .await
+    // The peer address is kept for the security event of each change made through the API.
+    axum::serve(
+        listener,
+        router(gw).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move {
+        let _ = shutdown.wait_for(|s| *s).await;
+    })
+    .await
 }
 
 async fn not_found() -> Response {
@@ -252,4 +266,86 @@ async fn upstream_health(
         "node_id": node_id,
     }))
     .into_response()
+}
+
+async fn target_healthy(
+    State(gw): State<Arc<Gateway>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path((upstream, target)): Path<(String, String)>,
+) -> Response {
+    set_target_health(&gw, peer, &upstream, &target, true)
+}
+
+async fn target_unhealthy(
+    State(gw): State<Arc<Gateway>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path((upstream, target)): Path<(String, String)>,
+) -> Response {
+    set_target_health(&gw, peer, &upstream, &target, false)
+}
+
+/// Kong's `POST /upstreams/{u}/targets/{t}/healthy|unhealthy`: the target by id or by
+/// `host:port` (`host` alone means port 8000, as Kong's target field reads it); 204, or 400
+/// when the upstream has no health checks to hold the state.
+fn set_target_health(
+    gw: &Gateway,
+    peer: SocketAddr,
+    upstream: &str,
+    target: &str,
+    healthy: bool,
+) -> Response {
+    let snap = gw.snapshot();
+    let Some(u) = snap
+        .config
+        .upstreams
+        .iter()
+        .find(|u| u.name == upstream || u.id.eq_ignore_ascii_case(upstream))
+    else {
+        return not_found_now();
+    };
+    let Some(balancer) = snap.balancers.iter().find(|b| b.name == u.name) else {
+        return not_found_now();
+    };
+    let wanted = if target.contains(':') {
+        target.to_string()
+    } else {
+        format!("{target}:8000")
+    };
+    let found = snap
+        .config
+        .targets
+        .iter()
+        .filter(|t| t.upstream == u.id)
+        .zip(balancer.targets())
+        .find(|(t, e)| {
+            t.id.eq_ignore_ascii_case(target) || format!("{}:{}", e.host, e.port) == wanted
+        });
+    let Some((_, entry)) = found else {
+        return not_found_now();
+    };
+    if !balancer.health_checked() {
+        return (
+            StatusCode::BAD_REQUEST,
+            Json(json!({"message": format!("no healthchecker found for {}", u.name)})),
+        )
+            .into_response();
+    }
+    entry.health.set_healthy(healthy);
+    // An Admin API change is a security event (docs/observability.md).
+    tracing::warn!(
+        target: "security",
+        event = "admin_change",
+        client_ip = %peer.ip(),
+        method = "POST",
+        path = %format!("/upstreams/{upstream}/targets/{target}/{}", if healthy { "healthy" } else { "unhealthy" }),
+        upstream = %u.name,
+        target_address = %format!("{}:{}", entry.host, entry.port),
+        reason = if healthy { "target set healthy" } else { "target set unhealthy" },
+        "Admin API change"
+    );
+    StatusCode::NO_CONTENT.into_response()
+}
+
+fn not_found_now() -> Response {
+    (StatusCode::NOT_FOUND, Json(json!({"message": "Not found"}))).into_response()
 }

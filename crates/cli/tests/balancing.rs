@@ -240,6 +240,111 @@ async fn admin_api_reports_target_health_as_kong_does() {
 }
 
 #[tokio::test]
+async fn admin_api_sets_target_health_and_records_the_change() {
+    // Kong's POST /upstreams/{u}/targets/{t}/unhealthy|healthy: drain a target by hand, and
+    // bring it back; the change is a security event.
+    let a = Origin::start("a").await;
+    let b = Origin::start("b").await;
+    let dir = temp_dir();
+    let sec = dir.join("security.log");
+    let gw = Gw::start_with(
+        &upstream_config(&format!(
+            "  - name: backend\n    healthchecks:\n      passive:\n        unhealthy: {{tcp_failures: 3}}\n    targets:\n      - target: 127.0.0.1:{}\n      - target: 127.0.0.1:{}\n  - name: unchecked\n    targets:\n      - target: 127.0.0.1:{}\n",
+            a.port(),
+            b.port(),
+            a.port()
+        )),
+        &format!("security_log = \"{}\"\n", sec.display()),
+    )
+    .await;
+    let path = format!(
+        "/upstreams/backend/targets/127.0.0.1:{}/unhealthy",
+        b.port()
+    );
+    let r = request(gw.admin, "POST", &path, &[], "").await.unwrap();
+    assert_status(&r, 204);
+    assert!(r.body.is_empty());
+    let seen = origins_hit(&gw, 6, &[]).await;
+    assert_eq!(seen.get("b"), None, "{seen:?}");
+    let health = get(gw.admin, "/upstreams/backend/health", &[])
+        .await
+        .unwrap()
+        .json();
+    assert_eq!(health["data"][1]["health"], "UNHEALTHY", "{health}");
+    // Back by id.
+    let id = health["data"][1]["id"].as_str().unwrap().to_string();
+    let r = request(
+        gw.admin,
+        "POST",
+        &format!("/upstreams/backend/targets/{id}/healthy"),
+        &[],
+        "",
+    )
+    .await
+    .unwrap();
+    assert_status(&r, 204);
+    let seen = origins_hit(&gw, 6, &[]).await;
+    assert_eq!(seen["b"], 3, "{seen:?}");
+    // Unknown target, unknown upstream, an upstream without checks (Kong's 400).
+    let r = request(
+        gw.admin,
+        "POST",
+        "/upstreams/backend/targets/10.9.9.9:1/healthy",
+        &[],
+        "",
+    )
+    .await
+    .unwrap();
+    assert_status(&r, 404);
+    let r = request(
+        gw.admin,
+        "POST",
+        "/upstreams/nope/targets/x/healthy",
+        &[],
+        "",
+    )
+    .await
+    .unwrap();
+    assert_status(&r, 404);
+    let r = request(
+        gw.admin,
+        "POST",
+        &format!(
+            "/upstreams/unchecked/targets/127.0.0.1:{}/unhealthy",
+            a.port()
+        ),
+        &[],
+        "",
+    )
+    .await
+    .unwrap();
+    assert_status(&r, 400);
+    assert_eq!(
+        r.json(),
+        serde_json::json!({"message": "no healthchecker found for unchecked"})
+    );
+    // Each change is one security event with the caller's address.
+    let mut events = Vec::new();
+    for _ in 0..50 {
+        events = std::fs::read_to_string(&sec)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .filter(|e| e["event"] == "admin_change")
+            .collect();
+        if events.len() >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(events.len(), 2, "{events:?}");
+    assert_eq!(events[0]["client_ip"], "127.0.0.1");
+    assert_eq!(events[0]["reason"], "target set unhealthy");
+    assert_eq!(events[1]["reason"], "target set healthy");
+    assert_eq!(events[0]["upstream"], "backend");
+}
+
+#[tokio::test]
 async fn chunked_request_bodies_are_retried_on_another_target() {
     // A chunked body (no Content-Length) is read whole before the first attempt, like
     // nginx's request buffering, so a target that takes the request and hangs up costs a
