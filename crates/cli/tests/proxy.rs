@@ -960,3 +960,49 @@ async fn bad_headers_setting_is_refused_at_start() {
         "{err}"
     );
 }
+
+/// Kong's header criteria read `http.headers.x_api_version` through `ngx.req.get_headers`:
+/// a request header spelled with `_` matches a route header spelled with `-`, and when both
+/// are sent the `_` one is the one read (whatever its value's bytes).
+#[tokio::test]
+async fn route_header_names_match_with_dash_or_underscore() {
+    let origin = Origin::start("a").await;
+    let gw = Gw::start(&format!(
+        r#"_format_version: "3.0"
+services:
+  - name: svc
+    url: {}
+    routes:
+      - name: v2
+        paths: [/h]
+        headers: {{x-api-version: [v2]}}
+"#,
+        origin.url()
+    ))
+    .await;
+    assert_status(
+        &get(gw.proxy, "/h", &[("x-api-version", "v2")])
+            .await
+            .unwrap(),
+        200,
+    );
+    assert_status(
+        &get(gw.proxy, "/h", &[("x_api_version", "v2")])
+            .await
+            .unwrap(),
+        200,
+    );
+    assert_status(
+        &get(gw.proxy, "/h", &[("x-api-version", "v1")])
+            .await
+            .unwrap(),
+        404,
+    );
+    let (out, _) = raw(
+        gw.proxy,
+        b"GET /h HTTP/1.1\r\nHost: t\r\nx_api_version: \xe9t\xe9\r\nx-api-version: v2\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status_of(&out), 404, "{out}");
+    assert_eq!(origin.hits(), 2);
+}

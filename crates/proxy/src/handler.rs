@@ -114,6 +114,10 @@ impl Headers for HeaderView<'_> {
             .iter()
             .any(|v| v.to_str().map(&mut *pred).unwrap_or(false))
     }
+
+    fn contains(&self, name: &str) -> bool {
+        self.0.contains_key(name)
+    }
 }
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");

@@ -67,7 +67,7 @@ impl HeaderMatcher {
     #[inline]
     fn lookup_name(&self, headers: &dyn crate::Headers) -> &str {
         match &self.dashed {
-            Some(dashed) if !headers.any_value(&self.name, &mut |_| true) => dashed,
+            Some(dashed) if !headers.contains(&self.name) => dashed,
             _ => &self.name,
         }
     }

@@ -120,6 +120,11 @@ pub trait Headers {
     /// Calls `pred` on each value of header `name` (lower-case name given);
     /// returns true as soon as `pred` returns true.
     fn any_value(&self, name: &str, pred: &mut dyn FnMut(&str) -> bool) -> bool;
+
+    /// Whether a header `name` (lower-case name given) is present, whatever its value.
+    fn contains(&self, name: &str) -> bool {
+        self.any_value(name, &mut |_| true)
+    }
 }
 
 /// `(name, value)` pairs, one entry per header value; names compare
@@ -150,6 +155,10 @@ impl<N: AsRef<str>, V: AsRef<str>> Headers for Vec<(N, V)> {
 impl<T: Headers + ?Sized> Headers for &T {
     fn any_value(&self, name: &str, pred: &mut dyn FnMut(&str) -> bool) -> bool {
         (**self).any_value(name, pred)
+    }
+
+    fn contains(&self, name: &str) -> bool {
+        (**self).contains(name)
     }
 }
 
