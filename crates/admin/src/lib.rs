@@ -251,7 +251,7 @@ async fn upstream_health(
             let (health, data) = status(entry);
             json!({
                 "id": t.id,
-                "target": format!("{}:{}", entry.host, entry.port),
+                "target": target_text(&entry.host, entry.port),
                 "weight": t.weight,
                 "upstream": { "id": u.id },
                 "tags": if t.tags.is_empty() { serde_json::Value::Null } else { json!(t.tags) },
@@ -306,10 +306,11 @@ fn set_target_health(
     let Some(balancer) = snap.balancers.iter().find(|b| b.name == u.name) else {
         return not_found_now();
     };
-    let wanted = if target.contains(':') {
-        target.to_string()
-    } else {
+    // `host:port`, `[v6]:port`, or a host alone (port 8000, Kong's default for targets).
+    let wanted = if target.ends_with(']') || !target.contains(':') {
         format!("{target}:8000")
+    } else {
+        target.to_string()
     };
     let found = snap
         .config
@@ -317,9 +318,7 @@ fn set_target_health(
         .iter()
         .filter(|t| t.upstream == u.id)
         .zip(balancer.targets())
-        .find(|(t, e)| {
-            t.id.eq_ignore_ascii_case(target) || format!("{}:{}", e.host, e.port) == wanted
-        });
+        .find(|(t, e)| t.id.eq_ignore_ascii_case(target) || target_text(&e.host, e.port) == wanted);
     let Some((_, entry)) = found else {
         return not_found_now();
     };
@@ -339,7 +338,7 @@ fn set_target_health(
         method = "POST",
         path = %format!("/upstreams/{upstream}/targets/{target}/{}", if healthy { "healthy" } else { "unhealthy" }),
         upstream = %u.name,
-        target_address = %format!("{}:{}", entry.host, entry.port),
+        target_address = %target_text(&entry.host, entry.port),
         reason = if healthy { "target set healthy" } else { "target set unhealthy" },
         "Admin API change"
     );
@@ -348,4 +347,13 @@ fn set_target_health(
 
 fn not_found_now() -> Response {
     (StatusCode::NOT_FOUND, Json(json!({"message": "Not found"}))).into_response()
+}
+
+/// A target as Kong writes it: `host:port`, with an IPv6 address in brackets.
+fn target_text(host: &str, port: u16) -> String {
+    if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
 }

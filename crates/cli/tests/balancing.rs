@@ -249,7 +249,7 @@ async fn admin_api_sets_target_health_and_records_the_change() {
     let sec = dir.join("security.log");
     let gw = Gw::start_with(
         &upstream_config(&format!(
-            "  - name: backend\n    healthchecks:\n      passive:\n        unhealthy: {{tcp_failures: 3}}\n    targets:\n      - target: 127.0.0.1:{}\n      - target: 127.0.0.1:{}\n  - name: unchecked\n    targets:\n      - target: 127.0.0.1:{}\n",
+            "  - name: backend\n    healthchecks:\n      passive:\n        unhealthy: {{tcp_failures: 3}}\n    targets:\n      - target: 127.0.0.1:{}\n      - target: 127.0.0.1:{}\n  - name: unchecked\n    targets:\n      - target: 127.0.0.1:{}\n      - target: \"[::1]:9\"\n",
             a.port(),
             b.port(),
             a.port()
@@ -323,6 +323,22 @@ async fn admin_api_sets_target_health_and_records_the_change() {
         r.json(),
         serde_json::json!({"message": "no healthchecker found for unchecked"})
     );
+    // An IPv6 target is named as Kong writes it, in brackets.
+    let health = get(gw.admin, "/upstreams/unchecked/health", &[])
+        .await
+        .unwrap()
+        .json();
+    assert_eq!(health["data"][1]["target"], "[::1]:9", "{health}");
+    let r = request(
+        gw.admin,
+        "POST",
+        "/upstreams/unchecked/targets/[::1]:9/healthy",
+        &[],
+        "",
+    )
+    .await
+    .unwrap();
+    assert_status(&r, 400);
     // Each change is one security event with the caller's address.
     let mut events = Vec::new();
     for _ in 0..50 {
