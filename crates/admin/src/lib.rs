@@ -18,6 +18,9 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use portcullis_config::{Target, Upstream};
+use portcullis_proxy::balancer::{Balancer, TargetEntry};
+use portcullis_proxy::snapshot::Snapshot;
 use portcullis_proxy::Gateway;
 use serde_json::json;
 use tokio::net::TcpListener;
@@ -96,7 +99,42 @@ pub async fn serve(
 }
 
 async fn not_found() -> Response {
+    not_found_response()
+}
+
+fn not_found_response() -> Response {
     (StatusCode::NOT_FOUND, Json(json!({"message": "Not found"}))).into_response()
+}
+
+/// An upstream named by its name or id, with its balancer and its targets, each paired with
+/// the balancer's entry for it (the balancer holds them in config order).
+struct UpstreamView<'s> {
+    upstream: &'s Upstream,
+    balancer: &'s Balancer,
+    targets: Vec<(&'s Target, &'s TargetEntry)>,
+}
+
+impl<'s> UpstreamView<'s> {
+    fn find(snap: &'s Snapshot, key: &str) -> Option<UpstreamView<'s>> {
+        let upstream = snap
+            .config
+            .upstreams
+            .iter()
+            .find(|u| u.name == key || u.id.eq_ignore_ascii_case(key))?;
+        let balancer = snap.balancers.iter().find(|b| b.name == upstream.name)?;
+        let targets = snap
+            .config
+            .targets
+            .iter()
+            .filter(|t| t.upstream == upstream.id)
+            .zip(balancer.targets())
+            .collect();
+        Some(UpstreamView {
+            upstream,
+            balancer,
+            targets,
+        })
+    }
 }
 
 async fn root(State(gw): State<Arc<Gateway>>) -> Response {
@@ -165,23 +203,20 @@ async fn upstream_health(
     RawQuery(query): RawQuery,
 ) -> Response {
     let snap = gw.snapshot();
-    let Some(u) = snap
-        .config
-        .upstreams
-        .iter()
-        .find(|u| u.name == upstream || u.id.eq_ignore_ascii_case(&upstream))
+    let Some(UpstreamView {
+        upstream: u,
+        balancer,
+        targets,
+    }) = UpstreamView::find(&snap, &upstream)
     else {
-        return not_found().await;
-    };
-    let Some(balancer) = snap.balancers.iter().find(|b| b.name == u.name) else {
-        return not_found().await;
+        return not_found_response();
     };
     let checked = balancer.health_checked();
     let label = |healthy: bool| if healthy { "HEALTHY" } else { "UNHEALTHY" };
     let entries = balancer.targets();
     // One status per target, in the shape of Kong's `getTargetStatus` (the address is the
     // target's host as configured: names are resolved per connection, not held here).
-    let status = |t: &portcullis_proxy::balancer::TargetEntry| {
+    let status = |t: &TargetEntry| {
         let healthy = t.health.is_healthy();
         let unavailable = if healthy { 0 } else { t.weight };
         let health = if checked && t.weight > 0 {
@@ -244,10 +279,9 @@ async fn upstream_health(
         }))
         .into_response();
     }
-    let targets = snap.config.targets.iter().filter(|t| t.upstream == u.id);
     let data: Vec<serde_json::Value> = targets
-        .zip(entries)
-        .map(|(t, entry)| {
+        .iter()
+        .map(|&(t, entry)| {
             let (health, data) = status(entry);
             json!({
                 "id": t.id,
@@ -295,16 +329,13 @@ fn set_target_health(
     healthy: bool,
 ) -> Response {
     let snap = gw.snapshot();
-    let Some(u) = snap
-        .config
-        .upstreams
-        .iter()
-        .find(|u| u.name == upstream || u.id.eq_ignore_ascii_case(upstream))
+    let Some(UpstreamView {
+        upstream: u,
+        balancer,
+        targets,
+    }) = UpstreamView::find(&snap, upstream)
     else {
-        return not_found_now();
-    };
-    let Some(balancer) = snap.balancers.iter().find(|b| b.name == u.name) else {
-        return not_found_now();
+        return not_found_response();
     };
     // `host:port`, `[v6]:port`, or a host alone (port 8000, Kong's default for targets).
     let wanted = if target.ends_with(']') || !target.contains(':') {
@@ -312,15 +343,11 @@ fn set_target_health(
     } else {
         target.to_string()
     };
-    let found = snap
-        .config
-        .targets
+    let found = targets
         .iter()
-        .filter(|t| t.upstream == u.id)
-        .zip(balancer.targets())
         .find(|(t, e)| t.id.eq_ignore_ascii_case(target) || target_text(&e.host, e.port) == wanted);
-    let Some((_, entry)) = found else {
-        return not_found_now();
+    let Some(&(_, entry)) = found else {
+        return not_found_response();
     };
     if !balancer.health_checked() {
         return (
@@ -343,10 +370,6 @@ fn set_target_health(
         "Admin API change"
     );
     StatusCode::NO_CONTENT.into_response()
-}
-
-fn not_found_now() -> Response {
-    (StatusCode::NOT_FOUND, Json(json!({"message": "Not found"}))).into_response()
 }
 
 /// A target as Kong writes it: `host:port`, with an IPv6 address in brackets.

@@ -205,10 +205,7 @@ impl Parser {
             }
         }
         let key = name.clone().unwrap_or_else(|| path.to_string());
-        if o.has("id") {
-            self.paths.explicit.insert(path.to_string());
-        }
-        let id = read_id(&mut o, "service", &key, errs);
+        let id = self.entity_id(&mut o, "service", &key, errs);
         let tags = common(&mut o, errs);
 
         let (mut protocol, mut host, mut port, mut spath) = (None, None, None, None);
@@ -366,10 +363,7 @@ impl Parser {
             }
         }
         let key = name.clone().unwrap_or_else(|| path.to_string());
-        if o.has("id") {
-            self.paths.explicit.insert(path.to_string());
-        }
-        let id = read_id(&mut o, "route", &key, errs);
+        let id = self.entity_id(&mut o, "route", &key, errs);
         let tags = common(&mut o, errs);
         let index_of = self.config.routes.len();
 
@@ -566,10 +560,7 @@ impl Parser {
                 "invalid value: must be a hostname, not an IP address or host:port",
             );
         }
-        if o.has("id") {
-            self.paths.explicit.insert(path.to_string());
-        }
-        let id = read_id(&mut o, "upstream", &name, errs);
+        let id = self.entity_id(&mut o, "upstream", &name, errs);
         let tags = common(&mut o, errs);
         let algorithm = match o
             .one_of(
@@ -752,8 +743,7 @@ impl Parser {
                 "'cert_alt' and 'key_alt' must be set together",
             );
         }
-        let explicit_id = o.has("id");
-        let id = read_id(&mut o, "certificate", &tls::digest(&cert), errs);
+        let id = self.entity_id(&mut o, "certificate", &tls::digest(&cert), errs);
         let tags = common(&mut o, errs);
         // Each name with its own path: entries that are not names are dropped, and the
         // paths of the rest must not shift.
@@ -779,9 +769,6 @@ impl Parser {
         }
         o.finish(errs);
         self.paths.certificates.push(path.to_string());
-        if explicit_id {
-            self.paths.explicit.insert(path.to_string());
-        }
         let mut snis = Vec::with_capacity(named.len());
         for (s, p) in named {
             self.paths.snis.push((s.clone(), p));
@@ -865,10 +852,7 @@ impl Parser {
             .map(|u| format!("u:{u}"))
             .or_else(|| custom_id.clone().map(|c| format!("c:{c}")))
             .unwrap_or_else(|| path.to_string());
-        if o.has("id") {
-            self.paths.explicit.insert(path.to_string());
-        }
-        let id = read_id(&mut o, "consumer", &key, errs);
+        let id = self.entity_id(&mut o, "consumer", &key, errs);
         let tags = common(&mut o, errs);
         let mut nested = Vec::new();
         for (kind, _) in crate::parse::CREDENTIAL_KINDS {

@@ -262,6 +262,24 @@ pub(crate) fn derive_id(kind: &str, key: &str) -> Id {
     uuid::Uuid::new_v5(&NAMESPACE, format!("{kind}:{key}").as_bytes()).to_string()
 }
 
+impl Parser {
+    /// [`read_id`] for the kinds whose ids Kong makes random when the file gives none
+    /// (services, routes, upstreams, consumers, certificates): a given id is remembered, as
+    /// only given ids can be duplicate primary keys.
+    pub(crate) fn entity_id(
+        &mut self,
+        o: &mut Obj<'_>,
+        kind: &str,
+        key: &str,
+        errs: &mut Errors,
+    ) -> Id {
+        if o.has("id") {
+            self.paths.explicit.insert(o.path().to_string());
+        }
+        read_id(o, kind, key, errs)
+    }
+}
+
 /// Reads `id` if present (must be a UUID), else derives one from `key`.
 pub(crate) fn read_id(o: &mut Obj<'_>, kind: &str, key: &str, errs: &mut Errors) -> Id {
     match o.opt_str("id", errs) {
@@ -316,8 +334,12 @@ pub(crate) fn read_ref(o: &mut Obj<'_>, key: &str, errs: &mut Errors) -> Option<
 /// Every name and id must be unique within its entity kind. As in Kong, the error is put on
 /// the later entry (`services[1]`, `services[0].routes[2]`), naming the first's value.
 fn check_uniqueness(c: &Config, paths: &Paths, errs: &mut Errors) {
-    fn at(paths: &[String], i: usize) -> &str {
-        paths.get(i).map_or("", String::as_str)
+    /// Entities with the paths they were read at (recorded in step with them).
+    fn paired<'a, T>(
+        items: &'a [T],
+        paths: &'a [String],
+    ) -> impl Iterator<Item = (&'a T, &'a str)> + Clone {
+        items.iter().zip(paths.iter().map(String::as_str))
     }
     fn dup<'a>(
         errs: &mut Errors,
@@ -356,94 +378,88 @@ fn check_uniqueness(c: &Config, paths: &Paths, errs: &mut Errors) {
     fn uniqueness(kind: &str, what: &str, v: &str) -> String {
         format!("uniqueness violation: '{kind}' entity with {what} set to '{v}' already declared")
     }
-    let services = || {
-        c.services
-            .iter()
-            .enumerate()
-            .map(|(i, s)| (s, at(&paths.services, i)))
-    };
+    let services = paired(&c.services, &paths.services);
     dup_ids(
         errs,
         &paths.explicit,
         "services",
-        services().map(|(s, p)| (s.id.as_str(), s.name.as_deref(), p)),
+        services
+            .clone()
+            .map(|(s, p)| (s.id.as_str(), s.name.as_deref(), p)),
     );
     dup(
         errs,
         "services",
         "name",
-        services().filter_map(|(s, p)| Some((s.name.as_deref()?, p))),
+        services
+            .clone()
+            .filter_map(|(s, p)| Some((s.name.as_deref()?, p))),
     );
-    let routes = || {
-        c.routes
-            .iter()
-            .enumerate()
-            .map(|(i, r)| (r, at(&paths.routes, i)))
-    };
+    let routes = paired(&c.routes, &paths.routes);
     dup_ids(
         errs,
         &paths.explicit,
         "routes",
-        routes().map(|(r, p)| (r.id.as_str(), r.name.as_deref(), p)),
+        routes
+            .clone()
+            .map(|(r, p)| (r.id.as_str(), r.name.as_deref(), p)),
     );
     dup(
         errs,
         "routes",
         "name",
-        routes().filter_map(|(r, p)| Some((r.name.as_deref()?, p))),
+        routes
+            .clone()
+            .filter_map(|(r, p)| Some((r.name.as_deref()?, p))),
     );
-    let upstreams = || {
-        c.upstreams
-            .iter()
-            .enumerate()
-            .map(|(i, u)| (u, at(&paths.upstreams, i)))
-    };
+    let upstreams = paired(&c.upstreams, &paths.upstreams);
     dup_ids(
         errs,
         &paths.explicit,
         "upstreams",
-        upstreams().map(|(u, p)| (u.id.as_str(), Some(u.name.as_str()), p)),
+        upstreams
+            .clone()
+            .map(|(u, p)| (u.id.as_str(), Some(u.name.as_str()), p)),
     );
     dup(
         errs,
         "upstreams",
         "name",
-        upstreams().map(|(u, p)| (u.name.as_str(), p)),
+        upstreams.clone().map(|(u, p)| (u.name.as_str(), p)),
     );
-    let consumers = || {
-        c.consumers
-            .iter()
-            .enumerate()
-            .map(|(i, u)| (u, at(&paths.consumers, i)))
-    };
+    let consumers = paired(&c.consumers, &paths.consumers);
     dup_ids(
         errs,
         &paths.explicit,
         "consumers",
-        consumers().map(|(u, p)| (u.id.as_str(), u.username.as_deref(), p)),
+        consumers
+            .clone()
+            .map(|(u, p)| (u.id.as_str(), u.username.as_deref(), p)),
     );
     dup(
         errs,
         "consumers",
         "username",
-        consumers().filter_map(|(u, p)| Some((u.username.as_deref()?, p))),
+        consumers
+            .clone()
+            .filter_map(|(u, p)| Some((u.username.as_deref()?, p))),
     );
     dup(
         errs,
         "consumers",
         "custom_id",
-        consumers().filter_map(|(u, p)| Some((u.custom_id.as_deref()?, p))),
+        consumers
+            .clone()
+            .filter_map(|(u, p)| Some((u.custom_id.as_deref()?, p))),
     );
     // Kong gives a certificate without an id a random one: only given ids can collide.
     dup(
         errs,
         "certificates",
         "primary key",
-        c.certificates
-            .iter()
-            .enumerate()
-            .map(|(i, u)| (u.id.as_str(), at(&paths.certificates, i)))
-            .filter(|(_, p)| paths.explicit.contains(*p)),
+        paired(&c.certificates, &paths.certificates)
+            .filter(|(_, p)| paths.explicit.contains(*p))
+            .map(|(u, p)| (u.id.as_str(), p)),
     );
     dup(
         errs,
@@ -455,10 +471,7 @@ fn check_uniqueness(c: &Config, paths: &Paths, errs: &mut Errors) {
         errs,
         "targets",
         "primary key",
-        c.targets
-            .iter()
-            .enumerate()
-            .map(|(i, t)| (t.id.as_str(), at(&paths.targets, i))),
+        paired(&c.targets, &paths.targets).map(|(t, p)| (t.id.as_str(), p)),
     );
     dup(
         errs,
@@ -486,7 +499,7 @@ fn check_uniqueness(c: &Config, paths: &Paths, errs: &mut Errors) {
         }
     }
     let mut cred_keys: BTreeMap<(&str, String), ()> = BTreeMap::new();
-    for (i, cred) in c.credentials.iter().enumerate() {
+    for (cred, path) in paired(&c.credentials, &paths.credentials) {
         let natural = CREDENTIAL_KINDS
             .iter()
             .find(|(k, _)| *k == cred.kind)
@@ -502,7 +515,7 @@ fn check_uniqueness(c: &Config, paths: &Paths, errs: &mut Errors) {
             {
                 // Never echo a secret (a key) back in an error.
                 errs.push(
-                    at(&paths.credentials, i),
+                    path,
                     format!(
                         "duplicate credential {} in {}",
                         natural.unwrap_or("key"),
