@@ -378,3 +378,45 @@ async fn busy_polling_with_several_workers_is_refused() {
         "{err}"
     );
 }
+
+/// Write batching (`batch_writes`, on by default) holds first writes to the end of the
+/// worker's pass while other requests are in flight: with many keep-alive connections busy at
+/// once on one worker, every client still gets the answer to its own request, in order, with
+/// batching on and off.
+#[tokio::test]
+async fn concurrent_requests_on_one_worker_get_their_own_answers_with_and_without_batching() {
+    use http_body_util::{BodyExt, Full};
+    use hyper_util::rt::TokioIo;
+    let origin = Origin::start("batch").await;
+    for settings in ["", "batch_writes = false\n"] {
+        let gw = Gw::start_workers(&config(&origin.url(), "/"), settings, 1).await;
+        let proxy = gw.proxy;
+        let mut tasks = Vec::new();
+        for c in 0..32 {
+            tasks.push(tokio::spawn(async move {
+                let stream = tokio::net::TcpStream::connect(proxy).await.unwrap();
+                let (mut sender, conn) =
+                    hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                        .await
+                        .unwrap();
+                tokio::spawn(conn);
+                for n in 0..20 {
+                    let path = format!("/c{c}/n{n}");
+                    let req = hyper::Request::get(path.as_str())
+                        .header("host", "localhost")
+                        .body(Full::new(bytes::Bytes::new()))
+                        .unwrap();
+                    let resp = sender.send_request(req).await.unwrap();
+                    assert_eq!(resp.status(), 200, "{settings:?} {path}");
+                    let body = resp.into_body().collect().await.unwrap().to_bytes();
+                    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+                    assert_eq!(v["uri"], path, "{settings:?}");
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+    }
+    assert_eq!(origin.hits(), 2 * 32 * 20);
+}

@@ -251,6 +251,8 @@ async fn send_response<I: ClientIo, B>(
 where
     B: Body<Data = Bytes> + WireBody + Unpin,
 {
+    // Leaves with the other writes of this scheduler pass (see `batch`).
+    crate::batch::before_write(false).await;
     let wire = body.take_wire();
     let status = parts.status;
     let bodiless = *method == Method::HEAD

@@ -6,6 +6,7 @@
 
 pub mod access_log;
 pub mod balancer;
+pub mod batch;
 pub mod body;
 pub mod busy;
 pub mod errors;

@@ -76,6 +76,7 @@ pub async fn serve(
         body_timeout: gw.settings.header_timeout(),
         send_timeout: gw.settings.header_timeout(),
     });
+    crate::batch::set_enabled(gw.settings.batch_writes);
     // Settings validation allows it with one worker only (the current-thread runtime).
     if gw.settings.busy_polling {
         crate::busy::start(secs(gw.settings.busy_polling_window));

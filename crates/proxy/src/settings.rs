@@ -25,6 +25,9 @@ pub struct Settings {
     pub busy_polling: bool,
     /// With busy polling, a worker parks after this many seconds without a request.
     pub busy_polling_window: f64,
+    /// First writes of upstream requests and responses leave at the end of the worker's
+    /// pass while other requests are in flight (see `batch`).
+    pub batch_writes: bool,
     /// Peers whose X-Forwarded-* and X-Real-IP headers are believed.
     pub trusted_ips: Vec<IpNet>,
     /// Time allowed to receive a whole request head, seconds (nginx: client_header_timeout).
@@ -95,6 +98,7 @@ impl Default for Settings {
             workers: 0,
             busy_polling: false,
             busy_polling_window: 0.0002,
+            batch_writes: true,
             trusted_ips: Vec::new(),
             client_header_timeout: 60.0,
             keepalive_timeout: 75.0,
