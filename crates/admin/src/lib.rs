@@ -4,7 +4,8 @@
 //! `GET /status/ready`, `GET /metrics` (Prometheus text format), and Kong's read-only
 //! `GET /upstreams/{name or id}/health` (targets with their health; `?balancer_health=1` for
 //! the upstream's own) and `POST /upstreams/{u}/targets/{id or host:port}/healthy|unhealthy`
-//! (sets a target's health, as the health checks would: the checks may change it again).
+//! (sets a target's health, as the health checks would: the checks may change it again), and
+//! Kong's DB-less entity endpoints and `POST /config` ([`entities`]).
 //!
 //! The status listener (`status_listen`, off by default) serves `GET /status`,
 //! `GET /status/ready` and `GET /metrics` only: safe to expose to a Prometheus server.
@@ -26,9 +27,12 @@ use serde_json::json;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+mod entities;
+use entities::target_text;
+
 /// The Admin API routes.
 pub fn router(gw: Arc<Gateway>) -> Router {
-    Router::new()
+    entities::routes(Router::new())
         .route("/", get(root))
         .route("/status", get(status))
         .route("/status/ready", get(ready))
@@ -370,13 +374,4 @@ fn set_target_health(
         "Admin API change"
     );
     StatusCode::NO_CONTENT.into_response()
-}
-
-/// A target as Kong writes it: `host:port`, with an IPv6 address in brackets.
-fn target_text(host: &str, port: u16) -> String {
-    if host.contains(':') && !host.starts_with('[') {
-        format!("[{host}]:{port}")
-    } else {
-        format!("{host}:{port}")
-    }
 }
