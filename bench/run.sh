@@ -14,7 +14,9 @@
 # X-Forwarded-* headers stay; OFF=1 adds this column). A last column, "pgo-busy" (or "busy"
 # with PGO=0), runs the same binary with `busy_polling = true` (the worker polls instead of
 # sleeping while traffic flows; BUSY=0 leaves it out). PGO=0 leaves the profile-guided columns
-# out; BIN and PGO_BIN name ready binaries instead of building them.
+# out; BIN and PGO_BIN name ready binaries instead of building them. NOBATCH=1 adds a column
+# with `batch_writes = false` ("pgo-nobatch", or "nobatch" with PGO=0), to measure write
+# batching in the same rounds.
 #
 # One worker each. On a 2-core machine the proxy under test is pinned to CPU 0, and the load
 # generator (wrk) and the origin share CPU 1. Needs: nginx, wrk, taskset (apt install
@@ -33,6 +35,7 @@ BIN=${BIN:-./target/release/portcullis}
 PGO=${PGO:-1}
 OFF=${OFF:-0}
 BUSY=${BUSY:-1}
+NOBATCH=${NOBATCH:-0}
 [ "$PGO" = 1 ] || OFF=0
 if [ "$PGO" = 1 ] && [ -z "${PGO_BIN:-}" ]; then
   bench/pgo.sh
@@ -49,6 +52,7 @@ NGINX_KONG_PORT=18083
 PGO_PORT=18084
 OFF_PORT=18085
 BUSY_PORT=18086
+NOBATCH_PORT=18087
 
 write_configs "$OUT" "$ORIGIN_PORT" "$NGINX_PORT" "$NGINX_KONG_PORT"
 
@@ -90,6 +94,11 @@ if [ "$BUSY" = 1 ]; then
   { cat "$OUT/portcullis.toml"; printf 'busy_polling = true\n'; } > "$OUT/portcullis-busy.toml"
   if [ "$PGO" = 1 ]; then start_pc pgo-busy "$PGO_BIN" "$OUT/portcullis-busy.toml" $BUSY_PORT 18004
   else start_pc busy "$BIN" "$OUT/portcullis-busy.toml" $BUSY_PORT 18004; fi
+fi
+if [ "$NOBATCH" = 1 ]; then
+  { cat "$OUT/portcullis.toml"; printf 'batch_writes = false\n'; } > "$OUT/portcullis-nobatch.toml"
+  if [ "$PGO" = 1 ]; then start_pc pgo-nobatch "$PGO_BIN" "$OUT/portcullis-nobatch.toml" $NOBATCH_PORT 18005
+  else start_pc nobatch "$BIN" "$OUT/portcullis-nobatch.toml" $NOBATCH_PORT 18005; fi
 fi
 curl -sf -o /dev/null "http://127.0.0.1:$NGINX_PORT/" || { echo "nginx proxy not answering" >&2; exit 1; }
 curl -sf -o /dev/null "http://127.0.0.1:$NGINX_KONG_PORT/" || { echo "nginx (Kong headers) not answering" >&2; exit 1; }

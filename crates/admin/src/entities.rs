@@ -30,6 +30,9 @@ use serde_json::{json, Map, Value};
 /// What secrets read as in Admin API output.
 pub const REDACTED: &str = "<redacted>";
 
+/// The largest `POST /config` body.
+const CONFIG_BODY_LIMIT: usize = 16 << 20;
+
 /// Kong's default page size, and its largest.
 const PAGE_SIZE: usize = 100;
 const MAX_PAGE_SIZE: usize = 1000;
@@ -64,7 +67,14 @@ const CREDENTIALS: &[(&str, &str, &str, Option<&str>)] = &[
 /// Adds the entity endpoints and `/config` to the Admin API's routes.
 pub fn routes(mut r: Router<Arc<Gateway>>) -> Router<Arc<Gateway>> {
     r = r
-        .route("/config", get(config_get).post(config_post))
+        .route(
+            "/config",
+            get(config_get)
+                .post(config_post)
+                // axum's default of 2 MB is less than a large config; YAML aliases are bounded by
+                // the parser (`portcullis_config::yaml_value`).
+                .layer(axum::extract::DefaultBodyLimit::max(CONFIG_BODY_LIMIT)),
+        )
         .route("/services", list("services", services))
         .route("/services/{s}", one("services", service))
         .route("/services/{s}/routes", list("routes", service_routes))
@@ -332,17 +342,19 @@ fn decode_offset(s: &str) -> Option<usize> {
 }
 
 /// A page of `items` in Kong's shape: `{"data": [...], "next": ..., "offset": ...}`.
-fn page(path: &str, args: &PageArgs, items: impl Iterator<Item = Value>) -> Response {
+fn page(c: &Config, path: &str, args: &PageArgs, items: impl Iterator<Item = Value>) -> Response {
     let kept: Vec<Value> = items.filter(|v| args.keeps(v)).collect();
-    let end = (args.start + args.size).min(kept.len());
+    let end = args.start.saturating_add(args.size).min(kept.len());
     let data: Vec<Value> = kept
         .get(args.start.min(kept.len())..end)
         .map(<[Value]>::to_vec)
         .unwrap_or_default();
     let mut body = json!({"data": data, "next": null});
+    unvault(c, &mut body);
     if end < kept.len() {
         let offset = encode_offset(end);
         let mut next = format!("{path}?offset={}", escape(&offset));
+        // `path` holds the endpoint's key as given, escaped where it names an entity.
         if let Some(t) = &args.raw_tags {
             next.push_str(&format!("&tags={}", escape(t)));
         }
@@ -365,6 +377,35 @@ fn escape(s: &str) -> String {
         }
     }
     out
+}
+
+/// Shows each value that came from a `{vault://...}` reference as the reference, so that the
+/// Admin API never reads a secret out of the environment (Kong shows references too).
+fn unvault(c: &Config, v: &mut Value) {
+    if c.vault_values.is_empty() {
+        return;
+    }
+    match v {
+        Value::String(s) => {
+            if let Some((_, reference)) = c.vault_values.iter().find(|(value, _)| value == s) {
+                *s = reference.clone();
+            } else {
+                let scrubbed = portcullis_config::scrub_vault_values(s, &c.vault_values);
+                if scrubbed != *s {
+                    *s = scrubbed;
+                }
+            }
+        }
+        Value::Array(a) => a.iter_mut().for_each(|v| unvault(c, v)),
+        Value::Object(o) => o.values_mut().for_each(|v| unvault(c, v)),
+        _ => {}
+    }
+}
+
+/// One entity as the answer.
+fn entity(c: &Config, mut v: Value) -> Response {
+    unvault(c, &mut v);
+    Json(v).into_response()
 }
 
 // ---- rendering ----------------------------------------------------------------------------
@@ -534,6 +575,19 @@ fn render_upstream(u: &Upstream) -> Value {
             Algorithm::Latency => "latency",
         }),
     );
+    for field in [
+        "hash_on_header",
+        "hash_fallback_header",
+        "hash_on_cookie",
+        "hash_on_query_arg",
+        "hash_fallback_query_arg",
+        "hash_on_uri_capture",
+        "hash_fallback_uri_capture",
+    ] {
+        m.insert(field.into(), Value::Null);
+    }
+    m.insert("hash_on_cookie_path".into(), json!("/"));
+    m.insert("use_srv_name".into(), json!(false));
     hash_fields("hash_on", &u.hash_on, &mut m);
     hash_fields("hash_fallback", &u.hash_fallback, &mut m);
     m.insert("slots".into(), json!(u.slots));
@@ -606,7 +660,7 @@ fn render_sni(name: &str, cert: &Certificate) -> Value {
         "id": portcullis_config::stable_id("snis", name),
         "name": name,
         "certificate": { "id": cert.id },
-        "tags": or_null(&cert.tags),
+        "tags": null,
     })
 }
 
@@ -614,7 +668,6 @@ fn render_ca(c: &CaCertificate) -> Value {
     json!({
         "id": c.id,
         "cert": c.cert,
-        "cert_digest": portcullis_config::tls::digest(c.cert.trim()),
         "tags": or_null(&c.tags),
     })
 }
@@ -668,6 +721,33 @@ fn redact_headers(m: &mut Map<String, Value>) {
     }
 }
 
+/// `name:value` items (the transformers' `headers`, `querystring` and `body` lists): the
+/// value of a credential-like name is redacted.
+fn redact_pairs(items: &mut [Value]) {
+    for item in items {
+        if let Value::String(s) = item {
+            if let Some((name, _)) = s.split_once(':') {
+                if secret_header(name.trim()) {
+                    *s = format!("{name}:{REDACTED}");
+                }
+            }
+        }
+    }
+}
+
+/// Credentials written into a URL (`https://user:pass@host/`): the user information goes.
+fn redact_url(s: &mut String) {
+    let Some(scheme_end) = s.find("://") else {
+        return;
+    };
+    let rest = &s[scheme_end + 3..];
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    if let Some(at) = rest[..authority_end].rfind('@') {
+        let host = rest[at + 1..].to_string();
+        *s = format!("{}{REDACTED}@{host}", &s[..scheme_end + 3]);
+    }
+}
+
 /// Replaces secret values in a plugin config (recursively: `redis.password` too).
 pub fn redact_config(v: &mut Value) {
     match v {
@@ -675,18 +755,19 @@ pub fn redact_config(v: &mut Value) {
             for (k, v) in o.iter_mut() {
                 if secret_field(k) {
                     redact_all(v);
-                } else if k == "headers" {
-                    if let Value::Object(h) = v {
-                        redact_headers(h);
-                    } else {
-                        redact_config(v);
+                    continue;
+                }
+                match (k.as_str(), &mut *v) {
+                    ("headers", Value::Object(h)) => redact_headers(h),
+                    ("headers" | "querystring" | "body", Value::Array(items)) => {
+                        redact_pairs(items)
                     }
-                } else {
-                    redact_config(v);
+                    _ => redact_config(v),
                 }
             }
         }
         Value::Array(a) => a.iter_mut().for_each(redact_config),
+        Value::String(s) => redact_url(s),
         _ => {}
     }
 }
@@ -715,10 +796,23 @@ fn find_upstream<'c>(c: &'c Config, key: &str) -> Option<&'c Upstream> {
         .find(|u| is_id(key, &u.id) || u.name == key)
 }
 
+/// Kong's rule for `/consumers/{c}`: a UUID names the id, anything else the username.
 fn find_consumer<'c>(c: &'c Config, key: &str) -> Option<&'c Consumer> {
-    c.consumers
-        .iter()
-        .find(|u| is_id(key, &u.id) || u.username.as_deref() == Some(key))
+    if is_uuid(key) {
+        c.consumers.iter().find(|u| is_id(key, &u.id))
+    } else {
+        c.consumers
+            .iter()
+            .find(|u| u.username.as_deref() == Some(key))
+    }
+}
+
+fn is_uuid(s: &str) -> bool {
+    s.len() == 36
+        && s.bytes().enumerate().all(|(i, b)| match i {
+            8 | 13 | 18 | 23 => b == b'-',
+            _ => b.is_ascii_hexdigit(),
+        })
 }
 
 /// Runs `f` on the running config after parsing the page arguments.
@@ -737,13 +831,15 @@ fn with_page(
 
 async fn services(State(gw): State<Arc<Gateway>>, RawQuery(q): RawQuery) -> Response {
     with_page(&gw, &q, |c, a| {
-        page("/services", a, c.services.iter().map(render_service))
+        page(c, "/services", a, c.services.iter().map(render_service))
     })
 }
 
 async fn service(State(gw): State<Arc<Gateway>>, Path(key): Path<String>) -> Response {
-    match find_service(&gw.snapshot().config, &key) {
-        Some(s) => Json(render_service(s)).into_response(),
+    let snap = gw.snapshot();
+    let c = &snap.config;
+    match find_service(c, &key) {
+        Some(s) => entity(c, render_service(s)),
         None => not_found(),
     }
 }
@@ -755,7 +851,8 @@ async fn service_routes(
 ) -> Response {
     with_page(&gw, &q, |c, a| match find_service(c, &key) {
         Some(s) => page(
-            &format!("/services/{key}/routes"),
+            c,
+            &format!("/services/{}/routes", escape(&key)),
             a,
             c.routes
                 .iter()
@@ -773,7 +870,8 @@ async fn service_plugins(
 ) -> Response {
     with_page(&gw, &q, |c, a| match find_service(c, &key) {
         Some(s) => page(
-            &format!("/services/{key}/plugins"),
+            c,
+            &format!("/services/{}/plugins", escape(&key)),
             a,
             c.plugins
                 .iter()
@@ -786,13 +884,15 @@ async fn service_plugins(
 
 async fn routes_all(State(gw): State<Arc<Gateway>>, RawQuery(q): RawQuery) -> Response {
     with_page(&gw, &q, |c, a| {
-        page("/routes", a, c.routes.iter().map(render_route))
+        page(c, "/routes", a, c.routes.iter().map(render_route))
     })
 }
 
 async fn route(State(gw): State<Arc<Gateway>>, Path(key): Path<String>) -> Response {
-    match find_route(&gw.snapshot().config, &key) {
-        Some(r) => Json(render_route(r)).into_response(),
+    let snap = gw.snapshot();
+    let c = &snap.config;
+    match find_route(c, &key) {
+        Some(r) => entity(c, render_route(r)),
         None => not_found(),
     }
 }
@@ -804,7 +904,7 @@ async fn route_service(State(gw): State<Arc<Gateway>>, Path(key): Path<String>) 
         .and_then(|r| r.service.as_deref())
         .and_then(|id| find_service(c, id));
     match service {
-        Some(s) => Json(render_service(s)).into_response(),
+        Some(s) => entity(c, render_service(s)),
         None => not_found(),
     }
 }
@@ -816,7 +916,8 @@ async fn route_plugins(
 ) -> Response {
     with_page(&gw, &q, |c, a| match find_route(c, &key) {
         Some(r) => page(
-            &format!("/routes/{key}/plugins"),
+            c,
+            &format!("/routes/{}/plugins", escape(&key)),
             a,
             c.plugins
                 .iter()
@@ -829,13 +930,15 @@ async fn route_plugins(
 
 async fn upstreams(State(gw): State<Arc<Gateway>>, RawQuery(q): RawQuery) -> Response {
     with_page(&gw, &q, |c, a| {
-        page("/upstreams", a, c.upstreams.iter().map(render_upstream))
+        page(c, "/upstreams", a, c.upstreams.iter().map(render_upstream))
     })
 }
 
 async fn upstream(State(gw): State<Arc<Gateway>>, Path(key): Path<String>) -> Response {
-    match find_upstream(&gw.snapshot().config, &key) {
-        Some(u) => Json(render_upstream(u)).into_response(),
+    let snap = gw.snapshot();
+    let c = &snap.config;
+    match find_upstream(c, &key) {
+        Some(u) => entity(c, render_upstream(u)),
         None => not_found(),
     }
 }
@@ -847,7 +950,8 @@ async fn upstream_targets(
 ) -> Response {
     with_page(&gw, &q, |c, a| match find_upstream(c, &key) {
         Some(u) => page(
-            &format!("/upstreams/{key}/targets"),
+            c,
+            &format!("/upstreams/{}/targets", escape(&key)),
             a,
             c.targets
                 .iter()
@@ -863,6 +967,7 @@ async fn consumers(State(gw): State<Arc<Gateway>>, RawQuery(q): RawQuery) -> Res
         // Kong: `?custom_id=` looks a consumer up by its custom id.
         let custom = a.rest.get("custom_id");
         page(
+            c,
             "/consumers",
             a,
             c.consumers
@@ -874,8 +979,10 @@ async fn consumers(State(gw): State<Arc<Gateway>>, RawQuery(q): RawQuery) -> Res
 }
 
 async fn consumer(State(gw): State<Arc<Gateway>>, Path(key): Path<String>) -> Response {
-    match find_consumer(&gw.snapshot().config, &key) {
-        Some(u) => Json(render_consumer(u)).into_response(),
+    let snap = gw.snapshot();
+    let c = &snap.config;
+    match find_consumer(c, &key) {
+        Some(u) => entity(c, render_consumer(u)),
         None => not_found(),
     }
 }
@@ -887,7 +994,8 @@ async fn consumer_plugins(
 ) -> Response {
     with_page(&gw, &q, |c, a| match find_consumer(c, &key) {
         Some(u) => page(
-            &format!("/consumers/{key}/plugins"),
+            c,
+            &format!("/consumers/{}/plugins", escape(&key)),
             a,
             c.plugins
                 .iter()
@@ -900,14 +1008,15 @@ async fn consumer_plugins(
 
 async fn plugins(State(gw): State<Arc<Gateway>>, RawQuery(q): RawQuery) -> Response {
     with_page(&gw, &q, |c, a| {
-        page("/plugins", a, c.plugins.iter().map(render_plugin))
+        page(c, "/plugins", a, c.plugins.iter().map(render_plugin))
     })
 }
 
 async fn plugin(State(gw): State<Arc<Gateway>>, Path(key): Path<String>) -> Response {
     let snap = gw.snapshot();
-    match snap.config.plugins.iter().find(|p| is_id(&key, &p.id)) {
-        Some(p) => Json(render_plugin(p)).into_response(),
+    let c = &snap.config;
+    match c.plugins.iter().find(|p| is_id(&key, &p.id)) {
+        Some(p) => entity(c, render_plugin(p)),
         None => not_found(),
     }
 }
@@ -915,6 +1024,7 @@ async fn plugin(State(gw): State<Arc<Gateway>>, Path(key): Path<String>) -> Resp
 async fn certificates(State(gw): State<Arc<Gateway>>, RawQuery(q): RawQuery) -> Response {
     with_page(&gw, &q, |c, a| {
         page(
+            c,
             "/certificates",
             a,
             c.certificates.iter().map(render_certificate),
@@ -925,13 +1035,12 @@ async fn certificates(State(gw): State<Arc<Gateway>>, RawQuery(q): RawQuery) -> 
 /// A certificate by id or by one of its SNIs, as Kong allows.
 async fn certificate(State(gw): State<Arc<Gateway>>, Path(key): Path<String>) -> Response {
     let snap = gw.snapshot();
-    let found = snap
-        .config
-        .certificates
-        .iter()
-        .find(|c| is_id(&key, &c.id) || c.snis.iter().any(|s| s.eq_ignore_ascii_case(&key)));
+    let c = &snap.config;
+    let found = c.certificates.iter().find(|cert| {
+        is_id(&key, &cert.id) || cert.snis.iter().any(|s| s.eq_ignore_ascii_case(&key))
+    });
     match found {
-        Some(c) => Json(render_certificate(c)).into_response(),
+        Some(cert) => entity(c, render_certificate(cert)),
         None => not_found(),
     }
 }
@@ -939,6 +1048,7 @@ async fn certificate(State(gw): State<Arc<Gateway>>, Path(key): Path<String>) ->
 async fn snis(State(gw): State<Arc<Gateway>>, RawQuery(q): RawQuery) -> Response {
     with_page(&gw, &q, |c, a| {
         page(
+            c,
             "/snis",
             a,
             c.certificates
@@ -950,11 +1060,12 @@ async fn snis(State(gw): State<Arc<Gateway>>, RawQuery(q): RawQuery) -> Response
 
 async fn sni(State(gw): State<Arc<Gateway>>, Path(key): Path<String>) -> Response {
     let snap = gw.snapshot();
-    for cert in &snap.config.certificates {
+    let c = &snap.config;
+    for cert in &c.certificates {
         for s in &cert.snis {
             if s.eq_ignore_ascii_case(&key) || is_id(&key, &portcullis_config::stable_id("snis", s))
             {
-                return Json(render_sni(s, cert)).into_response();
+                return entity(c, render_sni(s, cert));
             }
         }
     }
@@ -964,6 +1075,7 @@ async fn sni(State(gw): State<Arc<Gateway>>, Path(key): Path<String>) -> Respons
 async fn ca_certificates(State(gw): State<Arc<Gateway>>, RawQuery(q): RawQuery) -> Response {
     with_page(&gw, &q, |c, a| {
         page(
+            c,
             "/ca_certificates",
             a,
             c.ca_certificates.iter().map(render_ca),
@@ -973,13 +1085,9 @@ async fn ca_certificates(State(gw): State<Arc<Gateway>>, RawQuery(q): RawQuery) 
 
 async fn ca_certificate(State(gw): State<Arc<Gateway>>, Path(key): Path<String>) -> Response {
     let snap = gw.snapshot();
-    match snap
-        .config
-        .ca_certificates
-        .iter()
-        .find(|c| is_id(&key, &c.id))
-    {
-        Some(c) => Json(render_ca(c)).into_response(),
+    let c = &snap.config;
+    match c.ca_certificates.iter().find(|ca| is_id(&key, &ca.id)) {
+        Some(ca) => entity(c, render_ca(ca)),
         None => not_found(),
     }
 }
@@ -992,6 +1100,7 @@ async fn credentials_all(
     let path = CREDENTIALS.iter().find(|k| k.0 == kind).map_or("", |k| k.1);
     with_page(&gw, &q, |c, a| {
         page(
+            c,
             &format!("/{path}"),
             a,
             c.credentials
@@ -1011,7 +1120,8 @@ async fn consumer_credentials(
     let nested = CREDENTIALS.iter().find(|k| k.0 == kind).map_or("", |k| k.2);
     with_page(&gw, &q, |c, a| match find_consumer(c, &key) {
         Some(u) => page(
-            &format!("/consumers/{key}/{nested}"),
+            c,
+            &format!("/consumers/{}/{nested}", escape(&key)),
             a,
             c.credentials
                 .iter()
@@ -1022,8 +1132,28 @@ async fn consumer_credentials(
     })
 }
 
-/// All entities of a config, by Kong's entity names (the body of `POST /config`'s answer).
+/// All entities of a config as Kong's `POST /config` answers: by entity name, then by id.
 fn render_all(c: &Config) -> Value {
+    let mut v = render_lists(c);
+    if let Value::Object(kinds) = &mut v {
+        for list in kinds.values_mut() {
+            let by_id: Map<String, Value> = list
+                .as_array()
+                .map(|items| {
+                    items
+                        .iter()
+                        .map(|e| (e["id"].as_str().unwrap_or_default().to_string(), e.clone()))
+                        .collect()
+                })
+                .unwrap_or_default();
+            *list = Value::Object(by_id);
+        }
+    }
+    unvault(c, &mut v);
+    v
+}
+
+fn render_lists(c: &Config) -> Value {
     let mut m = Map::new();
     m.insert(
         "services".into(),
@@ -1107,31 +1237,32 @@ fn config_text(headers: &HeaderMap, body: &Bytes) -> Result<String, Refusal> {
             json!({"message": "expected a declarative configuration"}),
         )
     };
-    let text = std::str::from_utf8(body).map_err(|_| missing())?;
     if ctype.starts_with("multipart/form-data") {
         return multipart_field(raw_type, body, "config").ok_or_else(missing);
     }
-    if ctype.starts_with("application/x-www-form-urlencoded") {
-        return form_urlencoded(text)
-            .into_iter()
-            .find(|(k, _)| k == "config")
-            .map(|(_, v)| v)
-            .filter(|v| !v.is_empty())
-            .ok_or_else(missing);
-    }
-    if ctype.starts_with("application/json") {
-        if let Ok(Value::Object(o)) = serde_json::from_str::<Value>(text) {
-            if !o.contains_key("_format_version") {
-                return match o.get("config") {
-                    Some(Value::String(s)) => Ok(s.clone()),
-                    Some(v @ Value::Object(_)) => Ok(v.to_string()),
-                    _ => Err(missing()),
-                };
-            }
-        }
-    }
+    let text = std::str::from_utf8(body).map_err(|_| missing())?;
     if text.trim().is_empty() {
         return Err(missing());
+    }
+    if ctype.starts_with("application/x-www-form-urlencoded") {
+        // `config=<text>`; anything else is the config itself, as Kong reads the raw body
+        // (`curl --data-binary @kong.yml` sends this type).
+        if let Some((_, v)) = form_urlencoded(text)
+            .into_iter()
+            .find(|(k, _)| k == "config")
+        {
+            return Ok(v);
+        }
+        return Ok(text.to_string());
+    }
+    if let Ok(Value::Object(o)) = serde_json::from_str::<Value>(text) {
+        if !o.contains_key("_format_version") {
+            match o.get("config") {
+                Some(Value::String(s)) => return Ok(s.clone()),
+                Some(v @ Value::Object(_)) => return Ok(v.to_string()),
+                _ => {}
+            }
+        }
     }
     Ok(text.to_string())
 }
@@ -1147,14 +1278,25 @@ fn multipart_field(ctype: &str, body: &[u8], name: &str) -> Option<String> {
                 .map(|_| &p[9..])
         })?
         .trim_matches('"');
+    if boundary.is_empty() {
+        return None;
+    }
     let delim = format!("--{boundary}");
     let text = String::from_utf8_lossy(body);
     for part in text.split(delim.as_str()).skip(1) {
         let part = part.strip_prefix("\r\n").unwrap_or(part);
-        let (head, rest) = part.split_once("\r\n\r\n")?;
+        let Some((head, rest)) = part.split_once("\r\n\r\n") else {
+            continue;
+        };
         let named = head.lines().any(|l| {
-            l.to_ascii_lowercase().starts_with("content-disposition:")
-                && (l.contains(&format!("name=\"{name}\"")) || l.contains(&format!("name={name};")))
+            let Some((key, params)) = l.split_once(':') else {
+                return false;
+            };
+            key.trim().eq_ignore_ascii_case("content-disposition")
+                && params.split(';').map(str::trim).any(|p| {
+                    p.strip_prefix("name=")
+                        .is_some_and(|v| v.trim_matches('"') == name)
+                })
         });
         if named {
             return Some(rest.strip_suffix("\r\n").unwrap_or(rest).to_string());

@@ -328,7 +328,11 @@ async fn post_config_replaces_the_running_config_or_is_refused_with_paths() {
     .await
     .unwrap();
     assert_status(&r, 201);
-    assert_eq!(r.json()["routes"][0]["paths"], json!(["/new"]));
+    // Kong's shape: entities by name, then by id.
+    let routes = r.json()["routes"].clone();
+    let (id, route) = routes.as_object().unwrap().iter().next().unwrap();
+    assert_eq!(&route["id"], id);
+    assert_eq!(route["paths"], json!(["/new"]));
     assert_status(&gw.get("/new").await, 200);
     assert_status(&gw.get("/old").await, 404);
     let hash = gw.config_hash().await;
@@ -393,4 +397,115 @@ fn portcullis_hash(text: &str) -> String {
     use sha2::Digest;
     let d = sha2::Sha256::digest(text.as_bytes());
     d.iter().map(|b| format!("{b:02x}")).collect::<String>()[..32].to_string()
+}
+
+/// Values from `{vault://env/...}` references read back as the reference, in entities and in
+/// the errors of a refused `POST /config`, so the Admin API cannot read the environment.
+#[tokio::test]
+async fn vault_values_read_back_as_their_references() {
+    let origin = Origin::start("o").await;
+    let secret = std::env::var("PATH").expect("PATH is set");
+    assert!(secret.len() >= 4);
+    let cfg = format!(
+        "{}consumers:\n  - username: carol\n    custom_id: \"{{vault://env/PATH}}\"\n",
+        one_service(&origin.url(), "      - name: r\n        paths: [/]\n")
+    );
+    let gw = Gw::start(&cfg).await;
+    let carol = admin(&gw, "/consumers/carol").await;
+    assert_eq!(carol.json()["custom_id"], "{vault://env/PATH}");
+    assert!(!carol.text().contains(&secret));
+
+    // Refused: the tag check quotes the value it refused, and the answer shows the reference.
+    let bad = format!(
+        "{}consumers:\n  - username: dave\n    tags: [\"{{vault://env/PATH}}\"]\n",
+        one_service(&origin.url(), "      - name: r\n        paths: [/]\n")
+    );
+    let r = request(
+        gw.admin,
+        "POST",
+        "/config",
+        &[("content-type", "text/yaml")],
+        &bad,
+    )
+    .await
+    .unwrap();
+    assert_status(&r, 400);
+    assert!(!r.text().contains(&secret), "{}", r.text());
+
+    // Accepted: the 201 body (Kong's shape: entities by id) shows the reference too.
+    let r = request(
+        gw.admin,
+        "POST",
+        "/config",
+        &[("content-type", "text/yaml")],
+        &cfg,
+    )
+    .await
+    .unwrap();
+    assert_status(&r, 201);
+    assert!(!r.text().contains(&secret), "{}", r.text());
+    let consumers = r.json()["consumers"].clone();
+    let (_, c) = consumers.as_object().unwrap().iter().next().unwrap();
+    assert_eq!(c["custom_id"], "{vault://env/PATH}");
+    assert!(!gw.logs().contains(&secret));
+}
+
+/// Transformer header lists, URLs with credentials: redacted; a YAML alias bomb posted to
+/// `/config` is refused without taking the node down; a raw body sent form-encoded (as
+/// `curl --data-binary @kong.yml` does) is read as the config, as Kong reads it.
+#[tokio::test]
+async fn more_secrets_redacted_alias_bombs_refused_and_raw_bodies_read() {
+    let origin = Origin::start("o").await;
+    let cfg = format!(
+        "{}plugins:\n  - name: request-transformer\n    config:\n      add:\n        headers: [\"Authorization:Bearer up-token\", \"X-Team:blue\"]\n        querystring: [\"api_key:qs-secret\"]\n  - name: http-log\n    config:\n      http_endpoint: https://logger:url-password@127.0.0.1:9/log\n",
+        one_service(&origin.url(), "      - name: r\n        paths: [/]\n")
+    );
+    let gw = Gw::start(&cfg).await;
+    let text = admin(&gw, "/plugins").await.text();
+    for secret in ["up-token", "qs-secret", "url-password", "logger:"] {
+        assert!(!text.contains(secret), "{secret} shown: {text}");
+    }
+    assert!(text.contains("X-Team:blue"), "{text}");
+    assert!(text.contains("Authorization:<redacted>"), "{text}");
+
+    let mut bomb = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
+    for i in 1..10 {
+        let p = i - 1;
+        bomb.push_str(&format!(
+            "a{i}: &a{i} [*a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}]\n"
+        ));
+    }
+    let r = request(
+        gw.admin,
+        "POST",
+        "/config",
+        &[("content-type", "text/yaml")],
+        &bomb,
+    )
+    .await
+    .unwrap();
+    assert_status(&r, 400);
+    // Refused by serde_yaml's own repetition limit or, past it, by the node budget.
+    assert!(
+        r.json()["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("declarative config is invalid: invalid YAML"),
+        "{}",
+        r.text()
+    );
+    assert_status(&gw.get("/").await, 200);
+
+    let next = one_service(&origin.url(), "      - name: r\n        paths: [/raw]\n");
+    let r = request(
+        gw.admin,
+        "POST",
+        "/config",
+        &[("content-type", "application/x-www-form-urlencoded")],
+        &next,
+    )
+    .await
+    .unwrap();
+    assert_status(&r, 201);
+    assert_status(&gw.get("/raw").await, 200);
 }

@@ -12,6 +12,9 @@ pub mod reader;
 pub mod text;
 pub mod tls;
 mod vault;
+mod yaml;
+pub use vault::scrub as scrub_vault_values;
+pub use yaml::value as yaml_value;
 
 use std::path::Path;
 

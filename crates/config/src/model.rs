@@ -444,6 +444,9 @@ pub struct Config {
     pub plugins: Vec<Plugin>,
     /// Consumer groups: name → member consumer ids.
     pub consumer_groups: BTreeMap<String, Vec<Id>>,
+    /// Each value resolved from a `{vault://...}` reference, with the reference text: output
+    /// for people shows the reference instead (see `vault::scrub`).
+    pub vault_values: Vec<(String, String)>,
 }
 
 impl Config {

@@ -45,7 +45,7 @@ pub fn parse_str_with(
             }]
         })?
     } else {
-        serde_yaml::from_str(text).map_err(|e| {
+        crate::yaml::value(text).map_err(|e| {
             vec![FieldError {
                 path: String::new(),
                 message: format!("invalid YAML: {e}"),
@@ -53,17 +53,23 @@ pub fn parse_str_with(
         })?
     };
     let mut errs = Errors::default();
-    vault::resolve(&mut root, "", env, &mut errs);
-    let config = parse_value(&root, &mut errs);
+    let resolved = vault::resolve(&mut root, "", env, &mut errs);
+    let mut config = parse_value(&root, &mut errs);
     for p in &config.plugins {
         if !p.name.is_empty() {
             check(&p.name, &p.config, &p.path, &mut errs);
         }
     }
     if errs.is_empty() {
+        config.vault_values = resolved;
         Ok(config)
     } else {
-        Err(errs.into_vec())
+        // An error may quote the value it refused: show the reference, never the secret.
+        let mut list = errs.into_vec();
+        for e in &mut list {
+            e.message = vault::scrub(&e.message, &resolved);
+        }
+        Err(list)
     }
 }
 

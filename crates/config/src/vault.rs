@@ -15,9 +15,31 @@ pub type EnvLookup<'a> = &'a dyn Fn(&str) -> Option<String>;
 /// reference. Besides `env`, references may name the `prefix` of an `env` vault entity in the
 /// file (`vaults: [{name: env, prefix: my-vault, config: {prefix: APP_}}]` makes
 /// `{vault://my-vault/db-password}` read `APP_DB_PASSWORD`, as Kong's env vault does).
-pub fn resolve(root: &mut Value, path: &str, env: EnvLookup<'_>, errs: &mut Errors) {
+///
+/// Returns each resolved value with the reference text it came from, so that output meant for
+/// people (errors, the Admin API) can show the reference instead of the secret.
+pub fn resolve(
+    root: &mut Value,
+    path: &str,
+    env: EnvLookup<'_>,
+    errs: &mut Errors,
+) -> Vec<(String, String)> {
     let vaults = env_vaults(root);
-    resolve_in(root, path, env, &vaults, errs);
+    let mut resolved = Vec::new();
+    resolve_in(root, path, env, &vaults, errs, &mut resolved);
+    resolved
+}
+
+/// Replaces every resolved vault value in `text` with its reference. Values shorter than 4
+/// bytes are left: replacing them would garble ordinary words and numbers.
+pub fn scrub(text: &str, resolved: &[(String, String)]) -> String {
+    let mut out = text.to_string();
+    for (secret, reference) in resolved {
+        if secret.len() >= 4 && out.contains(secret.as_str()) {
+            out = out.replace(secret.as_str(), reference);
+        }
+    }
+    out
 }
 
 /// `(prefix, config.prefix)` of each `env` vault entity.
@@ -45,24 +67,31 @@ fn resolve_in(
     env: EnvLookup<'_>,
     vaults: &[(String, String)],
     errs: &mut Errors,
+    resolved: &mut Vec<(String, String)>,
 ) {
     match v {
         Value::String(s) => {
             if let Some(reference) = parse_reference(s) {
                 match lookup(reference, env, vaults) {
-                    Ok(secret) => *s = secret,
+                    Ok(secret) => {
+                        let text = s.trim().to_string();
+                        if !resolved.iter().any(|(v, r)| *v == secret && *r == text) {
+                            resolved.push((secret.clone(), text));
+                        }
+                        *s = secret;
+                    }
                     Err(msg) => errs.push(path, msg),
                 }
             }
         }
         Value::Array(items) => {
             for (i, item) in items.iter_mut().enumerate() {
-                resolve_in(item, &index(path, i), env, vaults, errs);
+                resolve_in(item, &index(path, i), env, vaults, errs, resolved);
             }
         }
         Value::Object(map) => {
             for (k, item) in map.iter_mut() {
-                resolve_in(item, &join(path, k), env, vaults, errs);
+                resolve_in(item, &join(path, k), env, vaults, errs, resolved);
             }
         }
         _ => {}

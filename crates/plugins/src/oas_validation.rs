@@ -90,46 +90,6 @@ pub struct OasValidation {
     allowed_headers: Vec<String>,
 }
 
-/// Converts YAML to JSON, turning non-string keys (`200:`) into strings.
-fn yaml_to_json(v: serde_yaml::Value) -> Result<Value, String> {
-    Ok(match v {
-        serde_yaml::Value::Null => Value::Null,
-        serde_yaml::Value::Bool(b) => Value::Bool(b),
-        serde_yaml::Value::Number(n) => {
-            if let Some(i) = n.as_i64() {
-                Value::from(i)
-            } else if let Some(u) = n.as_u64() {
-                Value::from(u)
-            } else {
-                n.as_f64()
-                    .and_then(serde_json::Number::from_f64)
-                    .map_or(Value::Null, Value::Number)
-            }
-        }
-        serde_yaml::Value::String(s) => Value::String(s),
-        serde_yaml::Value::Sequence(items) => Value::Array(
-            items
-                .into_iter()
-                .map(yaml_to_json)
-                .collect::<Result<_, _>>()?,
-        ),
-        serde_yaml::Value::Mapping(m) => {
-            let mut out = Map::new();
-            for (k, v) in m {
-                let key = match k {
-                    serde_yaml::Value::String(s) => s,
-                    serde_yaml::Value::Number(n) => n.to_string(),
-                    serde_yaml::Value::Bool(b) => b.to_string(),
-                    _ => return Err("unsupported mapping key".into()),
-                };
-                out.insert(key, yaml_to_json(v)?);
-            }
-            Value::Object(out)
-        }
-        serde_yaml::Value::Tagged(t) => yaml_to_json(t.value)?,
-    })
-}
-
 /// OpenAPI 3.0's `nullable: true` becomes a `null` member of `type`, as Kong does.
 fn convert_nullable(v: &mut Value) {
     match v {
@@ -428,9 +388,9 @@ fn load(text: &str) -> Result<(Vec<PathItem>, Option<String>), Vec<String>> {
         serde_json::from_str(trimmed)
             .map_err(|e| vec![format!("api_spec is not valid JSON: {e}")])?
     } else {
-        let y: serde_yaml::Value = serde_yaml::from_str(text)
-            .map_err(|e| vec![format!("api_spec is neither JSON nor YAML: {e}")])?;
-        yaml_to_json(y).map_err(|e| vec![format!("api_spec: {e}")])?
+        // Bounded: aliases cannot expand past the config parser's node budget.
+        portcullis_config::yaml_value(text)
+            .map_err(|e| vec![format!("api_spec is neither JSON nor YAML: {e}")])?
     };
     let version = doc
         .get("openapi")

@@ -3,30 +3,32 @@
 //! An event loop that writes each request to the upstream, and each response to its client,
 //! the moment it is ready spreads its writes over the whole pass through the ready
 //! connections: a few microseconds apart, each one a wakeup for a peer that has just gone
-//! back to sleep. With batching, while other requests are in flight on the same worker, the
-//! first write of an upstream request and of a response waits for the end of the current
-//! pass (a `yield_now`, which tokio defers until after its next poll of the I/O driver), so
+//! back to sleep. With batching, the first write of an upstream request and of a response
+//! waits for the end of the current pass (a `yield_now`, which tokio defers until after its
+//! next poll of the I/O driver; that poll may bring more requests into the same pass), so
 //! the writes of one pass leave back to back and each peer wakes once for several of them.
 //! This is what nginx's loop gets for free when it is saturated, and what Redis does on
-//! purpose (it writes replies in `beforeSleep`). No request waits for a timer or for another
+//! purpose (it writes replies in `beforeSleep`). No write waits for a timer or for another
 //! request's I/O: only for the tasks already ready in the same pass.
 //!
-//! Alone on its worker a request is written at once: with nothing to batch with, the yield
-//! would only add an event poll. The count is per thread, so that it costs no shared atomic:
-//! exact with one worker (the current-thread runtime); with several, a task that moves
-//! between threads makes it approximate, which only changes whether a write waits.
+//! Only while more than one client connection is open on the worker: with a single one
+//! (HTTP/1 requests on a connection come one after another) there is nothing to batch with,
+//! and the extra poll would only add latency (measured: ~15 µs per request at one
+//! connection on the development VM). The count is per thread, so no cache line is shared
+//! between workers; a connection that closes on another worker than it opened on (work
+//! stealing) is taken off the count it was added to.
 //!
 //! Measured in `docs/performance.md` (session 13).
 
-use std::cell::Cell;
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
 
 static ENABLED: AtomicBool = AtomicBool::new(true);
 
 thread_local! {
-    /// Requests between their start and their response head on this thread (it may go
-    /// negative on a thread that finishes requests another thread started).
-    static ACTIVE: Cell<isize> = const { Cell::new(0) };
+    /// Client connections opened on this thread and still open. One counter per thread,
+    /// made once and never freed (threads that serve connections live as long as the
+    /// runtime), so that a connection can take itself off it from any thread.
+    static OPEN: &'static AtomicUsize = Box::leak(Box::new(AtomicUsize::new(0)));
 }
 
 /// Turns batching on or off for this process (from the node settings, at start).
@@ -34,39 +36,43 @@ pub fn set_enabled(on: bool) {
     ENABLED.store(on, Relaxed);
 }
 
-/// Counts a request as active on this thread while alive: from the start of its handling
-/// until its response head is ready to be written.
-pub struct Active(());
+/// Counts a client connection as open on the thread it opened on, while alive.
+pub struct Open(&'static AtomicUsize);
 
-impl Active {
+impl Open {
     /// Starts counting.
-    #[inline]
-    pub fn enter() -> Active {
-        ACTIVE.with(|c| c.set(c.get() + 1));
-        Active(())
+    pub fn new() -> Open {
+        let counter = OPEN.with(|c| *c);
+        counter.fetch_add(1, Relaxed);
+        Open(counter)
     }
 }
 
-impl Drop for Active {
-    #[inline]
+impl Default for Open {
+    fn default() -> Self {
+        Open::new()
+    }
+}
+
+impl Drop for Open {
     fn drop(&mut self) {
-        ACTIVE.with(|c| c.set(c.get() - 1));
+        self.0.fetch_sub(1, Relaxed);
     }
 }
 
-/// Would a write now be worth holding to the end of the pass? `own` says whether the caller's
-/// request is itself still counted as active.
+/// Would a write now be worth holding to the end of the pass? Only with batching on and
+/// more than one client connection open on this thread.
 #[inline]
-fn worth_waiting(own: bool) -> bool {
-    ENABLED.load(Relaxed) && ACTIVE.with(Cell::get) > isize::from(own)
+fn worth_waiting() -> bool {
+    ENABLED.load(Relaxed) && OPEN.with(|c| c.load(Relaxed)) > 1
 }
 
-/// Awaited before the first write of an upstream request (`own = true`: its request is
-/// active) or of a response (`own = false`): returns at once when batching is off or no other
-/// request is active on this thread, else after the rest of the current scheduler pass.
+/// Awaited before the first write of an upstream request or of a response: returns at once
+/// when batching is off or this thread has a single client connection, else after the rest
+/// of the current scheduler pass.
 #[inline]
-pub async fn before_write(own: bool) {
-    if worth_waiting(own) {
+pub async fn before_write() {
+    if worth_waiting() {
         tokio::task::yield_now().await;
     }
 }
@@ -76,20 +82,22 @@ mod tests {
     use super::*;
 
     #[test]
-    fn waits_only_with_other_requests_active() {
+    fn waits_only_with_other_connections_open() {
         set_enabled(true);
-        assert!(!worth_waiting(false));
-        let a = Active::enter();
-        // Alone: its upstream write goes at once; a response written now has company.
-        assert!(!worth_waiting(true));
-        assert!(worth_waiting(false));
-        let b = Active::enter();
-        assert!(worth_waiting(true));
+        let a = Open::new();
+        // One connection: written at once.
+        assert!(!worth_waiting());
+        let b = Open::new();
+        assert!(worth_waiting());
         set_enabled(false);
-        assert!(!worth_waiting(true));
+        assert!(!worth_waiting());
         set_enabled(true);
         drop(b);
+        assert!(!worth_waiting());
+        let c = Open::new();
+        // A connection that closes on another thread leaves this one's count.
+        std::thread::spawn(move || drop(c)).join().unwrap();
+        assert!(!worth_waiting());
         drop(a);
-        assert!(!worth_waiting(false));
     }
 }

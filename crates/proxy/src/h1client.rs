@@ -278,7 +278,7 @@ impl Conn {
             other => (other, None),
         };
         // Leaves with the other writes of this scheduler pass (see `batch`).
-        crate::batch::before_write(true).await;
+        crate::batch::before_write().await;
         // The first write decides whether anything of the request left.
         let mut written = 0;
         while written < head.len() {

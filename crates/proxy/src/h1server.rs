@@ -69,6 +69,8 @@ pub async fn serve<I, S, Fut, B>(
     Fut: Future<Output = Response<B>>,
     B: Body<Data = Bytes> + WireBody + Unpin,
 {
+    // Counted while open, for write batching (see `batch`).
+    let _open = crate::batch::Open::new();
     let mut shared = Arc::new(Mutex::new(Conn::new(io, limits)));
     let mut stop_rx = shutdown.clone();
     let mut stop = Box::pin(async move {
@@ -252,7 +254,7 @@ where
     B: Body<Data = Bytes> + WireBody + Unpin,
 {
     // Leaves with the other writes of this scheduler pass (see `batch`).
-    crate::batch::before_write(false).await;
+    crate::batch::before_write().await;
     let wire = body.take_wire();
     let status = parts.status;
     let bodiless = *method == Method::HEAD

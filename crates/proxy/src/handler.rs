@@ -263,7 +263,6 @@ pub async fn handle(
         .requests_total
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let _in_flight = crate::body::InFlightRequest::new(&gw.stats);
-    let _active = crate::batch::Active::enter();
     // The HTTP/1.1 server marks a well-formed WebSocket upgrade request (GET, HTTP/1.1,
     // `Upgrade: websocket`, `Connection: upgrade`; see `guard::head`).
     let client_upgrade = req.extensions_mut().remove::<crate::h1server::OnUpgrade>();

@@ -278,6 +278,8 @@ async fn serve_h2<I>(gw: Arc<Gateway>, io: I, info: Arc<ConnInfo>, watcher: Shut
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    // Counted while open, for write batching (see `batch`).
+    let _open = crate::batch::Open::new();
     let settings = gw.settings.clone();
     let svc = service_fn(move |req| {
         let gw = gw.clone();
