@@ -97,6 +97,7 @@ pub fn routes(mut r: Router<Arc<Gateway>>) -> Router<Arc<Gateway>> {
         .route("/consumers/{c}", one("consumers", consumer))
         .route("/consumers/{c}/plugins", list("plugins", consumer_plugins))
         .route("/plugins", list("plugins", plugins))
+        .route("/plugins/enabled", get(plugins_enabled))
         .route("/plugins/{p}", one("plugins", plugin))
         .route("/certificates", list("certificates", certificates))
         .route("/certificates/{c}", one("certificates", certificate))
@@ -121,6 +122,24 @@ pub fn routes(mut r: Router<Arc<Gateway>>) -> Router<Arc<Gateway>> {
                 get(
                     move |s: State<Arc<Gateway>>, p: Path<String>, q: RawQuery| async move {
                         consumer_credentials(s, p, q, kind).await
+                    },
+                )
+                .fallback(move |m: Method| unsupported(m, kind)),
+            )
+            .route(
+                &format!("/{collection}/{{id}}"),
+                get(
+                    move |s: State<Arc<Gateway>>, Path(id): Path<String>| async move {
+                        credential_one(&s.0, None, &id, kind)
+                    },
+                )
+                .fallback(move |m: Method| unsupported(m, kind)),
+            )
+            .route(
+                &format!("/consumers/{{c}}/{nested}/{{id}}"),
+                get(
+                    move |s: State<Arc<Gateway>>, Path((c, id)): Path<(String, String)>| async move {
+                        credential_one(&s.0, Some(&c), &id, kind)
                     },
                 )
                 .fallback(move |m: Method| unsupported(m, kind)),
@@ -1090,6 +1109,35 @@ async fn ca_certificate(State(gw): State<Arc<Gateway>>, Path(key): Path<String>)
         Some(ca) => entity(c, render_ca(ca)),
         None => not_found(),
     }
+}
+
+/// One credential by id (never by its secret), optionally only if it belongs to `consumer`.
+fn credential_one(gw: &Gateway, consumer: Option<&str>, id: &str, kind: &str) -> Response {
+    let snap = gw.snapshot();
+    let c = &snap.config;
+    let owner = match consumer {
+        Some(key) => match find_consumer(c, key) {
+            Some(u) => Some(u.id.as_str()),
+            None => return not_found(),
+        },
+        None => None,
+    };
+    let found = c
+        .credentials
+        .iter()
+        .find(|cr| cr.kind == kind && is_id(id, &cr.id) && owner.is_none_or(|o| cr.consumer == o));
+    match found {
+        Some(cr) => entity(c, render_credential(cr)),
+        None => not_found(),
+    }
+}
+
+/// Kong's `GET /plugins/enabled`: the plugins this node can run.
+async fn plugins_enabled() -> Response {
+    Json(json!({
+        "enabled_plugins": portcullis_plugins::known_plugins().collect::<Vec<_>>(),
+    }))
+    .into_response()
 }
 
 async fn credentials_all(

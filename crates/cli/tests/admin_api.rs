@@ -152,6 +152,30 @@ async fn entities_read_back_in_kongs_shape() {
     assert_eq!(acls["data"][0]["group"], "admins");
     assert_eq!(acls["data"][0]["consumer"], json!({"id": alice["id"]}));
     assert_status(&admin(&gw, "/consumers/nobody/acls").await, 404);
+    // One credential by id, at the top level or under its consumer (not under another).
+    let acl_id = acls["data"][0]["id"].as_str().unwrap().to_string();
+    assert_eq!(
+        admin(&gw, &format!("/acls/{acl_id}")).await.json(),
+        acls["data"][0]
+    );
+    assert_eq!(
+        admin(&gw, &format!("/consumers/alice/acls/{acl_id}"))
+            .await
+            .json(),
+        acls["data"][0]
+    );
+    assert_status(
+        &admin(&gw, &format!("/consumers/bob/acls/{acl_id}")).await,
+        404,
+    );
+    assert_status(
+        &admin(&gw, "/acls/00000000-0000-0000-0000-000000000000").await,
+        404,
+    );
+
+    let enabled = admin(&gw, "/plugins/enabled").await.json();
+    let names = enabled["enabled_plugins"].as_array().unwrap();
+    assert!(names.iter().any(|n| n == "key-auth"), "{enabled}");
 }
 
 #[tokio::test]
@@ -160,6 +184,11 @@ async fn secrets_never_leave_through_the_admin_api() {
     let gw = Gw::start(&full_config(&origin.url())).await;
     let key = admin(&gw, "/consumers/alice/key-auth").await.json();
     assert_eq!(key["data"][0]["key"], "<redacted>");
+    let key_id = key["data"][0]["id"].as_str().unwrap().to_string();
+    assert_eq!(
+        admin(&gw, &format!("/key-auths/{key_id}")).await.json()["key"],
+        "<redacted>"
+    );
     let all_keys = admin(&gw, "/key-auths").await.json();
     assert_eq!(all_keys["data"][0]["key"], "<redacted>");
     let basic = admin(&gw, "/consumers/alice/basic-auth").await.json();
@@ -194,8 +223,11 @@ async fn secrets_never_leave_through_the_admin_api() {
         "/upstreams",
         "/certificates",
         "/config",
+        &format!("/key-auths/{key_id}"),
+        &format!("/consumers/alice/key-auth/{key_id}"),
     ] {
         let text = admin(&gw, path).await.text();
+        assert!(!text.is_empty(), "{path}");
         for secret in [
             "alice-very-secret-key",
             "alice-password",
