@@ -75,90 +75,90 @@ pub fn routes(mut r: Router<Arc<Gateway>>) -> Router<Arc<Gateway>> {
                 // the parser (`portcullis_config::yaml_value`).
                 .layer(axum::extract::DefaultBodyLimit::max(CONFIG_BODY_LIMIT)),
         )
-        .route("/services", list("services", services))
-        .route("/services/{s}", one("services", service))
-        .route("/services/{s}/routes", list("routes", service_routes))
-        .route("/services/{s}/plugins", list("plugins", service_plugins))
-        .route("/routes", list("routes", routes_all))
-        .route("/routes/{r}", one("routes", route))
-        .route("/routes/{r}/service", one("services", route_service))
-        .route("/routes/{r}/plugins", list("plugins", route_plugins))
-        .route("/upstreams", list("upstreams", upstreams))
-        .route("/upstreams/{upstream}", one("upstreams", upstream))
+        .route("/services", read_only("services", services))
+        .route("/services/{s}", read_only("services", service))
+        .route("/services/{s}/routes", read_only("routes", service_routes))
+        .route(
+            "/services/{s}/plugins",
+            read_only("plugins", service_plugins),
+        )
+        .route("/routes", read_only("routes", routes_all))
+        .route("/routes/{r}", read_only("routes", route))
+        .route("/routes/{r}/service", read_only("services", route_service))
+        .route("/routes/{r}/plugins", read_only("plugins", route_plugins))
+        .route("/upstreams", read_only("upstreams", upstreams))
+        .route("/upstreams/{upstream}", read_only("upstreams", upstream))
         .route(
             "/upstreams/{upstream}/targets",
-            list("targets", upstream_targets),
+            read_only("targets", upstream_targets),
         )
         .route(
             "/upstreams/{upstream}/targets/all",
-            list("targets", upstream_targets),
+            read_only("targets", upstream_targets),
         )
-        .route("/consumers", list("consumers", consumers))
-        .route("/consumers/{c}", one("consumers", consumer))
-        .route("/consumers/{c}/plugins", list("plugins", consumer_plugins))
-        .route("/plugins", list("plugins", plugins))
+        .route("/consumers", read_only("consumers", consumers))
+        .route("/consumers/{c}", read_only("consumers", consumer))
+        .route(
+            "/consumers/{c}/plugins",
+            read_only("plugins", consumer_plugins),
+        )
+        .route("/plugins", read_only("plugins", plugins))
         .route("/plugins/enabled", get(plugins_enabled))
-        .route("/plugins/{p}", one("plugins", plugin))
-        .route("/certificates", list("certificates", certificates))
-        .route("/certificates/{c}", one("certificates", certificate))
-        .route("/snis", list("snis", snis))
-        .route("/snis/{s}", one("snis", sni))
-        .route("/ca_certificates", list("ca_certificates", ca_certificates))
+        .route("/plugins/{p}", read_only("plugins", plugin))
+        .route("/certificates", read_only("certificates", certificates))
+        .route("/certificates/{c}", read_only("certificates", certificate))
+        .route("/snis", read_only("snis", snis))
+        .route("/snis/{s}", read_only("snis", sni))
+        .route(
+            "/ca_certificates",
+            read_only("ca_certificates", ca_certificates),
+        )
         .route(
             "/ca_certificates/{c}",
-            one("ca_certificates", ca_certificate),
+            read_only("ca_certificates", ca_certificate),
         );
     for &(kind, collection, nested, _) in CREDENTIALS {
         r = r
             .route(
                 &format!("/{collection}"),
-                get(move |s: State<Arc<Gateway>>, q: RawQuery| async move {
+                read_only(kind, move |s: State<Arc<Gateway>>, q: RawQuery| async move {
                     credentials_all(s, q, kind).await
-                })
-                .fallback(move |m: Method| unsupported(m, kind)),
+                }),
             )
             .route(
                 &format!("/consumers/{{c}}/{nested}"),
-                get(
+                read_only(
+                    kind,
                     move |s: State<Arc<Gateway>>, p: Path<String>, q: RawQuery| async move {
                         consumer_credentials(s, p, q, kind).await
                     },
-                )
-                .fallback(move |m: Method| unsupported(m, kind)),
+                ),
             )
             .route(
                 &format!("/{collection}/{{id}}"),
-                get(
+                read_only(
+                    kind,
                     move |s: State<Arc<Gateway>>, Path(id): Path<String>| async move {
                         credential_one(&s.0, None, &id, kind)
                     },
-                )
-                .fallback(move |m: Method| unsupported(m, kind)),
+                ),
             )
             .route(
                 &format!("/consumers/{{c}}/{nested}/{{id}}"),
-                get(
+                read_only(
+                    kind,
                     move |s: State<Arc<Gateway>>, Path((c, id)): Path<(String, String)>| async move {
                         credential_one(&s.0, Some(&c), &id, kind)
                     },
-                )
-                .fallback(move |m: Method| unsupported(m, kind)),
+                ),
             );
     }
     r
 }
 
-/// A collection endpoint: GET lists (paged, filtered by tags), other methods are refused.
-fn list<H, T>(schema: &'static str, handler: H) -> MethodRouter<Arc<Gateway>>
-where
-    H: axum::handler::Handler<T, Arc<Gateway>>,
-    T: 'static,
-{
-    get(handler).fallback(move |m: Method| unsupported(m, schema))
-}
-
-/// A single-entity endpoint.
-fn one<H, T>(schema: &'static str, handler: H) -> MethodRouter<Arc<Gateway>>
+/// An entity endpoint (a collection or one entity): GET reads, other methods are refused as
+/// writes to `schema`.
+fn read_only<H, T>(schema: &'static str, handler: H) -> MethodRouter<Arc<Gateway>>
 where
     H: axum::handler::Handler<T, Arc<Gateway>>,
     T: 'static,
@@ -312,40 +312,9 @@ impl PageArgs {
 }
 
 fn form_urlencoded(q: &str) -> Vec<(String, String)> {
-    q.split('&')
-        .filter(|kv| !kv.is_empty())
-        .map(|kv| {
-            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-            (unescape(k), unescape(v))
-        })
+    form_urlencoded::parse(q.as_bytes())
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
         .collect()
-}
-
-fn unescape(s: &str) -> String {
-    let s = s.replace('+', " ");
-    percent_decode(&s)
-}
-
-fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' && i + 2 < b.len() {
-            if let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2])) {
-                out.push(h * 16 + l);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-fn hex(c: u8) -> Option<u8> {
-    (c as char).to_digit(16).map(|d| d as u8)
 }
 
 /// Offsets are opaque to clients, as in Kong: the start index, base64-encoded.
@@ -386,16 +355,14 @@ fn page(c: &Config, path: &str, args: &PageArgs, items: impl Iterator<Item = Val
     Json(body).into_response()
 }
 
+/// Percent-encodes a `next` link's parts: everything but unreserved characters.
 fn escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+    const RESERVED: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'_')
+        .remove(b'.')
+        .remove(b'~');
+    percent_encoding::utf8_percent_encode(s, RESERVED).to_string()
 }
 
 /// Shows each value that came from a `{vault://...}` reference as the reference, so that the
@@ -887,17 +854,9 @@ async fn service_plugins(
     Path(key): Path<String>,
     RawQuery(q): RawQuery,
 ) -> Response {
-    with_page(&gw, &q, |c, a| match find_service(c, &key) {
-        Some(s) => page(
-            c,
-            &format!("/services/{}/plugins", escape(&key)),
-            a,
-            c.plugins
-                .iter()
-                .filter(|p| p.service.as_deref() == Some(s.id.as_str()))
-                .map(render_plugin),
-        ),
-        None => not_found(),
+    with_page(&gw, &q, |c, a| {
+        let owner = find_service(c, &key).map(|s| s.id.as_str());
+        scoped_plugins(c, a, "services", &key, owner, |p| p.service.as_deref())
     })
 }
 
@@ -933,17 +892,9 @@ async fn route_plugins(
     Path(key): Path<String>,
     RawQuery(q): RawQuery,
 ) -> Response {
-    with_page(&gw, &q, |c, a| match find_route(c, &key) {
-        Some(r) => page(
-            c,
-            &format!("/routes/{}/plugins", escape(&key)),
-            a,
-            c.plugins
-                .iter()
-                .filter(|p| p.route.as_deref() == Some(r.id.as_str()))
-                .map(render_plugin),
-        ),
-        None => not_found(),
+    with_page(&gw, &q, |c, a| {
+        let owner = find_route(c, &key).map(|r| r.id.as_str());
+        scoped_plugins(c, a, "routes", &key, owner, |p| p.route.as_deref())
     })
 }
 
@@ -1011,18 +962,34 @@ async fn consumer_plugins(
     Path(key): Path<String>,
     RawQuery(q): RawQuery,
 ) -> Response {
-    with_page(&gw, &q, |c, a| match find_consumer(c, &key) {
-        Some(u) => page(
-            c,
-            &format!("/consumers/{}/plugins", escape(&key)),
-            a,
-            c.plugins
-                .iter()
-                .filter(|p| p.consumer.as_deref() == Some(u.id.as_str()))
-                .map(render_plugin),
-        ),
-        None => not_found(),
+    with_page(&gw, &q, |c, a| {
+        let owner = find_consumer(c, &key).map(|u| u.id.as_str());
+        scoped_plugins(c, a, "consumers", &key, owner, |p| p.consumer.as_deref())
     })
+}
+
+/// `/{parent}/{key}/plugins`: the plugins scoped to the entity `owner` (its id, when `key`
+/// named one), read off each plugin by `scope`.
+fn scoped_plugins(
+    c: &Config,
+    a: &PageArgs,
+    parent: &str,
+    key: &str,
+    owner: Option<&str>,
+    scope: fn(&Plugin) -> Option<&str>,
+) -> Response {
+    let Some(owner) = owner else {
+        return not_found();
+    };
+    page(
+        c,
+        &format!("/{parent}/{}/plugins", escape(key)),
+        a,
+        c.plugins
+            .iter()
+            .filter(|p| scope(p) == Some(owner))
+            .map(render_plugin),
+    )
 }
 
 async fn plugins(State(gw): State<Arc<Gateway>>, RawQuery(q): RawQuery) -> Response {
@@ -1182,75 +1149,46 @@ async fn consumer_credentials(
 
 /// All entities of a config as Kong's `POST /config` answers: by entity name, then by id.
 fn render_all(c: &Config) -> Value {
-    let mut v = render_lists(c);
-    if let Value::Object(kinds) = &mut v {
-        for list in kinds.values_mut() {
-            let by_id: Map<String, Value> = list
-                .as_array()
-                .map(|items| {
-                    items
-                        .iter()
-                        .map(|e| (e["id"].as_str().unwrap_or_default().to_string(), e.clone()))
-                        .collect()
-                })
-                .unwrap_or_default();
-            *list = Value::Object(by_id);
-        }
+    fn by_id(items: impl Iterator<Item = Value>) -> Value {
+        Value::Object(
+            items
+                .map(|e| (e["id"].as_str().unwrap_or_default().to_string(), e))
+                .collect(),
+        )
     }
-    unvault(c, &mut v);
-    v
-}
-
-fn render_lists(c: &Config) -> Value {
     let mut m = Map::new();
     m.insert(
         "services".into(),
-        json!(c.services.iter().map(render_service).collect::<Vec<_>>()),
+        by_id(c.services.iter().map(render_service)),
     );
-    m.insert(
-        "routes".into(),
-        json!(c.routes.iter().map(render_route).collect::<Vec<_>>()),
-    );
+    m.insert("routes".into(), by_id(c.routes.iter().map(render_route)));
     m.insert(
         "upstreams".into(),
-        json!(c.upstreams.iter().map(render_upstream).collect::<Vec<_>>()),
+        by_id(c.upstreams.iter().map(render_upstream)),
     );
-    m.insert(
-        "targets".into(),
-        json!(c.targets.iter().map(render_target).collect::<Vec<_>>()),
-    );
+    m.insert("targets".into(), by_id(c.targets.iter().map(render_target)));
     m.insert(
         "consumers".into(),
-        json!(c.consumers.iter().map(render_consumer).collect::<Vec<_>>()),
+        by_id(c.consumers.iter().map(render_consumer)),
     );
-    m.insert(
-        "plugins".into(),
-        json!(c.plugins.iter().map(render_plugin).collect::<Vec<_>>()),
-    );
+    m.insert("plugins".into(), by_id(c.plugins.iter().map(render_plugin)));
     m.insert(
         "certificates".into(),
-        json!(c
-            .certificates
-            .iter()
-            .map(render_certificate)
-            .collect::<Vec<_>>()),
+        by_id(c.certificates.iter().map(render_certificate)),
     );
     m.insert(
         "ca_certificates".into(),
-        json!(c.ca_certificates.iter().map(render_ca).collect::<Vec<_>>()),
+        by_id(c.ca_certificates.iter().map(render_ca)),
     );
     for &(kind, ..) in CREDENTIALS {
-        let list: Vec<Value> = c
-            .credentials
-            .iter()
-            .filter(|cr| cr.kind == kind)
-            .map(render_credential)
-            .collect();
-        if !list.is_empty() {
-            m.insert(kind.into(), json!(list));
+        if c.credentials.iter().any(|cr| cr.kind == kind) {
+            let list = c.credentials.iter().filter(|cr| cr.kind == kind);
+            m.insert(kind.into(), by_id(list.map(render_credential)));
         }
     }
-    Value::Object(m)
+    let mut v = Value::Object(m);
+    unvault(c, &mut v);
+    v
 }
 
 // ---- /config ------------------------------------------------------------------------------
